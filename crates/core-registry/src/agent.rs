@@ -1,0 +1,151 @@
+//! The [`Agent`] trait and the [`RunContext`] through which a run reports what it does.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{AgentError, EmitError};
+use crate::event::{EventKind, RunId, RunInfo, SessionId, ToolCallId};
+
+/// What travels through a session's channel; the stream adds `seq` on receipt.
+pub(crate) type RawEvent = (Arc<RunInfo>, EventKind);
+
+/// An agent: something a user can run with an input, which reports progress and returns an answer.
+///
+/// Each session gets its own instance from the factory given to
+/// [`AgentRegistryBuilder::register`](crate::AgentRegistryBuilder::register), created on the session's first run
+/// of that agent and shared by the session's later runs of it. State kept in an instance (behind a lock, since runs
+/// of one session may overlap) is therefore per user session, never shared across users.
+///
+/// The registry emits `agent_started` before `run` is called and exactly one `agent_completed` after it returns,
+/// errors, panics or is cancelled; an agent only reports what happens in between through `ctx`.
+///
+/// ```
+/// use core_registry::{async_trait, Agent, AgentError, RunContext};
+///
+/// struct Shout;
+///
+/// #[async_trait]
+/// impl Agent for Shout {
+///     async fn run(&self, ctx: &mut RunContext, input: String) -> Result<String, AgentError> {
+///         ctx.thinking("raising my voice").await?;
+///         Ok(input.to_uppercase())
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// Runs the agent on `input` and returns its answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// The registry drops this future when the run is cancelled; work in progress is lost, and any tool call left
+    /// open gets its `tool_completed` (with an error) from the registry.
+    async fn run(&self, ctx: &mut RunContext, input: String) -> Result<String, AgentError>;
+}
+
+/// A run's handle on its session's event stream, given to [`Agent::run`].
+#[derive(Debug)]
+pub struct RunContext {
+    pub(crate) info: Arc<RunInfo>,
+    pub(crate) events: mpsc::Sender<RawEvent>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) last_call: u32,
+    // Invariant: holds exactly the calls that have a `tool_executing` and no `tool_completed` yet.
+    pub(crate) open_calls: Vec<(ToolCallId, Arc<str>)>,
+}
+
+impl RunContext {
+    /// This run's id.
+    pub fn run_id(&self) -> RunId {
+        self.info.run_id
+    }
+
+    /// The session this run belongs to.
+    pub fn session_id(&self) -> SessionId {
+        self.info.session_id
+    }
+
+    /// The user who owns the session.
+    pub fn user(&self) -> &str {
+        &self.info.user
+    }
+
+    /// The name this agent was registered under.
+    pub fn agent(&self) -> &str {
+        &self.info.agent
+    }
+
+    /// Whether the run has been asked to stop. The registry stops it anyway at its next `.await`; long
+    /// synchronous work can check this in between.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Emits `agent_thinking`.
+    ///
+    /// Waits while the session's event buffer is full (backpressure from a slow consumer).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, the event is not emitted.
+    pub async fn thinking(&mut self, text: impl Into<String>) -> Result<(), EmitError> {
+        self.emit(EventKind::AgentThinking { text: text.into() }).await
+    }
+
+    /// Emits `tool_executing` and returns the call's id, to be passed to [`RunContext::tool_completed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, the event is not emitted and no call is opened.
+    pub async fn tool_executing(&mut self, tool: &str, input: impl Into<String>) -> Result<ToolCallId, EmitError> {
+        self.last_call += 1;
+        let call = ToolCallId(self.last_call);
+        let tool: Arc<str> = Arc::from(tool);
+        self.emit(EventKind::ToolExecuting { call, tool: Arc::clone(&tool), input: input.into() }).await?;
+        self.open_calls.push((call, tool));
+        Ok(call)
+    }
+
+    /// Emits `tool_completed` for a call opened with [`RunContext::tool_executing`].
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, the event is not emitted and the call stays open (the
+    /// registry completes it with an error when the run ends).
+    pub async fn tool_completed(&mut self, call: ToolCallId, result: Result<String, String>) -> Result<(), EmitError> {
+        let Some(index) = self.open_calls.iter().position(|(open, _)| *open == call) else {
+            return Err(EmitError::UnknownToolCall(call));
+        };
+        let tool = Arc::clone(&self.open_calls[index].1);
+        self.emit(EventKind::ToolCompleted { call, tool, result }).await?;
+        self.open_calls.remove(index);
+        Ok(())
+    }
+
+    /// Runs `tool` as one tool call: emits `tool_executing`, awaits `call`, emits `tool_completed` with its
+    /// result, and returns that result.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped while `call` runs, the call stays open and the registry completes it with an error.
+    pub async fn call_tool<F>(
+        &mut self,
+        tool: &str,
+        input: impl Into<String>,
+        call: F,
+    ) -> Result<Result<String, String>, EmitError>
+    where
+        F: Future<Output = Result<String, String>>,
+    {
+        let id = self.tool_executing(tool, input).await?;
+        let result = call.await;
+        self.tool_completed(id, result.clone()).await?;
+        Ok(result)
+    }
+
+    pub(crate) async fn emit(&mut self, kind: EventKind) -> Result<(), EmitError> {
+        self.events.send((Arc::clone(&self.info), kind)).await.map_err(|_| EmitError::StreamClosed)
+    }
+}

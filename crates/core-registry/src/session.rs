@@ -1,0 +1,334 @@
+//! [`Session`]: one user's isolated set of agent instances and runs, and its [`EventStream`].
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::FutureExt as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::agent::{Agent, RawEvent, RunContext};
+use crate::error::{RegistryError, TryRecvError};
+use crate::event::{Event, EventKind, Outcome, RunId, RunInfo, SessionId};
+use crate::registry::RegistryInner;
+
+/// One user's session: runs agents on their behalf, with agent instances of its own.
+///
+/// Every event of the session's runs goes to the [`EventStream`] returned beside it, and nowhere else.
+/// Closing or dropping the session cancels its runs; each still emits its `agent_completed` (`cancelled`), then
+/// the stream ends and everything the session held is freed.
+pub struct Session {
+    shared: Arc<SessionShared>,
+}
+
+pub(crate) struct SessionShared {
+    id: SessionId,
+    user: Arc<str>,
+    registry: Arc<RegistryInner>,
+    cancel: CancellationToken,
+    span: tracing::Span,
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    // Invariant: `Some` exactly while the session is open; the stream ends once this and every run's clone are gone.
+    events: Option<mpsc::Sender<RawEvent>>,
+    // Invariant: holds exactly the runs whose task has not finished.
+    runs: HashMap<RunId, CancellationToken>,
+    agents: HashMap<Arc<str>, Arc<dyn Agent>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.shared.id)
+            .field("user", &self.shared.user)
+            .field("closed", &self.is_closed())
+            .field("live_runs", &self.live_runs())
+            .finish()
+    }
+}
+
+impl SessionShared {
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        // The state stays consistent across a panic (no user code runs under the lock), so poison is ignored.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for SessionShared {
+    fn drop(&mut self) {
+        self.registry.live_sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Session {
+    pub(crate) fn open(registry: Arc<RegistryInner>, user: &str) -> (Session, EventStream) {
+        let id = SessionId(registry.last_session.fetch_add(1, Ordering::Relaxed) + 1);
+        let (sender, receiver) = mpsc::channel(registry.event_buffer);
+        registry.live_sessions.fetch_add(1, Ordering::AcqRel);
+        let span = tracing::info_span!("session", session = %id, user);
+        tracing::debug!(parent: &span, "session opened");
+        let shared = Arc::new(SessionShared {
+            id,
+            user: Arc::from(user),
+            registry,
+            cancel: CancellationToken::new(),
+            span,
+            state: Mutex::new(SessionState { events: Some(sender), runs: HashMap::new(), agents: HashMap::new() }),
+        });
+        (Session { shared }, EventStream { events: receiver, last_seq: 0, session: id })
+    }
+
+    /// This session's id.
+    pub fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    /// The user who owns this session.
+    pub fn user(&self) -> &str {
+        &self.shared.user
+    }
+
+    /// Whether [`close`](Session::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().events.is_none()
+    }
+
+    /// This session's runs in progress.
+    pub fn live_runs(&self) -> usize {
+        self.shared.lock().runs.len()
+    }
+
+    /// Starts a run of `agent` on `input` and returns its id; its events arrive on this session's stream, starting
+    /// with `agent_started`.
+    ///
+    /// Must be called within a tokio runtime, which runs the agent. Fails if the session is closed, the agent is
+    /// unknown (the error lists the known ones), or the session is at its limit of runs in progress.
+    pub fn run(&self, agent: &str, input: impl Into<String>) -> Result<RunId, RegistryError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
+        let registry = &self.shared.registry;
+        let Some((agent_name, factory)) = registry.agents.get_key_value(agent) else {
+            return Err(registry.unknown_agent(agent));
+        };
+
+        // The factory is user code: call it outside the lock.
+        let existing = self.shared.lock().agents.get(agent).cloned();
+        let instance = match existing {
+            Some(instance) => instance,
+            None => {
+                let fresh = factory();
+                Arc::clone(self.shared.lock().agents.entry(Arc::clone(agent_name)).or_insert(fresh))
+            }
+        };
+
+        let mut state = self.shared.lock();
+        let Some(events) = state.events.clone() else {
+            return Err(RegistryError::SessionClosed(self.shared.id));
+        };
+        if state.runs.len() >= registry.max_runs_per_session {
+            return Err(RegistryError::TooManyRuns { session: self.shared.id, limit: registry.max_runs_per_session });
+        }
+        let run_id = RunId(registry.last_run.fetch_add(1, Ordering::Relaxed) + 1);
+        let cancel = self.shared.cancel.child_token();
+        state.runs.insert(run_id, cancel.clone());
+        drop(state);
+        registry.live_runs.fetch_add(1, Ordering::AcqRel);
+
+        let info = Arc::new(RunInfo {
+            run_id,
+            session_id: self.shared.id,
+            user: Arc::clone(&self.shared.user),
+            agent: Arc::clone(agent_name),
+        });
+        let span = tracing::info_span!(parent: &self.shared.span, "run", run = %run_id, agent = %agent_name);
+        let ctx = RunContext { info, events, cancel: cancel.clone(), last_call: 0, open_calls: Vec::new() };
+        let guard = RunGuard { session: Arc::clone(&self.shared), run_id };
+        let input = input.into();
+        runtime.spawn(
+            async move {
+                // Declared after `ctx`, so dropped before it: the run is unregistered before its event sender (which
+                // may be the stream's last) goes away.
+                let _guard = guard;
+                drive(instance, ctx, input, cancel).await;
+            }
+            .instrument(span),
+        );
+        Ok(run_id)
+    }
+
+    /// Cancels a run in progress. It ends with `agent_completed` (`cancelled`) unless it completes first.
+    pub fn cancel(&self, run: RunId) -> Result<(), RegistryError> {
+        match self.shared.lock().runs.get(&run) {
+            Some(cancel) => {
+                cancel.cancel();
+                Ok(())
+            }
+            None => Err(RegistryError::UnknownRun { run, session: self.shared.id }),
+        }
+    }
+
+    /// Closes the session: no new runs; runs in progress are cancelled and emit their terminal event; the event
+    /// stream ends after the last of them. Closing twice is harmless. Dropping the session closes it too.
+    pub fn close(&self) {
+        let sender = self.shared.lock().events.take();
+        if sender.is_some() {
+            tracing::debug!(parent: &self.shared.span, "session closed");
+        }
+        self.shared.cancel.cancel();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<SessionShared> {
+        Arc::downgrade(&self.shared)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Unregisters a run when its task ends, however it ends (also when the runtime drops the task).
+struct RunGuard {
+    session: Arc<SessionShared>,
+    run_id: RunId,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.session.lock().runs.remove(&self.run_id);
+        self.session.registry.live_runs.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one agent to its terminal event.
+async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel: CancellationToken) {
+    if ctx.emit(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
+        tracing::debug!("event stream dropped before the run started");
+        return;
+    }
+    let outcome = {
+        let run = AssertUnwindSafe(agent.run(&mut ctx, input)).catch_unwind();
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Outcome::Cancelled,
+            result = run => match result {
+                Ok(Ok(output)) => Outcome::Succeeded { output },
+                Ok(Err(error)) => Outcome::Failed { error: error.to_string() },
+                Err(panic) => Outcome::Failed { error: format!("agent panicked: {}", panic_message(&*panic)) },
+            },
+        }
+    };
+    tracing::debug!(outcome = outcome.as_str(), "run ended");
+
+    // Invariant: every tool_executing gets its tool_completed before the terminal event.
+    for (call, tool) in std::mem::take(&mut ctx.open_calls) {
+        let result = Err(format!("aborted: the run was {} before the tool completed", outcome.as_str()));
+        if ctx.emit(EventKind::ToolCompleted { call, tool, result }).await.is_err() {
+            return;
+        }
+    }
+    if ctx.emit(EventKind::AgentCompleted { outcome }).await.is_err() {
+        tracing::debug!("event stream dropped before the terminal event");
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// A session's events, in order: `seq` starts at 1 and has no gaps.
+///
+/// Buffered with a fixed capacity: while it is full, the session's runs wait (other sessions are not affected).
+/// Dropping the stream makes the session's runs fail to emit, which ends them.
+pub struct EventStream {
+    events: mpsc::Receiver<RawEvent>,
+    // Invariant: the seq of the last event handed out; the next gets last_seq + 1.
+    last_seq: u64,
+    session: SessionId,
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream").field("session", &self.session).field("last_seq", &self.last_seq).finish()
+    }
+}
+
+impl EventStream {
+    /// The session whose events this stream carries.
+    pub fn session_id(&self) -> SessionId {
+        self.session
+    }
+
+    /// Waits for the next event. Returns `None` once the session is closed and every run has emitted its last
+    /// event.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped before it completes, no event is lost and no `seq` is used.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let raw = self.events.recv().await?;
+        Some(self.number(raw))
+    }
+
+    /// Takes the next event if one is buffered.
+    pub fn try_recv(&mut self) -> Result<Event, TryRecvError> {
+        match self.events.try_recv() {
+            Ok(raw) => Ok(self.number(raw)),
+            Err(mpsc::error::TryRecvError::Empty) => Err(TryRecvError::Empty),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(TryRecvError::Closed),
+        }
+    }
+
+    fn number(&mut self, (run, kind): RawEvent) -> Event {
+        self.last_seq += 1;
+        Event { seq: self.last_seq, run, kind }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AgentError, AgentRegistry};
+
+    struct Pending;
+
+    #[async_trait::async_trait]
+    impl Agent for Pending {
+        async fn run(&self, _ctx: &mut RunContext, _input: String) -> Result<String, AgentError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_sessions_leave_no_reference_behind() {
+        let registry = AgentRegistry::builder().register("pending", || Pending).unwrap().build().unwrap();
+        let mut weak_sessions = Vec::new();
+        for n in 0..10_000 {
+            let (session, mut events) = registry.open_session("user").unwrap();
+            if n % 100 == 0 {
+                session.run("pending", "").unwrap();
+            }
+            weak_sessions.push(session.downgrade());
+            session.close();
+            drop(session);
+            while events.recv().await.is_some() {}
+        }
+        assert!(weak_sessions.iter().all(|weak| weak.upgrade().is_none()), "a closed session is still referenced");
+        assert_eq!(registry.live_sessions(), 0);
+        assert_eq!(registry.live_runs(), 0);
+    }
+}
