@@ -26,6 +26,8 @@
 //! # }
 //! ```
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+// A library logs through `tracing`; it never prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::Duration;
 
