@@ -152,14 +152,25 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The wire name of [`EventKind::AgentStarted`].
+    pub const AGENT_STARTED: &'static str = "agent_started";
+    /// The wire name of [`EventKind::AgentThinking`].
+    pub const AGENT_THINKING: &'static str = "agent_thinking";
+    /// The wire name of [`EventKind::ToolExecuting`].
+    pub const TOOL_EXECUTING: &'static str = "tool_executing";
+    /// The wire name of [`EventKind::ToolCompleted`].
+    pub const TOOL_COMPLETED: &'static str = "tool_completed";
+    /// The wire name of [`EventKind::AgentCompleted`].
+    pub const AGENT_COMPLETED: &'static str = "agent_completed";
+
     /// The wire name: `agent_started`, `agent_thinking`, `tool_executing`, `tool_completed` or `agent_completed`.
     pub fn name(&self) -> &'static str {
         match self {
-            EventKind::AgentStarted { .. } => "agent_started",
-            EventKind::AgentThinking { .. } => "agent_thinking",
-            EventKind::ToolExecuting { .. } => "tool_executing",
-            EventKind::ToolCompleted { .. } => "tool_completed",
-            EventKind::AgentCompleted { .. } => "agent_completed",
+            EventKind::AgentStarted { .. } => EventKind::AGENT_STARTED,
+            EventKind::AgentThinking { .. } => EventKind::AGENT_THINKING,
+            EventKind::ToolExecuting { .. } => EventKind::TOOL_EXECUTING,
+            EventKind::ToolCompleted { .. } => EventKind::TOOL_COMPLETED,
+            EventKind::AgentCompleted { .. } => EventKind::AGENT_COMPLETED,
         }
     }
 

@@ -154,8 +154,8 @@ impl Session {
             async move {
                 // Declared after `ctx`, so dropped before it: the run is unregistered before its event sender (which
                 // may be the stream's last) goes away.
-                let _guard = guard;
-                drive(instance, ctx, input, cancel).await;
+                let guard = guard;
+                drive(instance, ctx, input, cancel, &guard).await;
             }
             .instrument(span),
         );
@@ -201,15 +201,23 @@ struct RunGuard {
     run_id: RunId,
 }
 
+impl RunGuard {
+    /// Frees the run's place in its session: it can no longer be cancelled and no longer counts against the limit
+    /// of runs in progress. Idempotent.
+    fn unregister(&self) {
+        self.session.lock().runs.remove(&self.run_id);
+    }
+}
+
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        self.session.lock().runs.remove(&self.run_id);
+        self.unregister();
         self.session.registry.live_runs.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Runs one agent to its terminal event.
-async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel: CancellationToken) {
+async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel: CancellationToken, guard: &RunGuard) {
     if ctx.emit(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
         tracing::debug!("event stream dropped before the run started");
         return;
@@ -235,6 +243,9 @@ async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel
             return;
         }
     }
+    // Unregister before the terminal event, so that a consumer who sees it can start a new run at once without
+    // finding this one still counted against the session's limit.
+    guard.unregister();
     if ctx.emit(EventKind::AgentCompleted { outcome }).await.is_err() {
         tracing::debug!("event stream dropped before the terminal event");
     }
@@ -271,6 +282,16 @@ impl EventStream {
     /// The session whose events this stream carries.
     pub fn session_id(&self) -> SessionId {
         self.session
+    }
+
+    /// How many events are buffered, waiting to be received (at most the registry's `event_buffer`).
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event is buffered now.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 
     /// Waits for the next event. Returns `None` once the session is closed and every run has emitted its last
