@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+// A library logs through `tracing`; it never prints. Only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod auth;
+mod connection;
+pub mod metrics;
+pub mod protocol;
+mod server;
+
+pub use server::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RUNS_PER_CONNECTION, Gateway, builtin_registry};

@@ -1,0 +1,110 @@
+//! Counters behind `GET /metrics`, rendered in the Prometheus text exposition format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use core_registry::AgentRegistry;
+
+/// The gateway's counters. All are monotonic except `connections_open`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections_total: AtomicU64,
+    connections_open: AtomicU64,
+    auth_failures_total: AtomicU64,
+    runs_started_total: AtomicU64,
+    events_sent_total: AtomicU64,
+    errors_sent_total: AtomicU64,
+}
+
+/// A point-in-time copy of [`Metrics`] plus the registry's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSnapshot {
+    /// WebSocket connections accepted since start.
+    pub connections_total: u64,
+    /// WebSocket connections open now.
+    pub connections_open: u64,
+    /// Upgrade requests refused with 401.
+    pub auth_failures_total: u64,
+    /// Runs started since start.
+    pub runs_started_total: u64,
+    /// Lifecycle events written to clients since start.
+    pub events_sent_total: u64,
+    /// `error` messages written to clients since start.
+    pub errors_sent_total: u64,
+    /// The registry's live sessions (one per open connection, plus closed ones whose runs are finishing).
+    pub live_sessions: u64,
+    /// The registry's runs in progress.
+    pub live_runs: u64,
+}
+
+impl Metrics {
+    pub(crate) fn connection_opened(&self) {
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn auth_failed(&self) {
+        self.auth_failures_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn run_started(&self) {
+        self.runs_started_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, events: u64, errors: u64) {
+        if events > 0 {
+            self.events_sent_total.fetch_add(events, Ordering::Relaxed);
+        }
+        if errors > 0 {
+            self.errors_sent_total.fetch_add(errors, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads every counter, and the registry's gauges.
+    pub fn snapshot(&self, registry: &AgentRegistry) -> MetricsSnapshot {
+        MetricsSnapshot {
+            connections_total: self.connections_total.load(Ordering::Relaxed),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            auth_failures_total: self.auth_failures_total.load(Ordering::Relaxed),
+            runs_started_total: self.runs_started_total.load(Ordering::Relaxed),
+            events_sent_total: self.events_sent_total.load(Ordering::Relaxed),
+            errors_sent_total: self.errors_sent_total.load(Ordering::Relaxed),
+            live_sessions: registry.live_sessions() as u64,
+            live_runs: registry.live_runs() as u64,
+        }
+    }
+}
+
+impl MetricsSnapshot {
+    /// Renders the Prometheus text format, every metric prefixed `chat_gateway_`.
+    ///
+    /// ```
+    /// let text = chat_gateway::metrics::MetricsSnapshot::default().render();
+    /// assert!(text.contains("# TYPE chat_gateway_live_sessions gauge\nchat_gateway_live_sessions 0\n"));
+    /// ```
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, u64); 8] = [
+            ("live_sessions", "gauge", "Registry sessions still holding resources.", self.live_sessions),
+            ("live_runs", "gauge", "Agent runs in progress.", self.live_runs),
+            ("connections_open", "gauge", "WebSocket connections open.", self.connections_open),
+            ("connections_total", "counter", "WebSocket connections accepted.", self.connections_total),
+            ("auth_failures_total", "counter", "Upgrade requests refused with 401.", self.auth_failures_total),
+            ("runs_started_total", "counter", "Agent runs started.", self.runs_started_total),
+            ("events_sent_total", "counter", "Lifecycle events sent to clients.", self.events_sent_total),
+            ("errors_sent_total", "counter", "Protocol error messages sent to clients.", self.errors_sent_total),
+        ];
+        let mut text = String::new();
+        for (name, kind, help, value) in rows {
+            // Writing to a String cannot fail.
+            let _ = write!(
+                text,
+                "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} {kind}\nchat_gateway_{name} {value}\n"
+            );
+        }
+        text
+    }
+}

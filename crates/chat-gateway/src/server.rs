@@ -1,0 +1,229 @@
+//! [`Gateway`]: the HTTP routes, authentication before the upgrade, and graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use core_registry::{AgentRegistry, RegistryError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, AuthError, Secret};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::protocol::HARD_FRAME_LIMIT;
+
+/// How many runs one connection may have in progress at once, unless the registry says otherwise.
+pub const DEFAULT_MAX_RUNS_PER_CONNECTION: usize = 16;
+
+/// How long [`Gateway::serve`] lets runs in progress finish after the shutdown signal before cancelling them.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A registry with the built-in agents (`echo`, `tools`, `slow`, `fail`, `panic`) that allows
+/// `max_runs_per_connection` runs in progress per connection (each connection is one session).
+pub fn builtin_registry(max_runs_per_connection: usize) -> Result<AgentRegistry, RegistryError> {
+    agents::register_builtin(AgentRegistry::builder())?.max_runs_per_session(max_runs_per_connection).build()
+}
+
+/// The WebSocket chat gateway: routes `GET /v1/ws`, `GET /healthz` and `GET /metrics` over an [`AgentRegistry`].
+///
+/// Cloning yields a handle on the same gateway (same registry, counters and shutdown state).
+///
+/// ```no_run
+/// use chat_gateway::{auth::Secret, builtin_registry, Gateway, DEFAULT_MAX_RUNS_PER_CONNECTION};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = builtin_registry(DEFAULT_MAX_RUNS_PER_CONNECTION)?;
+/// let gateway = Gateway::new(registry, Secret::new("change me").unwrap());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// gateway.serve(listener, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub(crate) registry: AgentRegistry,
+    pub(crate) secret: Secret,
+    pub(crate) metrics: Arc<Metrics>,
+    // Invariant: cancelled exactly once the shutdown signal has fired; from then on no new runs start.
+    pub(crate) shutdown: CancellationToken,
+    // Every WebSocket connection holds a token of this tracker until its task ends.
+    pub(crate) connections: TaskTracker,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Gateway {
+    /// A gateway that runs agents from `registry` for users holding tokens signed with `secret`.
+    pub fn new(registry: AgentRegistry, secret: Secret) -> Gateway {
+        Gateway {
+            registry,
+            secret,
+            metrics: Arc::default(),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// Sets how long runs in progress may go on after the shutdown signal before they are cancelled (default
+    /// [`DEFAULT_DRAIN_TIMEOUT`]). Zero cancels them at once; either way each gets its terminal event.
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Gateway {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The registry the gateway runs agents from.
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.registry
+    }
+
+    /// The gateway's counters now, as `GET /metrics` reports them.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot(&self.registry)
+    }
+
+    /// The routes, for embedding the gateway in a larger axum application. [`Gateway::serve`] uses them as they are.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/ws", get(ws_handler))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains: no new connections or runs; runs in progress
+    /// get up to the [drain timeout](Gateway::drain_timeout) to finish, then are cancelled; every client receives
+    /// each of its runs' terminal event, then a close frame (1001, going away). Returns once every connection has
+    /// ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops accepting connections at once; connections already upgraded keep running on their
+    /// own tasks until they end. Complete `shutdown` instead for an orderly stop.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let address = listener.local_addr()?;
+        tracing::info!("listening on {address}");
+        let token = self.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining connections");
+            token.cancel();
+        };
+        axum::serve(listener, self.router()).with_graceful_shutdown(signal).await?;
+        // Upgraded connections run on their own tasks, outside axum's graceful shutdown: wait for them here.
+        self.connections.close();
+        self.connections.wait().await;
+        tracing::info!("shut down");
+        Ok(())
+    }
+}
+
+async fn ws_handler(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    uri: Uri,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let token = bearer_token(&headers).or_else(|| query_token(uri.query()));
+    let claims =
+        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix()));
+    let claims = match claims {
+        Ok(claims) => claims,
+        Err(err) => {
+            // A client mistake: answered, counted, not logged as an error.
+            gateway.metrics.auth_failed();
+            tracing::debug!(%err, "refused websocket upgrade");
+            return unauthorized(&err);
+        }
+    };
+    if gateway.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n").into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // Taken before the upgrade completes, so a shutdown that starts now still waits for this connection.
+    let tracked = gateway.connections.token();
+    upgrade
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            crate::connection::run(gateway, socket, claims.user).await;
+            drop(tracked);
+        })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
+}
+
+/// The `token` query parameter. JWTs are made of URL-safe characters, so no percent-decoding is needed.
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|token| !token.is_empty())
+}
+
+fn unauthorized(err: &AuthError) -> Response {
+    let challenge = match err {
+        AuthError::Missing => HeaderValue::from_static("Bearer"),
+        _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    };
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], format!("{err}\n")).into_response()
+}
+
+async fn healthz(State(gateway): State<Gateway>) -> Response {
+    if gateway.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], gateway.metrics().render()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_token() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc.def.ghi"));
+        assert_eq!(bearer_token(&headers), Some("abc.def.ghi"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
+        assert_eq!(bearer_token(&headers), None);
+        assert_eq!(query_token(Some("a=1&token=x.y.z")), Some("x.y.z"));
+        assert_eq!(query_token(Some("token=")), None);
+        assert_eq!(query_token(Some("notoken=1")), None);
+        assert_eq!(query_token(None), None);
+    }
+
+    fn require_send_sync<T: Send + Sync + 'static>(_: &T) {}
+
+    #[test]
+    fn gateway_is_send_and_sync() {
+        let gateway = Gateway::new(builtin_registry(1).unwrap(), Secret::new("s").unwrap());
+        require_send_sync(&gateway);
+    }
+}

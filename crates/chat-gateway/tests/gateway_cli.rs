@@ -1,0 +1,123 @@
+//! The `chat-gateway` binary: `token`, `serve`, and usage mistakes.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chat_gateway::auth::{self, Secret};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
+
+fn run(args: &[&str], secret: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("CHAT_GATEWAY_SECRET");
+    if let Some(secret) = secret {
+        command.env("CHAT_GATEWAY_SECRET", secret);
+    }
+    command.output().unwrap()
+}
+
+/// Exit status 2, nothing on stdout, and one line on stderr containing `expect`.
+#[track_caller]
+fn check_usage_error(output: &Output, expect: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "one line, no backtrace: {stderr}");
+    assert!(stderr.contains(expect), "expected `{expect}` in: {stderr}");
+}
+
+#[test]
+fn token_prints_a_verifiable_token_alone_on_stdout() {
+    let output = run(&["token", "--user", "alice", "--ttl", "2h"], Some("cli-secret"));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.strip_suffix('\n').unwrap();
+    assert!(!token.contains(char::is_whitespace));
+    let now = auth::now_unix();
+    let claims = auth::verify_token(&Secret::new("cli-secret").unwrap(), token, now).unwrap();
+    assert_eq!(claims.user, "alice");
+    assert!((now + 7190..=now + 7210).contains(&claims.expires_at), "{claims:?}");
+    assert!(auth::verify_token(&Secret::new("other").unwrap(), token, now).is_err());
+}
+
+#[test]
+fn usage_mistakes_are_one_line_and_exit_2() {
+    check_usage_error(&run(&["token", "--user", "alice"], None), "CHAT_GATEWAY_SECRET is not set");
+    check_usage_error(&run(&["serve", "--addr", "127.0.0.1:0"], None), "CHAT_GATEWAY_SECRET is not set");
+    check_usage_error(&run(&["serve"], Some("")), "CHAT_GATEWAY_SECRET is not set");
+    check_usage_error(&run(&["token"], Some("s")), "needs `--user <id>`");
+    check_usage_error(&run(&["token", "--user", "a", "--ttl", "soon"], Some("s")), "not a duration");
+    check_usage_error(&run(&["serve", "--addr", "nowhere"], Some("s")), "not an address");
+    check_usage_error(&run(&["serve", "--verbose"], Some("s")), "unknown flag `--verbose`");
+    check_usage_error(&run(&["launch"], Some("s")), "unknown command `launch`");
+    check_usage_error(&run(&[], Some("s")), "missing command");
+    let help = run(&["--help"], None);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("chat-gateway token --user <id> [--ttl 1h]"));
+}
+
+/// Reads a pipe line by line on a thread, so the test can wait for a line with a timeout.
+fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--drain-timeout", "0s"])
+        .env_remove("CHAT_GATEWAY_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let token = stdout.recv_timeout(support::PATIENCE).expect("no dev token on stdout");
+    let addr = loop {
+        let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
+        if let Some((_, addr)) = line.split_once("listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws?token={token}")).await.unwrap();
+    ws.send(Message::text(r#"{"type":"run","agent":"slow","input":"100000","request_id":"r"}"#)).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains(r#""type":"agent_started""#), "{first:?}");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // With no drain time, the run is cancelled at once: its terminal event arrives, then the close frame.
+    let mut terminal = None;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap() {
+        match message.unwrap() {
+            Message::Text(text) if text.contains("agent_completed") => terminal = Some(text.to_string()),
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|frame| u16::from(frame.code)), Some(1001));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(terminal.expect("no terminal event").contains(r#""outcome":"cancelled""#));
+    drop(ws);
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,182 @@
+//! A real gateway on a loopback port and a real WebSocket client, shared by the gateway tests.
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_gateway::auth::{self, Secret};
+use chat_gateway::{Gateway, builtin_registry};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) const SECRET: &str = "gateway-test-secret-0123456789abcdef";
+
+/// How long a test waits for something that should happen at once before failing (never a sleep).
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) gateway: Gateway,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// A server with the built-in agents and a limit of 4 runs per connection.
+    pub(crate) async fn start() -> TestServer {
+        TestServer::start_with(4, Duration::from_secs(5)).await
+    }
+
+    pub(crate) async fn start_with(max_runs: usize, drain_timeout: Duration) -> TestServer {
+        let registry = builtin_registry(max_runs).unwrap();
+        let gateway = Gateway::new(registry, Secret::new(SECRET).unwrap()).drain_timeout(drain_timeout);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(gateway.clone().serve(listener, shutdown.clone().cancelled_owned()));
+        TestServer { addr, gateway, shutdown, server }
+    }
+
+    pub(crate) fn token(&self, user: &str) -> String {
+        auth::mint_token(&Secret::new(SECRET).unwrap(), user, Duration::from_secs(600), auth::now_unix())
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// Connects as `user` with an `Authorization: Bearer` header.
+    pub(crate) async fn connect(&self, user: &str) -> Client {
+        let mut request = self.url().into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {}", self.token(user)).parse().unwrap());
+        let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.status(), 101);
+        Client { ws, last_seq: 0 }
+    }
+
+    /// Signals shutdown and waits for the server to finish draining.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub(crate) async fn join(self) -> std::io::Result<()> {
+        tokio::time::timeout(PATIENCE, self.server).await.expect("server did not shut down").unwrap()
+    }
+
+    /// Waits until no session, run or connection is left (polling the counters every few milliseconds).
+    pub(crate) async fn wait_idle(&self) {
+        let idle = async {
+            loop {
+                let metrics = self.gateway.metrics();
+                if (metrics.live_sessions, metrics.live_runs, metrics.connections_open) == (0, 0, 0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(PATIENCE, idle).await.is_err() {
+            panic!("the gateway did not become idle: {:?}", self.gateway.metrics());
+        }
+    }
+}
+
+/// `GET path` over plain HTTP/1.1; returns the status and the body.
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+pub(crate) struct Client {
+    pub(crate) ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    // Invariant: the seq of the last message received; the next must be last_seq + 1.
+    pub(crate) last_seq: u64,
+}
+
+impl Client {
+    pub(crate) async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    pub(crate) async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub(crate) async fn run(&mut self, agent: &str, input: &str, request_id: &str) {
+        self.send(json!({"type": "run", "agent": agent, "input": input, "request_id": request_id})).await;
+    }
+
+    /// The next server message, checking that its seq follows the last one.
+    pub(crate) async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("no message from the server");
+            match message.expect("the connection ended").expect("websocket error") {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                    let seq = value["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {value}"));
+                    assert_eq!(seq, self.last_seq + 1, "seq gap before {value}");
+                    self.last_seq = seq;
+                    return value;
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Messages up to and including the first of type `kind` (for run `run_id`, if given).
+    pub(crate) async fn recv_until(&mut self, kind: &str, run_id: Option<&str>) -> Vec<Value> {
+        let mut messages = Vec::new();
+        loop {
+            let message = self.recv().await;
+            let done = message["type"] == kind && run_id.is_none_or(|run_id| message["run_id"] == run_id);
+            messages.push(message);
+            if done {
+                return messages;
+            }
+        }
+    }
+
+    /// The next message, which must be an error; returns its code.
+    pub(crate) async fn recv_error(&mut self) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], "error", "expected an error, got {message}");
+        message
+    }
+
+    /// Runs `agent` and returns every message of the run, from `agent_started` to `agent_completed`.
+    pub(crate) async fn run_to_end(&mut self, agent: &str, input: &str, request_id: &str) -> Vec<Value> {
+        self.run(agent, input, request_id).await;
+        let started = self.recv().await;
+        assert_eq!((&started["type"], &started["request_id"]), (&json!("agent_started"), &json!(request_id)));
+        let run_id = started["run_id"].as_str().unwrap().to_owned();
+        let mut messages = vec![started];
+        messages.extend(self.recv_until("agent_completed", Some(&run_id)).await);
+        assert!(messages.iter().all(|message| message["run_id"] == run_id.as_str()), "{messages:#?}");
+        messages
+    }
+
+    /// Waits for the server's close frame and returns its code.
+    pub(crate) async fn recv_close(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("no close frame");
+            match message {
+                Some(Ok(Message::Close(frame))) => return frame.map_or(0, |frame| frame.code.into()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
