@@ -1,0 +1,106 @@
+//! `cargo xtask compat-audit` on the real compat crate (clean) and on small fixture crates under
+//! `tests/fixtures/compat-audit/` that each break one rule: exit codes and the human output.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Runs the audit with `args` from the workspace root; returns the exit code and stdout + stderr.
+fn audit(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("compat-audit")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("cannot run xtask");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().expect("xtask was killed"), text)
+}
+
+/// Audits the fixture `case`, checks the exit code, and snapshots the output under the case's name.
+#[track_caller]
+fn check(case: &str, expected_code: i32) {
+    let dir = format!("tests/fixtures/compat-audit/{case}");
+    let (code, output) = audit(&["--crate-dir", &dir]);
+    assert_eq!(code, expected_code, "{output}");
+    insta::assert_snapshot!(case, output);
+}
+
+#[test]
+fn the_real_compat_crate_is_clean() {
+    let (code, output) = audit(&[]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.starts_with("compat-audit: crates/registry-compat: "), "{output}");
+}
+
+#[test]
+fn manifest_path_selects_the_same_crate() {
+    let (code, output) = audit(&["--manifest-path", "crates/registry-compat/Cargo.toml"]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.starts_with("compat-audit: crates/registry-compat: "), "{output}");
+}
+
+#[test]
+fn clean() {
+    check("clean", 0);
+}
+
+#[test]
+fn not_forwarding() {
+    check("not-forwarding", 1);
+}
+
+#[test]
+fn missing_deprecated() {
+    check("missing-deprecated", 1);
+}
+
+#[test]
+fn bare_reexport() {
+    check("bare-reexport", 1);
+}
+
+#[test]
+fn bad_notes() {
+    check("bad-notes", 1);
+}
+
+#[test]
+fn unknown_path() {
+    check("unknown-path", 1);
+}
+
+#[test]
+fn unparsable() {
+    check("unparsable", 2);
+}
+
+#[test]
+fn no_core_dependency() {
+    check("no-core-dependency", 2);
+}
+
+#[test]
+fn a_missing_crate_is_one_clear_line() {
+    let (code, output) = audit(&["--crate-dir", "crates/no-such-crate"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        output.trim_end(),
+        "error: compat-audit could not read the crate: cannot read crates/no-such-crate/Cargo.toml: No such file or \
+         directory (os error 2)"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let (code, output) = audit(&["--frobnicate"]);
+    assert_eq!(
+        (code, output.trim_end()),
+        (2, "error: unknown argument `--frobnicate`; run `cargo xtask compat-audit --help`")
+    );
+    let (code, output) = audit(&["--manifest-path", "crates/registry-compat"]);
+    assert_eq!(code, 2, "{output}");
+}
