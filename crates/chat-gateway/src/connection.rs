@@ -187,33 +187,22 @@ async fn handle_text(text: &str, shared: &Shared, gateway: &Gateway) -> Option<R
             if gateway.shutdown.is_cancelled() {
                 return Some(refuse(ErrorCode::ShuttingDown, "the server is shutting down; no new runs", request_id));
             }
-            let mut attempts = 0;
-            loop {
-                let started = {
-                    let mut runs = shared.runs();
-                    match shared.session.run(&agent, input.as_str()) {
-                        Ok(run_id) => {
-                            runs.insert(run_id, request_id.take().map(Arc::from));
-                            Ok(run_id)
-                        }
-                        Err(err) => Err((err, runs.len())),
-                    }
-                };
-                match started {
-                    Ok(run_id) => {
-                        gateway.metrics.run_started();
-                        tracing::debug!(run = %run_id, agent, "run started");
-                        return None;
-                    }
-                    // The registry counts a run until its task has ended, a moment after its terminal event was
-                    // emitted; a client that starts a run as soon as it sees one end may catch that moment. If fewer
-                    // runs than the limit await their terminal event here, a slot is being freed: try again shortly.
-                    Err((RegistryError::TooManyRuns { limit, .. }, awaiting)) if awaiting < limit && attempts < 50 => {
-                        attempts += 1;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((err, _)) => return Some(refuse_run(err, request_id)),
+            // The run is inserted under the same lock as the `run` call, so the send task finds it for the first event.
+            let started = {
+                let mut runs = shared.runs();
+                let started = shared.session.run(&agent, input.as_str());
+                if let Ok(run_id) = started {
+                    runs.insert(run_id, request_id.take().map(Arc::from));
                 }
+                started
+            };
+            match started {
+                Ok(run_id) => {
+                    gateway.metrics.run_started();
+                    tracing::debug!(run = %run_id, agent, "run started");
+                    None
+                }
+                Err(err) => Some(refuse_run(err, request_id)),
             }
         }
         ClientMessage::Cancel { run_id, request_id } => {
