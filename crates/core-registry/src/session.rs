@@ -222,11 +222,15 @@ async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel
         tracing::debug!("event stream dropped before the run started");
         return;
     }
+    // Nobody can receive this run's events once the stream is dropped: treat that as a cancellation, so that an
+    // agent that is waiting (not emitting) does not outlive its consumer.
+    let events = ctx.events.clone();
     let outcome = {
         let run = AssertUnwindSafe(agent.run(&mut ctx, input)).catch_unwind();
         tokio::select! {
             biased;
             () = cancel.cancelled() => Outcome::Cancelled,
+            () = events.closed() => Outcome::Cancelled,
             result = run => match result {
                 Ok(Ok(output)) => Outcome::Succeeded { output },
                 Ok(Err(error)) => Outcome::Failed { error: error.to_string() },
@@ -264,7 +268,8 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// A session's events, in order: `seq` starts at 1 and has no gaps.
 ///
 /// Buffered with a fixed capacity: while it is full, the session's runs wait (other sessions are not affected).
-/// Dropping the stream makes the session's runs fail to emit, which ends them.
+/// Dropping the stream cancels the session's runs (nobody could receive their events); the session itself stays
+/// open until it is closed or dropped.
 pub struct EventStream {
     events: mpsc::Receiver<RawEvent>,
     // Invariant: the seq of the last event handed out; the next gets last_seq + 1.

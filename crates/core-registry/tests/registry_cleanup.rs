@@ -60,6 +60,8 @@ async fn dropping_the_stream_ends_the_runs() {
     let registry = registry();
     let (session, events) = registry.open_session("alice").unwrap();
     session.run("scripted", "tttttttt").unwrap();
+    // One run that would emit, one that waits without emitting: both end.
+    session.run("scripted", "W").unwrap();
     drop(events);
     eventually(Duration::from_secs(5), || registry.live_runs() == 0).await;
     drop(session);
