@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
 mod compat_audit;
 mod migrate_check;
 mod migration_doc;
@@ -18,6 +19,7 @@ COMMANDS:
     migrate-check   report workspace members that still depend on or import the deprecated crate
     compat-audit    check that the compat crate holds only deprecated forwarding items
     migration-doc   regenerate MIGRATION.md's old -> new table (--check: fail when it is stale)
+    bench           run the benchmarks (migrate-check vs cargo metadata, registry, gateway load) in one table
     help            print this help
 
 Run `cargo xtask <COMMAND> --help` for a command's options.
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         "migrate-check" => migrate_check::main(rest),
         "compat-audit" => compat_audit::main(rest),
         "migration-doc" => migration_doc::main(rest),
+        "bench" => bench::main(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             ExitCode::SUCCESS

@@ -1,0 +1,476 @@
+//! `cargo xtask bench [--quick]`: the project's benchmarks, one combined table.
+//!
+//! Its own figures compare `migrate-check` (the release build, run as a process like the tools it is compared with)
+//! on a generated N-member workspace against `cargo metadata --format-version 1 --no-deps --offline` on the same
+//! workspace, and against `cargo deny check bans` when it is installed: manifest-only (`--no-source`) and with the
+//! source scan, at N = 300 and N = 1,500, the median of several runs after one warm-up run. `--quick`: N = 20, one
+//! run. Then it runs the other benchmarks of the workspace when they exist and collects their figures.
+//!
+//! Every figure is also one machine-readable line on stdout:
+//! `BENCH\t<figure>\t<measured>\t<ratio>\t<target>\t<yes|no>`. Other benchmarks print the same lines; to add
+//! one, append it to [`EXTERNAL`].
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const HELP: &str = "\
+cargo xtask bench: run the benchmarks and print one table of their figures
+
+USAGE:
+    cargo xtask bench [--quick]
+    cargo xtask bench --generate DIR N
+
+OPTIONS:
+    --quick             small sizes and one repetition (a smoke test of the benchmarks, not a measurement)
+    --generate DIR N    only write the generated N-member workspace to DIR (to time other tools on it)
+    -h, --help          print this help
+
+Figures: migrate-check (manifest-only and with sources) against `cargo metadata --no-deps` on generated
+300- and 1,500-member workspaces, then `cargo bench -p core-registry --bench registry` and
+`cargo run --release -p chat-gateway --example load` when they exist. Each figure is also printed as
+`BENCH\\t<figure>\\t<measured>\\t<ratio>\\t<target>\\t<yes|no>` on stdout.
+";
+
+/// Another benchmark of the workspace: how to tell it exists, and the cargo arguments that run it.
+struct External {
+    name: &'static str,
+    /// Files (relative to the project root) of which one must exist for the benchmark to exist.
+    probes: &'static [&'static str],
+    cargo_args: &'static [&'static str],
+}
+
+const EXTERNAL: [External; 2] = [
+    External {
+        name: "core-registry event delivery",
+        probes: &["crates/core-registry/benches/registry.rs", "crates/core-registry/benches/registry/main.rs"],
+        cargo_args: &["bench", "-p", "core-registry", "--bench", "registry", "--"],
+    },
+    External {
+        name: "chat-gateway load",
+        probes: &["crates/chat-gateway/examples/load.rs", "crates/chat-gateway/examples/load/main.rs"],
+        cargo_args: &["run", "--release", "-p", "chat-gateway", "--example", "load", "--"],
+    },
+];
+
+/// One row of the final table.
+struct Row {
+    figure: String,
+    measured: String,
+    ratio: String,
+    target: String,
+    met: String,
+}
+
+impl Row {
+    fn bench_line(&self) -> String {
+        format!("BENCH\t{}\t{}\t{}\t{}\t{}", self.figure, self.measured, self.ratio, self.target, self.met)
+    }
+
+    fn skipped(figure: &str, why: String) -> Row {
+        Row { figure: figure.to_owned(), measured: why, ratio: "-".into(), target: "-".into(), met: "-".into() }
+    }
+}
+
+/// Runs the command with its arguments (after `bench`).
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    let mut quick = false;
+    if let [flag, dir, members] = args
+        && flag == "--generate"
+    {
+        let Ok(members) = members.parse() else {
+            eprintln!("error: `--generate DIR N` needs a number of members, not `{members}`");
+            return ExitCode::from(2);
+        };
+        return match generate(Path::new(dir), members) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: cannot generate the workspace in {dir}: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("error: unexpected argument `{other}`; run `cargo xtask bench --help`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    match migrate_check_figures(quick, &mut rows) {
+        Ok(()) => {}
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    }
+    for external in &EXTERNAL {
+        run_external(external, quick, &mut rows);
+    }
+    print!("{}", table(&rows));
+    ExitCode::SUCCESS
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The release build of this binary: itself when built with optimisations, else built now.
+fn release_xtask() -> Result<PathBuf, String> {
+    let current = std::env::current_exe().map_err(|err| format!("cannot find the xtask binary: {err}"))?;
+    if !cfg!(debug_assertions) {
+        return Ok(current);
+    }
+    // target/debug/xtask -> target/release/xtask
+    let target_dir = current.parent().and_then(Path::parent).ok_or("unexpected location of the xtask binary")?;
+    eprintln!("bench: building xtask with --release");
+    let status = Command::new(cargo())
+        .current_dir(crate::project_root())
+        .args(["build", "--release", "--quiet", "-p", "xtask", "--target-dir"])
+        .arg(target_dir)
+        .status()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    if !status.success() {
+        return Err("`cargo build --release -p xtask` failed".to_owned());
+    }
+    Ok(target_dir.join("release").join(current.file_name().unwrap_or_default()))
+}
+
+fn migrate_check_figures(quick: bool, rows: &mut Vec<Row>) -> Result<(), String> {
+    let xtask = release_xtask()?;
+    let sizes: &[(usize, usize)] = if quick { &[(20, 1)] } else { &[(300, 7), (1500, 5)] };
+    let deny_installed = Command::new(cargo())
+        .args(["deny", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    for &(members, repetitions) in sizes {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}-{members}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        generate(&dir, members).map_err(|err| format!("cannot generate the workspace in {}: {err}", dir.display()))?;
+        let manifest = dir.join("Cargo.toml");
+        let manifest = manifest.to_str().ok_or("temp dir is not UTF-8")?;
+        let check = |extra: &[&str]| {
+            let mut command = Command::new(&xtask);
+            command.args(["migrate-check", "--manifest-path", manifest, "--format", "json"]).args(extra);
+            command
+        };
+        let mut metadata = Command::new(cargo());
+        metadata.args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path", manifest]);
+        let result = (|| {
+            let manifest_only = median(check(&["--no-source"]), repetitions, Some(1))?;
+            let with_sources = median(check(&[]), repetitions, Some(1))?;
+            let metadata = median(metadata, repetitions, Some(0))?;
+            let n = format!("N={members}");
+            rows.push(ratio_row(
+                &format!("migrate-check manifest-only vs cargo metadata, {n}"),
+                manifest_only,
+                metadata,
+                10.0,
+            ));
+            rows.push(ratio_row(
+                &format!("migrate-check with sources vs cargo metadata, {n}"),
+                with_sources,
+                metadata,
+                3.0,
+            ));
+            let deny_figure = format!("migrate-check with sources vs cargo deny check bans, {n}");
+            if deny_installed {
+                let mut deny = Command::new(cargo());
+                deny.args(["deny", "--manifest-path", manifest, "--offline", "check", "bans"]);
+                match median(deny, repetitions, None) {
+                    Ok(deny) => rows.push(ratio_row(&deny_figure, with_sources, deny, 1.0)),
+                    Err(why) => rows.push(Row::skipped(&deny_figure, format!("skipped: {why}"))),
+                }
+            } else {
+                rows.push(Row::skipped(&deny_figure, "skipped: cargo-deny is not installed".to_owned()));
+            }
+            Ok::<(), String>(())
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+        for row in &rows[rows.len() - 3..] {
+            println!("{}", row.bench_line());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `command` once to warm caches (unless `repetitions` is 1), then `repetitions` times; the median wall time. `expected_exit`: the exit
+/// code a run must have (any if `None`, but it must start).
+fn median(mut command: Command, repetitions: usize, expected_exit: Option<i32>) -> Result<Duration, String> {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let warm_up = usize::from(repetitions > 1);
+    let mut times = Vec::new();
+    for run in 0..warm_up + repetitions {
+        let start = Instant::now();
+        let status = command.status().map_err(|err| format!("cannot run {command:?}: {err}"))?;
+        let elapsed = start.elapsed();
+        if expected_exit.is_some_and(|code| status.code() != Some(code)) {
+            return Err(format!("{command:?} exited with {status}"));
+        }
+        if run >= warm_up {
+            times.push(elapsed);
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn ratio_row(figure: &str, ours: Duration, theirs: Duration, target: f64) -> Row {
+    let ratio = theirs.as_secs_f64() / ours.as_secs_f64().max(1e-9);
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    Row {
+        figure: figure.to_owned(),
+        measured: format!("{} vs {}", ms(ours), ms(theirs)),
+        ratio: format!("{ratio:.1}"),
+        target: if target > 1.0 { format!(">= {target}x") } else { "report".to_owned() },
+        met: if ratio >= target { "yes" } else { "no" }.to_owned(),
+    }
+}
+
+/// Runs one of the other benchmarks and collects its `BENCH` lines (echoed to stdout too).
+fn run_external(external: &External, quick: bool, rows: &mut Vec<Row>) {
+    let root = crate::project_root();
+    if !external.probes.iter().any(|probe| root.join(probe).is_file()) {
+        rows.push(Row::skipped(external.name, format!("skipped: {} does not exist yet", external.probes[0])));
+        return;
+    }
+    let mut command = Command::new(cargo());
+    command.current_dir(&root).args(external.cargo_args);
+    if quick {
+        command.arg("--quick");
+    }
+    eprintln!("bench: running {}", external.name);
+    let output = match command.stderr(Stdio::inherit()).output() {
+        Ok(output) => output,
+        Err(err) => return rows.push(Row::skipped(external.name, format!("skipped: cannot run cargo: {err}"))),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let before = rows.len();
+    for line in stdout.lines().filter(|l| l.starts_with("BENCH\t")) {
+        println!("{line}");
+        let fields: Vec<&str> = line.split('\t').collect();
+        if let [_, figure, measured, ratio, target, met] = fields.as_slice() {
+            rows.push(Row {
+                figure: (*figure).to_owned(),
+                measured: (*measured).to_owned(),
+                ratio: (*ratio).to_owned(),
+                target: (*target).to_owned(),
+                met: (*met).to_owned(),
+            });
+        }
+    }
+    if !output.status.success() {
+        rows.push(Row::skipped(external.name, format!("failed: {}", output.status)));
+    } else if rows.len() == before {
+        rows.push(Row::skipped(external.name, "skipped: it printed no BENCH lines".to_owned()));
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let header = Row {
+        figure: "figure".into(),
+        measured: "measured".into(),
+        ratio: "ratio".into(),
+        target: "target".into(),
+        met: "met".into(),
+    };
+    let all: Vec<&Row> = std::iter::once(&header).chain(rows).collect();
+    let width = |f: fn(&Row) -> &str| all.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
+    let widths =
+        [width(|r| &r.figure), width(|r| &r.measured), width(|r| &r.ratio), width(|r| &r.target), width(|r| &r.met)];
+    let mut out = String::from("\n");
+    for (i, row) in all.iter().enumerate() {
+        let cells = [&row.figure, &row.measured, &row.ratio, &row.target, &row.met];
+        let line: Vec<String> = cells.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join(" | ").trim_end());
+        if i == 0 {
+            let _ = writeln!(out, "{}", widths.map(|w| "-".repeat(w)).join("-|-"));
+        }
+    }
+    out
+}
+
+/// Writes a workspace of `members` small crates plus `registry-compat` and `core-registry` below `dir`. Every tenth
+/// member violates in one of five ways (normal, renamed inherited dev, optional target-specific, build table form,
+/// source only); the others depend on up to two earlier clean members, and every 25th also on a violating one, so
+/// it (and whatever depends on it) reaches the crate transitively. A third of the clean members mention the crate in
+/// a comment, which the source scan must not report.
+fn generate(dir: &Path, members: usize) -> std::io::Result<()> {
+    let write = |path: &str, text: &str| -> std::io::Result<()> {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
+        std::fs::write(path, text)
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"2\"\nmembers = [\"crates/*\"]\n\n[workspace.package]\nversion = \"0.1.0\"\n\
+         edition = \"2021\"\n\n[workspace.dependencies]\ncore-registry = { path = \"crates/core-registry\" }\n\
+         registry-compat = { path = \"crates/registry-compat\" }\n\
+         legacy = { package = \"registry-compat\", path = \"crates/registry-compat\" }\n\n\
+         [workspace.metadata.migrate-check]\nallow = [{ package = \"m0000\", reason = \"benchmark\" }]\n",
+    )?;
+    for name in ["registry-compat", "core-registry"] {
+        write(
+            &format!("crates/{name}/Cargo.toml"),
+            &format!("[package]\nname = \"{name}\"\nversion.workspace = true\nedition.workspace = true\n"),
+        )?;
+        write(&format!("crates/{name}/src/lib.rs"), "//! Shared code.\n\npub fn helper() {}\n")?;
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..members {
+        let name = format!("m{i:04}");
+        let mut manifest = format!(
+            "[package]\nname = \"{name}\"\nversion.workspace = true\nedition.workspace = true\n\
+             description = \"Generated member {i}.\"\n\n[dependencies]\ncore-registry.workspace = true\n"
+        );
+        let violation = if i % 10 == 0 { (i / 10) % 5 } else { 5 };
+        // Clean members depend on up to two earlier clean ones; every 25th also on a violating one (transitive).
+        let violating = |m: usize| m.is_multiple_of(10);
+        let mut deps: Vec<usize> = Vec::new();
+        for _ in 0..2 {
+            let candidates: Vec<usize> = (i.saturating_sub(30)..i).filter(|&m| !violating(m) && m % 25 != 5).collect();
+            if let Some(&dep) = candidates.get(next() as usize % candidates.len().max(1)) {
+                deps.push(dep);
+            }
+        }
+        if i % 25 == 5 {
+            deps.push(i / 10 * 10);
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        for dep in deps {
+            manifest.push_str(&format!("m{dep:04} = {{ path = \"../m{dep:04}\" }}\n"));
+        }
+        manifest.push_str(match violation {
+            0 => "registry-compat = { path = \"../registry-compat\" }\n",
+            1 => "\n[dev-dependencies]\nlegacy.workspace = true\n",
+            2 => "\n[target.'cfg(unix)'.dependencies]\nregistry-compat = { workspace = true, optional = true }\n",
+            3 => "\n[build-dependencies.registry-compat]\npath = \"../registry-compat\"\n",
+            _ => "",
+        });
+        write(&format!("crates/{name}/Cargo.toml"), &manifest)?;
+        let use_line = match violation {
+            0 | 4 => "use registry_compat::helper as old_helper;\n",
+            1 => "#[cfg(test)]\nuse legacy::helper as old_helper;\n",
+            _ if i % 3 == 0 => "// Migrated from registry_compat::helper in 0.10.\n",
+            _ => "",
+        };
+        write(&format!("crates/{name}/src/lib.rs"), &lib_source(&name, use_line))?;
+        write(&format!("crates/{name}/src/util.rs"), UTIL_SOURCE)?;
+        write(
+            &format!("crates/{name}/tests/basic.rs"),
+            &format!("#[test]\nfn it_adds() {{\n    assert_eq!({name}::add(2, 2), 4);\n}}\n"),
+        )?;
+    }
+    Ok(())
+}
+
+fn lib_source(name: &str, use_line: &str) -> String {
+    format!(
+        r#"//! Generated crate `{name}`: a small library with a module, a macro and tests.
+#![warn(missing_docs)]
+
+{use_line}use core_registry::helper;
+
+mod util;
+
+pub use util::{{Config, parse_pair}};
+
+/// Adds two numbers, and calls into the registry for good measure.
+pub fn add(left: u64, right: u64) -> u64 {{
+    helper();
+    left + right
+}}
+
+/// A registry-like value.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {{
+    entries: Vec<(String, u64)>,
+}}
+
+impl Registry {{
+    /// Registers `name` with a weight.
+    pub fn register(&mut self, name: &str, weight: u64) -> &mut Self {{
+        self.entries.push((name.to_owned(), weight));
+        self
+    }}
+
+    /// The total weight of the entries whose name starts with `prefix`.
+    pub fn weight(&self, prefix: &str) -> u64 {{
+        self.entries.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, w)| *w).sum()
+    }}
+}}
+
+macro_rules! registry {{
+    ($($name:literal => $weight:expr),* $(,)?) => {{{{
+        let mut registry = Registry::default();
+        $(registry.register($name, $weight);)*
+        registry
+    }}}};
+}}
+
+/// A registry with the defaults.
+pub fn defaults() -> Registry {{
+    registry!["echo" => 1, "tools" => 2, "slow" => 3]
+}}
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+
+    #[test]
+    fn weights() {{
+        assert_eq!(defaults().weight("e"), 1);
+        assert_eq!(add(1, 2), 3);
+    }}
+}}
+"#
+    )
+}
+
+const UTIL_SOURCE: &str = r#"//! Parsing helpers.
+
+use std::collections::BTreeMap;
+
+/// Settings read from `key=value` lines.
+#[derive(Debug, Default)]
+pub struct Config {
+    values: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Parses `text`, one `key=value` pair a line; other lines are skipped.
+    pub fn parse(text: &str) -> Config {
+        let values = text.lines().filter_map(parse_pair).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Config { values }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+/// Splits `key=value`, trimming both sides.
+pub fn parse_pair(line: &str) -> Option<(&str, &str)> {
+    let (key, value) = line.split_once('=')?;
+    Some((key.trim(), value.trim()))
+}
+"#;

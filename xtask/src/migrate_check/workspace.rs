@@ -1,0 +1,675 @@
+//! Reading a workspace the way Cargo does, without running Cargo: the root manifest and its
+//! `[workspace.metadata.migrate-check]` table, member discovery (`members` globs, `exclude`, a root `[package]`, path
+//! dependencies inside the root), every member's dependency declarations with the line of their key, the manifests of
+//! non-member path crates, and the registry part of the graph from `Cargo.lock`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+use toml_edit::{Document, Item, Key, TableLike};
+
+use super::{CheckError, par_map};
+
+/// The three dependency tables of a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DepKind {
+    Normal,
+    Dev,
+    Build,
+}
+
+impl DepKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DepKind::Normal => "normal",
+            DepKind::Dev => "dev",
+            DepKind::Build => "build",
+        }
+    }
+}
+
+/// One dependency declaration in one manifest, inheritance from `[workspace.dependencies]` already applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Decl {
+    /// The dependency key exactly as written (the crate's name in source is this with `-` as `_`).
+    pub(crate) key: String,
+    /// The package it resolves to: `package = ...` if given (also through `workspace = true`), else the key.
+    pub(crate) package: String,
+    pub(crate) kind: DepKind,
+    /// `cfg(..)` string or target triple of a `[target.<..>.*dependencies]` table.
+    pub(crate) target: Option<String>,
+    pub(crate) optional: bool,
+    /// Directory of a path dependency, absolute and normalised.
+    pub(crate) path: Option<PathBuf>,
+    /// 1-based line and character column of the key in the declaring manifest.
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+}
+
+/// A package manifest that was read: a member or a non-member path crate.
+#[derive(Debug)]
+pub(crate) struct Package {
+    pub(crate) name: String,
+    /// Absolute, normalised directory of the package.
+    pub(crate) dir: PathBuf,
+    /// The manifest, relative to the workspace root with `/` separators (absolute for crates outside the root).
+    pub(crate) manifest_rel: String,
+    pub(crate) text: String,
+    /// `[lib] name`, if set.
+    pub(crate) lib_name: Option<String>,
+    /// Target roots named explicitly in the manifest (`[lib] path`, `[[bin]] path`, ..., `package.build`).
+    pub(crate) explicit_roots: Vec<PathBuf>,
+    /// `package.build = false`.
+    pub(crate) build_disabled: bool,
+    pub(crate) decls: Vec<Decl>,
+}
+
+/// One `allow` entry of the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct AllowEntry {
+    pub(crate) package: String,
+    pub(crate) reason: String,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+}
+
+/// `[workspace.metadata.migrate-check]`, defaults applied.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) deprecated: String,
+    pub(crate) replacement: String,
+    pub(crate) allow: Vec<AllowEntry>,
+}
+
+/// A `[workspace.dependencies]` entry.
+#[derive(Debug)]
+struct WsDep {
+    package: String,
+    path: Option<PathBuf>,
+}
+
+/// Everything the checks need to know about a workspace.
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    /// Absolute, normalised root directory.
+    pub(crate) root: PathBuf,
+    /// The root directory as the user wrote it (for messages about files).
+    pub(crate) root_shown: PathBuf,
+    pub(crate) root_text: String,
+    pub(crate) config: Config,
+    /// Members, sorted by manifest path.
+    pub(crate) members: Vec<Package>,
+    /// Non-member path crates reachable from the members.
+    pub(crate) others: Vec<Package>,
+    /// Registry and git packages from `Cargo.lock`: name -> names of their (normal and build) dependencies, all
+    /// versions merged. Empty without a lockfile.
+    pub(crate) registry: HashMap<String, Vec<String>>,
+}
+
+impl Workspace {
+    /// Reads the workspace whose root manifest is `manifest_path`.
+    pub(crate) fn load(manifest_path: &Path) -> Result<Workspace, CheckError> {
+        let shown = manifest_path.display().to_string();
+        if manifest_path.is_dir() {
+            return Err(CheckError(format!("{shown}: is a directory; --manifest-path takes the root Cargo.toml")));
+        }
+        let absolute = std::path::absolute(manifest_path).map_err(|err| CheckError(format!("{shown}: {err}")))?;
+        let absolute = normalize(&absolute);
+        let root = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
+        let root_shown = manifest_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let loader = Loader { root: root.clone(), root_shown: root_shown.clone() };
+
+        let root_text = loader.read(&absolute)?;
+        let doc = loader.parse(&absolute, &root_text)?;
+        let Some(workspace) = doc.as_table().get("workspace").and_then(Item::as_table_like) else {
+            return Err(CheckError(format!("{shown}: not a workspace root: it has no [workspace] table")));
+        };
+        let config = loader.config(workspace, &root_text)?;
+        let ws_deps = loader.ws_deps(workspace, &root_text)?;
+        let exclude: Vec<PathBuf> =
+            loader.strings(workspace, "exclude", &root_text)?.iter().map(|(s, _)| root.join(s)).collect();
+        let exclude: Vec<PathBuf> = exclude.iter().map(|p| normalize(p)).collect();
+        let member_patterns = loader.strings(workspace, "members", &root_text)?;
+        let explicit: Vec<PathBuf> = member_patterns.iter().map(|(s, _)| normalize(&root.join(s))).collect();
+        let is_excluded = |dir: &Path| {
+            exclude.iter().any(|ex| dir.starts_with(ex)) && !explicit.iter().any(|member| dir.starts_with(member))
+        };
+
+        // Member directories in discovery order, the way Cargo finds them.
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        if doc.as_table().contains_key("package") {
+            seen.insert(root.clone());
+            dirs.push(root.clone());
+        }
+        for (pattern, line) in &member_patterns {
+            if pattern.contains(['*', '?', '[']) {
+                let mut found = Vec::new();
+                expand_glob(&root, &pattern.split('/').collect::<Vec<_>>(), &mut found);
+                found.sort();
+                for dir in found {
+                    let dir = normalize(&dir);
+                    if !dir.is_dir() || is_excluded(&dir) || !seen.insert(dir.clone()) {
+                        continue;
+                    }
+                    if !dir.join("Cargo.toml").is_file() {
+                        return Err(CheckError(format!(
+                            "{shown}:{line}: member pattern `{pattern}` matches `{}`, which has no Cargo.toml",
+                            loader.rel(&dir)
+                        )));
+                    }
+                    dirs.push(dir);
+                }
+            } else {
+                let dir = normalize(&root.join(pattern));
+                if !dir.join("Cargo.toml").is_file() {
+                    return Err(CheckError(format!("{shown}:{line}: member `{pattern}` has no Cargo.toml")));
+                }
+                if seen.insert(dir.clone()) {
+                    dirs.push(dir);
+                }
+            }
+        }
+
+        // Parse the members in parallel; path dependencies inside the root become members too (as in Cargo).
+        let mut members: Vec<Package> = Vec::new();
+        let mut pending = dirs;
+        while !pending.is_empty() {
+            let parsed = par_map(&pending, |dir| loader.package(dir, &root_text, Some(&ws_deps), dir == &root));
+            pending = Vec::new();
+            for package in parsed {
+                let package = package?;
+                for decl in &package.decls {
+                    if let Some(dir) = &decl.path
+                        && dir.starts_with(&root)
+                        && !is_excluded(dir)
+                        && seen.insert(dir.clone())
+                    {
+                        pending.push(dir.clone());
+                    }
+                }
+                members.push(package);
+            }
+        }
+        members.sort_by(|a, b| a.dir.cmp(&b.dir));
+
+        // Non-member path crates: read their manifests too, to follow the graph through them.
+        let mut others: Vec<Package> = Vec::new();
+        let mut queue: Vec<PathBuf> =
+            members.iter().flat_map(|m| m.decls.iter().filter_map(|d| d.path.clone())).collect();
+        while let Some(dir) = queue.pop() {
+            if !seen.insert(dir.clone()) {
+                continue;
+            }
+            let package = loader.package(&dir, &root_text, None, false)?;
+            queue.extend(package.decls.iter().filter_map(|d| d.path.clone()));
+            others.push(package);
+        }
+        others.sort_by(|a, b| a.dir.cmp(&b.dir));
+
+        let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.path.is_none()));
+        let lock_path = root.join("Cargo.lock");
+        let registry = if needs_lock && lock_path.is_file() { loader.lock(&lock_path)? } else { HashMap::new() };
+
+        Ok(Workspace { root, root_shown, root_text, config, members, others, registry })
+    }
+}
+
+/// Reads and parses files, naming them in errors relative to the root as the user wrote it.
+struct Loader {
+    root: PathBuf,
+    root_shown: PathBuf,
+}
+
+impl Loader {
+    /// The path to show for an absolute path: under the root as the user wrote it when inside the root.
+    fn shown(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) => self.root_shown.join(rel).display().to_string(),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
+    fn rel(&self, path: &Path) -> String {
+        rel_path(&self.root, path)
+    }
+
+    fn read(&self, path: &Path) -> Result<String, CheckError> {
+        std::fs::read_to_string(path).map_err(|err| {
+            let problem = if err.kind() == std::io::ErrorKind::NotFound {
+                "no such file".to_owned()
+            } else {
+                format!("cannot read: {err}")
+            };
+            CheckError(format!("{}: {problem}", self.shown(path)))
+        })
+    }
+
+    fn parse<'t>(&self, path: &Path, text: &'t str) -> Result<Document<&'t str>, CheckError> {
+        Document::parse(text).map_err(|err| {
+            let (line, column) = err.span().map_or((1, 1), |span| line_col(text, span.start));
+            let message = err.message().trim_end().replace('\n', "; ");
+            CheckError(format!("{}:{line}:{column}: TOML does not parse: {message}", self.shown(path)))
+        })
+    }
+
+    fn error_at(&self, text: &str, key: &Key, problem: String) -> CheckError {
+        let line = key.span().map_or(1, |span| line_col(text, span.start).0);
+        CheckError(format!("{}:{line}: {problem}", self.shown(&self.root.join("Cargo.toml"))))
+    }
+
+    /// `[workspace.metadata.migrate-check]`: unknown keys and allow entries without a reason are errors.
+    fn config(&self, workspace: &dyn TableLike, text: &str) -> Result<Config, CheckError> {
+        let mut config = Config {
+            deprecated: "registry-compat".to_owned(),
+            replacement: "core-registry".to_owned(),
+            allow: Vec::new(),
+        };
+        let Some(item) = workspace.get("metadata").and_then(|m| m.get("migrate-check")) else {
+            return Ok(config);
+        };
+        const TABLE: &str = "[workspace.metadata.migrate-check]";
+        let Some(table) = item.as_table_like() else {
+            let line = item.span().map_or(1, |span| line_col(text, span.start).0);
+            return Err(CheckError(format!(
+                "{}:{line}: {TABLE} must be a table",
+                self.shown(&self.root.join("Cargo.toml"))
+            )));
+        };
+        for (name, value) in table.iter() {
+            let key = table.key(name).expect("the key was just listed");
+            match name {
+                "deprecated" | "replacement" => {
+                    let Some(package) = value.as_str().filter(|s| !s.is_empty()) else {
+                        return Err(self.error_at(text, key, format!("`{name}` in {TABLE} must be a package name")));
+                    };
+                    if name == "deprecated" {
+                        config.deprecated = package.to_owned();
+                    } else {
+                        config.replacement = package.to_owned();
+                    }
+                }
+                "allow" => config.allow = self.allow(value, key, text)?,
+                _ => {
+                    return Err(self.error_at(
+                        text,
+                        key,
+                        format!("unknown key `{name}` in {TABLE} (expected `deprecated`, `replacement` or `allow`)"),
+                    ));
+                }
+            }
+        }
+        if config.deprecated == config.replacement {
+            return Err(CheckError(format!(
+                "{}: `deprecated` and `replacement` in {TABLE} name the same package",
+                self.shown(&self.root.join("Cargo.toml"))
+            )));
+        }
+        Ok(config)
+    }
+
+    fn allow(&self, value: &Item, allow_key: &Key, text: &str) -> Result<Vec<AllowEntry>, CheckError> {
+        let entries: Vec<&dyn TableLike> = if let Some(array) = value.as_array() {
+            let mut entries = Vec::new();
+            for entry in array.iter() {
+                let Some(table) = entry.as_inline_table() else {
+                    let line = entry.span().map_or(1, |span| line_col(text, span.start).0);
+                    return Err(CheckError(format!(
+                        "{}:{line}: each `allow` entry must be a table {{ package = \"..\", reason = \"..\" }}",
+                        self.shown(&self.root.join("Cargo.toml"))
+                    )));
+                };
+                entries.push(table as &dyn TableLike);
+            }
+            entries
+        } else if let Some(array) = value.as_array_of_tables() {
+            array.iter().map(|t| t as &dyn TableLike).collect()
+        } else {
+            return Err(self.error_at(text, allow_key, "`allow` must be an array of tables".to_owned()));
+        };
+        let mut allow: Vec<AllowEntry> = Vec::new();
+        for table in entries {
+            let mut package = None;
+            let mut reason = None;
+            for (name, item) in table.iter() {
+                let key = table.key(name).expect("the key was just listed");
+                match name {
+                    "package" => package = Some((item.as_str(), key)),
+                    "reason" => reason = Some((item.as_str(), key)),
+                    _ => {
+                        return Err(self.error_at(
+                            text,
+                            key,
+                            format!("unknown key `{name}` in an `allow` entry (expected `package` and `reason`)"),
+                        ));
+                    }
+                }
+            }
+            let Some((Some(package), package_key)) = package else {
+                let at = package.map(|(_, key)| key).or(reason.map(|(_, key)| key)).unwrap_or(allow_key);
+                return Err(self.error_at(text, at, "an `allow` entry needs `package = \"<name>\"`".to_owned()));
+            };
+            let reason = match reason {
+                Some((Some(reason), _)) if !reason.trim().is_empty() => reason.to_owned(),
+                _ => {
+                    return Err(self.error_at(
+                        text,
+                        package_key,
+                        format!("the `allow` entry for `{package}` has no `reason` (a non-empty string is required)"),
+                    ));
+                }
+            };
+            if allow.iter().any(|entry| entry.package == package) {
+                return Err(self.error_at(text, package_key, format!("`{package}` is allowed twice")));
+            }
+            let (line, column) = package_key.span().map_or((1, 1), |span| line_col(text, span.start));
+            allow.push(AllowEntry { package: package.to_owned(), reason, line, column });
+        }
+        Ok(allow)
+    }
+
+    /// An array of strings such as `members` or `exclude`, with the line of each entry.
+    fn strings(&self, table: &dyn TableLike, name: &str, text: &str) -> Result<Vec<(String, usize)>, CheckError> {
+        let Some(item) = table.get(name) else { return Ok(Vec::new()) };
+        let bad = || {
+            let key = table.key(name).expect("the key exists");
+            self.error_at(text, key, format!("`workspace.{name}` must be an array of strings"))
+        };
+        let array = item.as_array().ok_or_else(bad)?;
+        let mut strings = Vec::new();
+        for value in array.iter() {
+            let line = value.span().map_or(1, |span| line_col(text, span.start).0);
+            strings.push((value.as_str().ok_or_else(bad)?.to_owned(), line));
+        }
+        Ok(strings)
+    }
+
+    fn ws_deps(&self, workspace: &dyn TableLike, text: &str) -> Result<HashMap<String, WsDep>, CheckError> {
+        let mut deps = HashMap::new();
+        let Some(table) = workspace.get("dependencies").and_then(Item::as_table_like) else { return Ok(deps) };
+        for (key, item) in table.iter() {
+            let (package, path) = if item.as_str().is_some() {
+                (key.to_owned(), None)
+            } else if let Some(dep) = item.as_table_like() {
+                let package = dep.get("package").and_then(Item::as_str).unwrap_or(key).to_owned();
+                (package, dep.get("path").and_then(Item::as_str).map(|p| normalize(&self.root.join(p))))
+            } else {
+                let key = table.key(key).expect("the key was just listed");
+                return Err(self.error_at(text, key, "a dependency must be a version string or a table".to_owned()));
+            };
+            deps.insert(key.to_owned(), WsDep { package, path });
+        }
+        Ok(deps)
+    }
+
+    /// Reads the package in `dir`. `ws_deps` resolves `workspace = true` for members; `None` for non-members,
+    /// whose inherited entries are taken at their key.
+    fn package(
+        &self,
+        dir: &Path,
+        root_text: &str,
+        ws_deps: Option<&HashMap<String, WsDep>>,
+        is_root: bool,
+    ) -> Result<Package, CheckError> {
+        let manifest = dir.join("Cargo.toml");
+        let text = if is_root { root_text.to_owned() } else { self.read(&manifest)? };
+        let doc = self.parse(&manifest, &text)?;
+        let shown = self.shown(&manifest);
+        let root = doc.as_table();
+        let Some(name) = root.get("package").and_then(|p| p.get("name")).and_then(Item::as_str) else {
+            return Err(CheckError(format!("{shown}: no `[package] name`: not a package manifest")));
+        };
+        let lib_name = root.get("lib").and_then(|l| l.get("name")).and_then(Item::as_str).map(str::to_owned);
+        let mut explicit_roots = Vec::new();
+        if let Some(path) = root.get("lib").and_then(|l| l.get("path")).and_then(Item::as_str) {
+            explicit_roots.push(normalize(&dir.join(path)));
+        }
+        for section in ["bin", "test", "example", "bench"] {
+            if let Some(targets) = root.get(section).and_then(Item::as_array_of_tables) {
+                for target in targets.iter() {
+                    if let Some(path) = target.get("path").and_then(Item::as_str) {
+                        explicit_roots.push(normalize(&dir.join(path)));
+                    }
+                }
+            }
+        }
+        let build = root.get("package").and_then(|p| p.get("build"));
+        if let Some(path) = build.and_then(Item::as_str) {
+            explicit_roots.push(normalize(&dir.join(path)));
+        }
+        let build_disabled = build.and_then(Item::as_bool) == Some(false);
+
+        let mut decls = Vec::new();
+        let mut collect = |table: &dyn TableLike, target: Option<&str>| -> Result<(), CheckError> {
+            let kinds = [
+                ("dependencies", DepKind::Normal),
+                ("dev-dependencies", DepKind::Dev),
+                ("dev_dependencies", DepKind::Dev),
+                ("build-dependencies", DepKind::Build),
+                ("build_dependencies", DepKind::Build),
+            ];
+            for (section, kind) in kinds {
+                if let Some(deps) = table.get(section).and_then(Item::as_table_like) {
+                    self.decls(deps, kind, target, dir, &text, &shown, ws_deps, &mut decls)?;
+                }
+            }
+            Ok(())
+        };
+        collect(root, None)?;
+        if let Some(targets) = root.get("target").and_then(Item::as_table_like) {
+            for (target, item) in targets.iter() {
+                if let Some(table) = item.as_table_like() {
+                    collect(table, Some(target))?;
+                }
+            }
+        }
+        Ok(Package {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            manifest_rel: self.rel(&manifest),
+            text: text.clone(),
+            lib_name,
+            explicit_roots,
+            build_disabled,
+            decls,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decls(
+        &self,
+        deps: &dyn TableLike,
+        kind: DepKind,
+        target: Option<&str>,
+        dir: &Path,
+        text: &str,
+        shown: &str,
+        ws_deps: Option<&HashMap<String, WsDep>>,
+        out: &mut Vec<Decl>,
+    ) -> Result<(), CheckError> {
+        for (key, item) in deps.iter() {
+            let key_span = deps.key(key).and_then(Key::span);
+            let (line, column) = key_span.map_or((1, 1), |span| line_col(text, span.start));
+            let (package, path, optional) = if item.as_str().is_some() {
+                (key.to_owned(), None, false)
+            } else if let Some(dep) = item.as_table_like() {
+                let optional = dep.get("optional").and_then(Item::as_bool).unwrap_or(false);
+                if dep.get("workspace").and_then(Item::as_bool) == Some(true) {
+                    match ws_deps.map(|ws| ws.get(key)) {
+                        Some(Some(ws)) => (ws.package.clone(), ws.path.clone(), optional),
+                        Some(None) => {
+                            return Err(CheckError(format!(
+                                "{shown}:{line}: `{key}` is inherited with `workspace = true`, but \
+                                 [workspace.dependencies] has no `{key}`"
+                            )));
+                        }
+                        None => (key.to_owned(), None, optional),
+                    }
+                } else {
+                    let package = dep.get("package").and_then(Item::as_str).unwrap_or(key).to_owned();
+                    let path = dep.get("path").and_then(Item::as_str).map(|p| normalize(&dir.join(p)));
+                    (package, path, optional)
+                }
+            } else {
+                return Err(CheckError(format!(
+                    "{shown}:{line}: dependency `{key}` must be a version string or a table"
+                )));
+            };
+            out.push(Decl {
+                key: key.to_owned(),
+                package,
+                kind,
+                target: target.map(str::to_owned),
+                optional,
+                path,
+                line,
+                column,
+            });
+        }
+        Ok(())
+    }
+
+    /// Registry and git packages of `Cargo.lock`, with the names of their dependencies.
+    fn lock(&self, path: &Path) -> Result<HashMap<String, Vec<String>>, CheckError> {
+        let text = self.read(path)?;
+        let doc = self.parse(path, &text)?;
+        let mut registry: HashMap<String, Vec<String>> = HashMap::new();
+        let Some(packages) = doc.as_table().get("package").and_then(Item::as_array_of_tables) else {
+            return Ok(registry);
+        };
+        for package in packages.iter() {
+            let (Some(name), true) = (package.get("name").and_then(Item::as_str), package.contains_key("source"))
+            else {
+                continue;
+            };
+            let entry = registry.entry(name.to_owned()).or_default();
+            if let Some(deps) = package.get("dependencies").and_then(Item::as_array) {
+                for dep in deps.iter().filter_map(|d| d.as_str()) {
+                    let dep = dep.split(' ').next().unwrap_or(dep).to_owned();
+                    if !entry.contains(&dep) {
+                        entry.push(dep);
+                    }
+                }
+            }
+        }
+        Ok(registry)
+    }
+}
+
+/// 1-based line and 1-based character column of a byte offset.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.bytes().filter(|&b| b == b'\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+/// `path` relative to `root` with `/` separators; absolute when outside.
+pub(crate) fn rel_path(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(rel) => rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// Resolves `.` and `..` without touching the file system (symlinks are taken as written, like Cargo does).
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Expands a `members` glob (`*`, `?`, `[..]`, `**`) below `base`, one path component at a time.
+fn expand_glob(base: &Path, parts: &[&str], out: &mut Vec<PathBuf>) {
+    let Some((first, rest)) = parts.split_first() else {
+        out.push(base.to_owned());
+        return;
+    };
+    if *first == "**" {
+        expand_glob(base, rest, out);
+        for entry in read_dirs(base) {
+            expand_glob(&entry, parts, out);
+        }
+    } else if first.contains(['*', '?', '[']) {
+        for entry in read_dirs(base) {
+            let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if glob_match(first.as_bytes(), name.as_bytes()) {
+                expand_glob(&entry, rest, out);
+            }
+        }
+    } else {
+        expand_glob(&base.join(first), rest, out);
+    }
+}
+
+fn read_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
+}
+
+/// Matches one path component against a glob component.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|skip| glob_match(rest, &name[skip..])),
+        Some((b'?', rest)) => !name.is_empty() && glob_match(rest, &name[1..]),
+        Some((b'[', rest)) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return name.first() == Some(&b'[') && glob_match(rest, &name[1..]);
+            };
+            let (class, after) = (&rest[..close], &rest[close + 1..]);
+            let Some((&c, name_rest)) = name.split_first() else { return false };
+            let (negated, class) = match class.split_first() {
+                Some((b'!', class)) => (true, class),
+                _ => (false, class),
+            };
+            let mut matched = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    matched |= class[i] <= c && c <= class[i + 2];
+                    i += 3;
+                } else {
+                    matched |= class[i] == c;
+                    i += 1;
+                }
+            }
+            matched != negated && glob_match(after, name_rest)
+        }
+        Some((&literal, rest)) => name.first() == Some(&literal) && glob_match(rest, &name[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_one_component() {
+        assert!(glob_match(b"*", b"app"));
+        assert!(glob_match(b"a*p", b"app"));
+        assert!(glob_match(b"?pp", b"app"));
+        assert!(glob_match(b"[a-c]pp", b"bpp"));
+        assert!(!glob_match(b"[!a-c]pp", b"bpp"));
+        assert!(!glob_match(b"b*", b"app"));
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("a\néé x", 6), (2, 3));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}
