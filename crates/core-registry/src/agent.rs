@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{AgentError, EmitError};
 use crate::event::{EventKind, RunId, RunInfo, SessionId, ToolCallId};
+use crate::session::SessionShared;
 
 /// What travels through a session's channel; the stream adds `seq` on receipt.
 pub(crate) type RawEvent = (Arc<RunInfo>, EventKind);
@@ -46,14 +46,25 @@ pub trait Agent: Send + Sync + 'static {
 }
 
 /// A run's handle on its session's event stream, given to [`Agent::run`].
-#[derive(Debug)]
 pub struct RunContext {
     pub(crate) info: Arc<RunInfo>,
     pub(crate) events: mpsc::Sender<RawEvent>,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) session: Arc<SessionShared>,
     pub(crate) last_call: u32,
     // Invariant: holds exactly the calls that have a `tool_executing` and no `tool_completed` yet.
     pub(crate) open_calls: Vec<(ToolCallId, Arc<str>)>,
+}
+
+impl std::fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext")
+            .field("run", &self.info.run_id)
+            .field("session", &self.info.session_id)
+            .field("user", &self.info.user)
+            .field("agent", &self.info.agent)
+            .field("open_calls", &self.open_calls)
+            .finish()
+    }
 }
 
 impl RunContext {
@@ -80,7 +91,7 @@ impl RunContext {
     /// Whether the run has been asked to stop. The registry stops it anyway at its next `.await`; long
     /// synchronous work can check this in between.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.info.is_cancelled() || self.session.is_closed()
     }
 
     /// Emits `agent_thinking`.

@@ -1,15 +1,13 @@
 //! [`Session`]: one user's isolated set of agent instances and runs, and its [`EventStream`].
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::FutureExt as _;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, mpsc};
 use tracing::Instrument as _;
 
 use crate::agent::{Agent, RawEvent, RunContext};
@@ -26,11 +24,15 @@ pub struct Session {
     shared: Arc<SessionShared>,
 }
 
+/// What a session's runs share with it. Held by the [`Session`] and by each run task, so it is freed when the
+/// session is gone and its last run has ended.
 pub(crate) struct SessionShared {
     id: SessionId,
     user: Arc<str>,
     registry: Arc<RegistryInner>,
-    cancel: CancellationToken,
+    // Invariant: once set, never cleared; set before `close_signal` is notified.
+    closed: AtomicBool,
+    close_signal: Notify,
     span: tracing::Span,
     state: Mutex<SessionState>,
 }
@@ -38,9 +40,11 @@ pub(crate) struct SessionShared {
 struct SessionState {
     // Invariant: `Some` exactly while the session is open; the stream ends once this and every run's clone are gone.
     events: Option<mpsc::Sender<RawEvent>>,
-    // Invariant: holds exactly the runs whose task has not finished.
-    runs: HashMap<RunId, CancellationToken>,
-    agents: HashMap<Arc<str>, Arc<dyn Agent>>,
+    // Invariant: holds exactly the runs that have not begun to emit their terminal event. A session has few runs at
+    // once, so a `Vec` beats a map here.
+    runs: Vec<Arc<RunInfo>>,
+    // This session's agent instances, at most one per registered agent, created on first use.
+    agents: Vec<(Arc<str>, Arc<dyn Agent>)>,
 }
 
 impl fmt::Debug for Session {
@@ -58,6 +62,24 @@ impl SessionShared {
     fn lock(&self) -> MutexGuard<'_, SessionState> {
         // The state stays consistent across a panic (no user code runs under the lock), so poison is ignored.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes once the session is closed.
+    async fn closed(&self) {
+        loop {
+            let notified = self.close_signal.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read, so a close in between still wakes this waiter.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -78,9 +100,10 @@ impl Session {
             id,
             user: Arc::from(user),
             registry,
-            cancel: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            close_signal: Notify::new(),
             span,
-            state: Mutex::new(SessionState { events: Some(sender), runs: HashMap::new(), agents: HashMap::new() }),
+            state: Mutex::new(SessionState { events: Some(sender), runs: Vec::new(), agents: Vec::new() }),
         });
         (Session { shared }, EventStream { events: receiver, last_seq: 0, session: id })
     }
@@ -97,10 +120,10 @@ impl Session {
 
     /// Whether [`close`](Session::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().events.is_none()
+        self.shared.is_closed()
     }
 
-    /// This session's runs in progress.
+    /// This session's runs in progress (those that have not begun to emit their terminal event).
     pub fn live_runs(&self) -> usize {
         self.shared.lock().runs.len()
     }
@@ -112,50 +135,50 @@ impl Session {
     /// unknown (the error lists the known ones), or the session is at its limit of runs in progress.
     pub fn run(&self, agent: &str, input: impl Into<String>) -> Result<RunId, RegistryError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
-        let registry = &self.shared.registry;
+        let shared = &self.shared;
+        let registry = &shared.registry;
         let Some((agent_name, factory)) = registry.agents.get_key_value(agent) else {
             return Err(registry.unknown_agent(agent));
         };
+        let find =
+            |state: &SessionState| state.agents.iter().find(|(name, _)| name == agent_name).map(|it| it.1.clone());
 
-        // The factory is user code: call it outside the lock.
-        let existing = self.shared.lock().agents.get(agent).cloned();
-        let instance = match existing {
-            Some(instance) => instance,
-            None => {
-                let fresh = factory();
-                Arc::clone(self.shared.lock().agents.entry(Arc::clone(agent_name)).or_insert(fresh))
-            }
-        };
+        // The factory is user code: call it outside the lock. Instances are never removed, so one found now is
+        // found again below.
+        let fresh = if find(&shared.lock()).is_none() { Some(factory()) } else { None };
 
-        let mut state = self.shared.lock();
+        let mut state = shared.lock();
         let Some(events) = state.events.clone() else {
-            return Err(RegistryError::SessionClosed(self.shared.id));
+            return Err(RegistryError::SessionClosed(shared.id));
         };
         if state.runs.len() >= registry.max_runs_per_session {
-            return Err(RegistryError::TooManyRuns { session: self.shared.id, limit: registry.max_runs_per_session });
+            return Err(RegistryError::TooManyRuns { session: shared.id, limit: registry.max_runs_per_session });
         }
+        let instance = match find(&state) {
+            // Made earlier, or by another thread since the check above; the first instance stays.
+            Some(instance) => instance,
+            None => {
+                let instance = fresh.unwrap_or_else(|| factory());
+                state.agents.push((Arc::clone(agent_name), Arc::clone(&instance)));
+                instance
+            }
+        };
         let run_id = RunId(registry.last_run.fetch_add(1, Ordering::Relaxed) + 1);
-        let cancel = self.shared.cancel.child_token();
-        state.runs.insert(run_id, cancel.clone());
+        let info = Arc::new(RunInfo::new(run_id, shared.id, Arc::clone(&shared.user), Arc::clone(agent_name)));
+        state.runs.push(Arc::clone(&info));
         drop(state);
         registry.live_runs.fetch_add(1, Ordering::AcqRel);
 
-        let info = Arc::new(RunInfo {
-            run_id,
-            session_id: self.shared.id,
-            user: Arc::clone(&self.shared.user),
-            agent: Arc::clone(agent_name),
-        });
-        let span = tracing::info_span!(parent: &self.shared.span, "run", run = %run_id, agent = %agent_name);
-        let ctx = RunContext { info, events, cancel: cancel.clone(), last_call: 0, open_calls: Vec::new() };
-        let guard = RunGuard { session: Arc::clone(&self.shared), run_id };
+        let span = tracing::info_span!(parent: &shared.span, "run", run = %run_id, agent = %agent_name);
+        let ctx = RunContext { info, events, session: Arc::clone(shared), last_call: 0, open_calls: Vec::new() };
+        let guard = RunGuard { session: Arc::clone(shared), run_id };
         let input = input.into();
         runtime.spawn(
             async move {
                 // Declared after `ctx`, so dropped before it: the run is unregistered before its event sender (which
                 // may be the stream's last) goes away.
                 let guard = guard;
-                drive(instance, ctx, input, cancel, &guard).await;
+                drive(instance, ctx, input, &guard).await;
             }
             .instrument(span),
         );
@@ -164,9 +187,9 @@ impl Session {
 
     /// Cancels a run in progress. It ends with `agent_completed` (`cancelled`) unless it completes first.
     pub fn cancel(&self, run: RunId) -> Result<(), RegistryError> {
-        match self.shared.lock().runs.get(&run) {
-            Some(cancel) => {
-                cancel.cancel();
+        match self.shared.lock().runs.iter().find(|info| info.run_id == run) {
+            Some(info) => {
+                info.cancel();
                 Ok(())
             }
             None => Err(RegistryError::UnknownRun { run, session: self.shared.id }),
@@ -180,7 +203,8 @@ impl Session {
         if sender.is_some() {
             tracing::debug!(parent: &self.shared.span, "session closed");
         }
-        self.shared.cancel.cancel();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.close_signal.notify_waiters();
     }
 
     #[cfg(test)]
@@ -205,7 +229,10 @@ impl RunGuard {
     /// Frees the run's place in its session: it can no longer be cancelled and no longer counts against the limit
     /// of runs in progress. Idempotent.
     fn unregister(&self) {
-        self.session.lock().runs.remove(&self.run_id);
+        let mut state = self.session.lock();
+        if let Some(index) = state.runs.iter().position(|info| info.run_id == self.run_id) {
+            state.runs.swap_remove(index);
+        }
     }
 }
 
@@ -217,7 +244,7 @@ impl Drop for RunGuard {
 }
 
 /// Runs one agent to its terminal event.
-async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel: CancellationToken, guard: &RunGuard) {
+async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, guard: &RunGuard) {
     if ctx.emit(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
         tracing::debug!("event stream dropped before the run started");
         return;
@@ -225,11 +252,13 @@ async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, cancel
     // Nobody can receive this run's events once the stream is dropped: treat that as a cancellation, so that an
     // agent that is waiting (not emitting) does not outlive its consumer.
     let events = ctx.events.clone();
+    let info = Arc::clone(&ctx.info);
     let outcome = {
         let run = AssertUnwindSafe(agent.run(&mut ctx, input)).catch_unwind();
         tokio::select! {
             biased;
-            () = cancel.cancelled() => Outcome::Cancelled,
+            () = info.cancelled() => Outcome::Cancelled,
+            () = guard.session.closed() => Outcome::Cancelled,
             () = events.closed() => Outcome::Cancelled,
             result = run => match result {
                 Ok(Ok(output)) => Outcome::Succeeded { output },
