@@ -17,9 +17,13 @@
 //!   crate, else it is the package name with `-` as `_`. A dependency key of another package that takes that name
 //!   (`registry-compat = { package = "core-registry" }`) shadows it in that member's sources.
 //! - `--no-source` (not part of the contract) skips the source scan; `cargo xtask bench` times both modes.
+//! - `--fix [--dry-run] [--allow-dirty]` (in `fix.rs`) migrates the members, then checks again: manifests with
+//!   `toml_edit::DocumentMut`, sources by byte spans, the old -> new paths from the compat crate's deprecation notes.
 //! - Every violation carries `file`, `line` and `column` (for `transitive`, the member's declaration of the first
 //!   package on the chain; for `stale-allow`, the entry in the root manifest) and a `help` text.
 
+mod diff;
+mod fix;
 mod render;
 mod source;
 mod workspace;
@@ -37,6 +41,7 @@ cargo xtask migrate-check: report workspace members that still depend on or impo
 
 USAGE:
     cargo xtask migrate-check [--manifest-path PATH] [--format human|json|github|sarif] [--no-source]
+    cargo xtask migrate-check --fix [--dry-run] [--allow-dirty] [--manifest-path PATH] [--format FORMAT]
 
 OPTIONS:
     --manifest-path PATH  root Cargo.toml of the workspace to check (default: this workspace's)
@@ -45,6 +50,11 @@ OPTIONS:
                           github: `::error file=..,line=..,col=..::message` workflow commands
                           sarif: SARIF 2.1.0, one rule per violation kind
     --no-source           check manifests only, skip the source scan (faster; used by `cargo xtask bench`)
+    --fix                 migrate the members: swap the dependency in their Cargo.toml files and rewrite the old
+                          paths to the new ones named by the compat crate's deprecation notes, then check again and
+                          report what is left (with a `help:` line for what could not be rewritten safely)
+    --dry-run             with --fix: print a unified diff (paths relative to the workspace root), change nothing
+    --allow-dirty         with --fix: write even if the git work tree has uncommitted changes
     -h, --help            print this help
 
 VIOLATIONS:
@@ -57,6 +67,8 @@ CONFIGURATION (in the checked workspace's root Cargo.toml, all keys optional):
     [workspace.metadata.migrate-check]
     deprecated = \"registry-compat\"   # package name of the deprecated crate
     replacement = \"core-registry\"    # package that replaces it
+    replacement-version = \"0.10\"     # --fix only: version requirement to write for the replacement
+    replacement-path = \"crates/core-registry\"   # --fix only: its directory, relative to the workspace root
     allow = [{ package = \"compat-tests\", reason = \"tests the shims on purpose\" }]   # reason is required
 
 EXIT CODES:
@@ -64,6 +76,8 @@ EXIT CODES:
     1  violations found
     2  could not check: no such manifest, not a workspace, TOML that does not parse, unknown config key, allow
        entry without a reason (one line on stderr names the file and the problem)
+    With --fix: 0 nothing left, 1 violations left after fixing, 2 could not fix (as above, or a dirty work tree
+    without --allow-dirty, or the compat crate's source or the replacement's version cannot be found)
 ";
 
 /// A reason the workspace could not be checked: one line naming the file and the problem (exit 2).
@@ -148,6 +162,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     let mut manifest_path = None;
     let mut format = Format::Human;
     let mut scan_sources = true;
+    let (mut fix, mut dry_run, mut allow_dirty) = (false, false, false);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -179,10 +194,22 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
                 }
             }
             "--no-source" if inline.is_none() => scan_sources = false,
+            "--fix" if inline.is_none() => fix = true,
+            "--dry-run" if inline.is_none() => dry_run = true,
+            "--allow-dirty" if inline.is_none() => allow_dirty = true,
             _ => return usage_error(&format!("unexpected argument `{arg}`")),
         }
     }
     let manifest_path = manifest_path.unwrap_or_else(|| crate::project_root().join("Cargo.toml"));
+    if fix {
+        if !scan_sources {
+            return usage_error("`--fix` rewrites sources too and cannot be combined with `--no-source`");
+        }
+        return fix::run(&manifest_path, format, fix::Options { dry_run, allow_dirty });
+    }
+    if dry_run || allow_dirty {
+        return usage_error("`--dry-run` and `--allow-dirty` only go with `--fix`");
+    }
     match check(&manifest_path, scan_sources) {
         Ok(report) => {
             let output = render::render(&report, format);

@@ -50,6 +50,8 @@ pub(crate) struct Decl {
 #[derive(Debug)]
 pub(crate) struct Package {
     pub(crate) name: String,
+    /// `package.version` when it is written out (not inherited).
+    pub(crate) version: Option<String>,
     /// Absolute, normalised directory of the package.
     pub(crate) dir: PathBuf,
     /// The manifest, relative to the workspace root with `/` separators (absolute for crates outside the root).
@@ -79,6 +81,10 @@ pub(crate) struct Config {
     pub(crate) deprecated: String,
     pub(crate) replacement: String,
     pub(crate) allow: Vec<AllowEntry>,
+    /// `replacement-version`: the version requirement `--fix` writes for the replacement (used only by `--fix`).
+    pub(crate) replacement_version: Option<String>,
+    /// `replacement-path`: the replacement's directory, relative to the workspace root (used only by `--fix`).
+    pub(crate) replacement_path: Option<String>,
 }
 
 /// A `[workspace.dependencies]` entry.
@@ -264,6 +270,8 @@ impl Loader {
             deprecated: "registry-compat".to_owned(),
             replacement: "core-registry".to_owned(),
             allow: Vec::new(),
+            replacement_version: None,
+            replacement_path: None,
         };
         let Some(item) = workspace.get("metadata").and_then(|m| m.get("migrate-check")) else {
             return Ok(config);
@@ -290,6 +298,20 @@ impl Loader {
                     }
                 }
                 "allow" => config.allow = self.allow(value, key, text)?,
+                "replacement-version" | "replacement-path" => {
+                    let Some(setting) = value.as_str().filter(|s| !s.is_empty()) else {
+                        return Err(self.error_at(
+                            text,
+                            key,
+                            format!("`{name}` in {TABLE} must be a non-empty string"),
+                        ));
+                    };
+                    if name == "replacement-version" {
+                        config.replacement_version = Some(setting.to_owned());
+                    } else {
+                        config.replacement_path = Some(setting.to_owned());
+                    }
+                }
                 _ => {
                     return Err(self.error_at(
                         text,
@@ -463,8 +485,10 @@ impl Loader {
                 }
             }
         }
+        let version = root.get("package").and_then(|p| p.get("version")).and_then(Item::as_str).map(str::to_owned);
         Ok(Package {
             name: name.to_owned(),
+            version,
             dir: dir.to_owned(),
             manifest_rel: self.rel(&manifest),
             text: text.clone(),

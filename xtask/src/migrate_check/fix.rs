@@ -1,0 +1,1532 @@
+//! `cargo xtask migrate-check --fix [--dry-run] [--allow-dirty]`: migrates the checked workspace from the deprecated
+//! crate to its replacement, then checks again and reports what is left.
+//!
+//! - **Manifests** are edited with `toml_edit::DocumentMut`, so comments, order and formatting survive. Each
+//!   declaration of the deprecated package in a fixed member (any table, renamed, target-specific, optional,
+//!   `workspace = true`) becomes a declaration of the replacement under its package name, keeping `optional`,
+//!   `default-features` and the comments; `package`, `features` and git/registry keys go. Where the member already
+//!   depends on the replacement in a table that covers it (the same table, or `[dependencies]` for
+//!   `[dev-dependencies]`, with no narrower target), the old declaration is removed instead. Features naming the old
+//!   key (`dep:old`, `old`, `old/feature`) follow. `[workspace.dependencies]` entries of the deprecated package that
+//!   nothing inherits any more are removed, the first one turned into the replacement's entry when a member
+//!   inherits it. The replacement's version and path come from `replacement-version` / `replacement-path` in
+//!   `[workspace.metadata.migrate-check]` if set, else from the workspace's own declaration of it
+//!   (`[workspace.dependencies]`, else the member package).
+//! - **Sources** are edited by byte spans, so nothing outside an edited span changes. The old -> new paths come from
+//!   the compat crate's deprecation notes ([`crate::compat_audit::migration_map`], the table of `migration-doc`);
+//!   the compat crate is found through a `path` declaration of it, else among the members, else `--fix` stops with
+//!   exit 2. A path through the old crate (or an alias: Cargo rename, `extern crate x as y`) is replaced up to the
+//!   longest prefix that has a note. A helper function is swapped only when its body proves the swap keeps the
+//!   meaning: it forwards its parameters, in order, to the new path, or calls the new method on its first parameter
+//!   (then the call becomes `Type::method(first, ..)`); a macro only when its one rule forwards its `expr`
+//!   fragments, in order, to the new path and the call uses parentheses. Anything else stays and is reported with a
+//!   `help:` line quoting the note. Imports of items whose new path cannot be imported (an associated const or fn, a
+//!   module that became a type) are removed and the names they brought in are rewritten in that module; imports that
+//!   become duplicates are dropped.
+//! - A member with an occurrence left keeps its old dependency (so it still builds) and gains the replacement.
+//! - Files are written through a temporary file and a rename. A dirty git work tree is refused (exit 2) unless
+//!   `--allow-dirty`; outside a git work tree there is nothing to check. `--dry-run` prints a unified diff instead.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use proc_macro2::{Spacing, TokenStream, TokenTree};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::visit::{self, Visit};
+use toml_edit::{DocumentMut, Item, Key, TableLike, Value};
+
+use super::workspace::{Decl, DepKind, Package, Workspace, normalize, rel_path};
+use super::{CheckError, Format, Kind, Report, check, render};
+use crate::compat_audit;
+
+/// The flags of `--fix`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    /// Print a unified diff instead of writing.
+    pub(crate) dry_run: bool,
+    /// Write even when the git work tree has uncommitted changes.
+    pub(crate) allow_dirty: bool,
+}
+
+/// Runs `--fix` on the workspace of `manifest_path`; the report after fixing is printed in `format`.
+pub(crate) fn run(manifest_path: &Path, format: Format, options: Options) -> ExitCode {
+    match fix(manifest_path, format, options) {
+        Ok(code) => code,
+        Err(CheckError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fix(manifest_path: &Path, format: Format, options: Options) -> Result<ExitCode, CheckError> {
+    let before = check(manifest_path, true)?;
+    let ws = Workspace::load(manifest_path)?;
+    if !options.dry_run && !options.allow_dirty {
+        ensure_clean(&ws)?;
+    }
+    let plan = plan(&ws, &before)?;
+    let changed: Vec<(&PathBuf, &FileChange)> = plan.files.iter().filter(|(_, c)| c.old != c.new).collect();
+
+    if options.dry_run {
+        let mut out = String::new();
+        for (path, change) in &changed {
+            out.push_str(&super::diff::unified(&rel_path(&ws.root, path), &change.old, &change.new));
+        }
+        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        for note in &plan.unfixed {
+            let (line, column) = super::workspace::line_col(&plan.files[&note.file].old, note.offset);
+            eprintln!("note: {}:{line}:{column}: left in place: {}", rel_path(&ws.root, &note.file), note.help);
+        }
+        eprintln!(
+            "migrate-check --fix --dry-run: {} would change, {} left for a manual fix",
+            plural(changed.len(), "file"),
+            plural(plan.unfixed.len(), "occurrence")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    for (path, change) in &changed {
+        write_atomically(path, &change.new)?;
+    }
+    let mut after = check(manifest_path, true)?;
+    explain_unfixed(&mut after, &plan, &ws.root);
+    if changed.is_empty() {
+        eprintln!("migrate-check --fix: nothing to change");
+    } else {
+        let names: Vec<String> = changed.iter().map(|(path, _)| rel_path(&ws.root, path)).collect();
+        eprintln!("migrate-check --fix: rewrote {}: {}", plural(changed.len(), "file"), names.join(", "));
+    }
+    let output = render::render(&after, format);
+    let _ = std::io::stdout().lock().write_all(output.as_bytes());
+    Ok(if after.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") }
+}
+
+/// Refuses a work tree with uncommitted changes under the workspace root, like `cargo fix`.
+fn ensure_clean(ws: &Workspace) -> Result<(), CheckError> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&ws.root)
+        .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
+        .output();
+    // No git, or not a work tree: nothing to protect.
+    let Ok(output) = output else { return Ok(()) };
+    if !output.status.success() {
+        return Ok(());
+    }
+    let status = String::from_utf8_lossy(&output.stdout);
+    let dirty: Vec<&str> = status.lines().filter(|l| l.len() > 3).map(|l| l[3..].trim()).collect();
+    match dirty.first() {
+        None => Ok(()),
+        Some(first) => Err(CheckError(format!(
+            "{}: the git work tree has uncommitted changes ({}, first `{first}`); commit them, or pass --allow-dirty to \
+             fix anyway",
+            ws.root_shown.join("Cargo.toml").display(),
+            plural(dirty.len(), "file")
+        ))),
+    }
+}
+
+fn write_atomically(path: &Path, contents: &str) -> Result<(), CheckError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.migrate-fix.tmp"));
+    let result = std::fs::write(&temp, contents)
+        .and_then(|()| match std::fs::metadata(path) {
+            Ok(meta) => std::fs::set_permissions(&temp, meta.permissions()),
+            Err(_) => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    result.map_err(|err| {
+        let _ = std::fs::remove_file(&temp);
+        CheckError(format!("{}: cannot write: {err}", path.display()))
+    })
+}
+
+/// Puts the fixer's reason on the source violations it left in place.
+fn explain_unfixed(report: &mut Report, plan: &Plan, root: &Path) {
+    let mut helps: HashMap<(String, usize, usize), &str> = HashMap::new();
+    for note in &plan.unfixed {
+        let change = &plan.files[&note.file];
+        let offset = change.new_offset(note.offset);
+        let (line, column) = super::workspace::line_col(&change.new, offset);
+        helps.insert((rel_path(root, &note.file), line, column), &note.help);
+    }
+    for violation in report.violations.iter_mut().filter(|v| v.kind == Kind::Source) {
+        if let Some(help) = helps.get(&(violation.file.clone(), violation.line, violation.column)) {
+            violation.help = (*help).to_owned();
+        }
+    }
+}
+
+/// What `--fix` would write.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Every file looked at, by absolute path.
+    files: BTreeMap<PathBuf, FileChange>,
+    unfixed: Vec<Unfixed>,
+}
+
+#[derive(Debug)]
+struct FileChange {
+    old: String,
+    new: String,
+    /// The source edits that turned `old` into `new` (empty for manifests), sorted and disjoint.
+    edits: Vec<Edit>,
+}
+
+impl FileChange {
+    /// Where a byte offset of `old` is in `new`.
+    fn new_offset(&self, offset: usize) -> usize {
+        let mut shifted = offset as isize;
+        for edit in self.edits.iter().filter(|e| e.end <= offset) {
+            shifted += edit.text.len() as isize - (edit.end - edit.start) as isize;
+        }
+        shifted.max(0) as usize
+    }
+}
+
+/// An occurrence left in place, with the reason.
+#[derive(Debug)]
+struct Unfixed {
+    file: PathBuf,
+    /// Byte offset in the original text.
+    offset: usize,
+    help: String,
+}
+
+#[derive(Debug, Clone)]
+struct Edit {
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+fn plan(ws: &Workspace, report: &Report) -> Result<Plan, CheckError> {
+    let config = &ws.config;
+    let deprecated = config.deprecated.as_str();
+    let replacement = config.replacement.as_str();
+    let replacement_lib = lib_name(ws, replacement);
+
+    // The members to fix: those with dependency or source violations that are not allowlisted.
+    // Member -> file -> (line, column) of each occurrence.
+    type Hits = HashSet<(usize, usize)>;
+    let mut source_hits: BTreeMap<&str, BTreeMap<String, Hits>> = BTreeMap::new();
+    let mut to_fix: Vec<&Package> = Vec::new();
+    for violation in &report.violations {
+        if !matches!(violation.kind, Kind::Dependency | Kind::Source) {
+            continue;
+        }
+        let Some(member) = ws.members.iter().find(|m| m.name == violation.package) else { continue };
+        if !to_fix.iter().any(|m| m.name == member.name) {
+            to_fix.push(member);
+        }
+        if violation.kind == Kind::Source {
+            source_hits
+                .entry(member.name.as_str())
+                .or_default()
+                .entry(violation.file.clone())
+                .or_default()
+                .insert((violation.line, violation.column));
+        }
+    }
+
+    let mut plan = Plan::default();
+    let mapping = if source_hits.is_empty() { None } else { Some(Mapping::load(&compat_dir(ws, deprecated)?)?) };
+    // Per member: (occurrences left, some source now names the replacement).
+    let mut member_sources: HashMap<&str, (usize, bool)> = HashMap::new();
+    for (member, files) in &source_hits {
+        let mapping = mapping.as_ref().expect("loaded when there are source hits");
+        // The name the member's sources will use for the replacement: its own (possibly renamed) declaration's.
+        let package = ws.members.iter().find(|m| m.name == *member).expect("a member");
+        let member_lib = package
+            .decls
+            .iter()
+            .filter(|d| d.package == replacement)
+            .min_by_key(|d| (d.kind, d.target.is_some()))
+            .map_or_else(
+                || replacement_lib.clone(),
+                |d| if d.key == replacement { replacement_lib.clone() } else { d.key.replace('-', "_") },
+            );
+        let mut left = 0;
+        let mut rewrote = false;
+        for (file, hits) in files {
+            let path = ws.root.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| CheckError(format!("{}: cannot read: {err}", path.display())))?;
+            let (edits, unfixed) = fix_source(&path, &text, hits, mapping, &member_lib)?;
+            left += unfixed.len();
+            rewrote |= edits.iter().any(|e| e.text.contains(&member_lib));
+            let new = apply(&text, &edits);
+            plan.unfixed.extend(unfixed.into_iter().map(|(offset, help)| Unfixed { file: path.clone(), offset, help }));
+            plan.files.insert(path, FileChange { old: text, new, edits });
+        }
+        member_sources.insert(member, (left, rewrote));
+    }
+
+    fix_manifests(ws, &to_fix, &member_sources, &mut plan)?;
+    Ok(plan)
+}
+
+/// The library name of `package` as the checker computes it.
+fn lib_name(ws: &Workspace, package: &str) -> String {
+    ws.members
+        .iter()
+        .chain(&ws.others)
+        .find(|p| p.name == package)
+        .and_then(|p| p.lib_name.clone())
+        .unwrap_or_else(|| package.to_owned())
+        .replace('-', "_")
+}
+
+/// The directory of the deprecated crate's source: a `path` declaration of it, else a member of that name.
+fn compat_dir(ws: &Workspace, deprecated: &str) -> Result<PathBuf, CheckError> {
+    let declared = ws
+        .members
+        .iter()
+        .chain(&ws.others)
+        .flat_map(|p| &p.decls)
+        .find_map(|decl| (decl.package == deprecated).then(|| decl.path.clone()).flatten());
+    if let Some(dir) = declared {
+        return Ok(dir);
+    }
+    if let Some(member) = ws.members.iter().find(|m| m.name == deprecated) {
+        return Ok(member.dir.clone());
+    }
+    Err(CheckError(format!(
+        "{}: --fix reads the old -> new paths from `{deprecated}`'s deprecation notes, but no package declares it with \
+         a `path` and it is not a workspace member; check it out next to the workspace and depend on it by path",
+        ws.root_shown.join("Cargo.toml").display()
+    )))
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for edit in edits {
+        out.push_str(&text[at..edit.start]);
+        out.push_str(&edit.text);
+        at = edit.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The old -> new mapping.
+
+/// What to do with a path that resolves to one old item.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    /// Replace the old path by this one.
+    Path(String),
+    /// A module: only paths through it to an item can be rewritten.
+    Module,
+    /// A macro whose call `old!(args)` becomes `new(args)`.
+    Macro(String),
+    /// Not safe to swap: the help text for the author.
+    Manual(String),
+}
+
+/// The compat crate's deprecations, keyed by full old path (`registry_compat::registry::AgentRegistry`).
+#[derive(Debug)]
+struct Mapping {
+    lib: String,
+    items: HashMap<String, Action>,
+    macros: HashMap<String, Action>,
+    /// Old paths of constants and statics (which may stand in patterns).
+    consts: HashSet<String>,
+}
+
+impl Mapping {
+    fn load(dir: &Path) -> Result<Mapping, CheckError> {
+        let unreadable = |err: compat_audit::LoadError| {
+            CheckError(format!("--fix could not read the compat crate's deprecation notes: {err}"))
+        };
+        let shims = compat_audit::migration_map(dir).map_err(unreadable)?;
+        let krate = compat_audit::load(dir).map_err(unreadable)?;
+        let mut fns: HashMap<String, &syn::ItemFn> = HashMap::new();
+        let mut macro_defs: HashMap<String, &syn::ItemMacro> = HashMap::new();
+        let mut stack: Vec<(Vec<String>, &[syn::Item])> =
+            vec![(vec![krate.lib_name.clone()], &krate.files[krate.module_files[&Vec::new()]].ast.items)];
+        while let Some((prefix, items)) = stack.pop() {
+            for item in items {
+                match item {
+                    syn::Item::Fn(f) => _ = fns.insert(format!("{}::{}", prefix.join("::"), f.sig.ident), f),
+                    syn::Item::Macro(m) => {
+                        if let Some(ident) = &m.ident {
+                            macro_defs.insert(format!("{}::{ident}", krate.lib_name), m);
+                        }
+                    }
+                    syn::Item::Mod(m) => {
+                        let mut path = prefix.clone();
+                        path.push(m.ident.to_string());
+                        if let Some((_, inner)) = &m.content {
+                            stack.push((path, inner));
+                        } else if let Some(&file) = krate.module_files.get(&path[1..]) {
+                            stack.push((path, &krate.files[file].ast.items));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut mapping = Mapping {
+            lib: krate.lib_name.clone(),
+            items: HashMap::new(),
+            macros: HashMap::new(),
+            consts: HashSet::new(),
+        };
+        for shim in shims {
+            let manual = || {
+                Action::Manual(format!(
+                    "`{}` has no path-for-path replacement; rewrite it by hand: {}",
+                    shim.old_path, shim.note
+                ))
+            };
+            if shim.kind.label() == "crate" {
+                continue;
+            }
+            let Some(new_path) = shim.new_path.clone() else {
+                let old = shim.old_path.trim_end_matches('!').to_owned();
+                if shim.kind.label() == "macro" {
+                    mapping.macros.insert(old, manual());
+                } else {
+                    mapping.items.insert(old, manual());
+                }
+                continue;
+            };
+            match shim.kind.label() {
+                "module" => _ = mapping.items.insert(shim.old_path.clone(), Action::Module),
+                "function" | "async function" => {
+                    let action = fns
+                        .get(&shim.old_path)
+                        .and_then(|f| forwarded_path(f, &new_path))
+                        .map_or_else(manual, Action::Path);
+                    mapping.items.insert(shim.old_path.clone(), action);
+                }
+                "macro" => {
+                    let old = shim.old_path.trim_end_matches('!').to_owned();
+                    let action = macro_defs
+                        .get(&old)
+                        .filter(|m| macro_forwards(m, &new_path))
+                        .map_or_else(manual, |_| Action::Macro(new_path.clone()));
+                    mapping.macros.insert(old, action);
+                }
+                label => {
+                    if label == "constant" || label == "static" {
+                        mapping.consts.insert(shim.old_path.clone());
+                    }
+                    mapping.items.insert(shim.old_path.clone(), Action::Path(new_path));
+                }
+            }
+        }
+        Ok(mapping)
+    }
+
+    /// The longest prefix of `old` (at least `min` segments) with a note, and its action. Modules only match as a
+    /// whole path when `whole_module` is set (in `use`).
+    fn resolve(&self, old: &[String], min: usize, whole_module: bool) -> Option<(usize, &Action)> {
+        (min.max(1)..=old.len()).rev().find_map(|len| {
+            let action = self.items.get(&old[..len].join("::"))?;
+            (*action != Action::Module || (whole_module && len == old.len())).then_some((len, action))
+        })
+    }
+}
+
+/// The path a helper fn's call can be swapped for, if its body proves the swap keeps the meaning: `new(a, b)` with the
+/// parameters in order, or `a.method(b)` where `a: [&[mut]] Type` and the note names `Type` or `Type::method` (the call
+/// then becomes `Type::method(a, b)`). An `async fn` must end in `.await` on that call, a plain fn must not.
+fn forwarded_path(f: &syn::ItemFn, new_path: &str) -> Option<String> {
+    let mut params = Vec::new();
+    for input in &f.sig.inputs {
+        let syn::FnArg::Typed(typed) = input else { return None };
+        let syn::Pat::Ident(ident) = &*typed.pat else { return None };
+        if ident.by_ref.is_some() || ident.subpat.is_some() {
+            return None;
+        }
+        params.push((ident.ident.to_string(), &*typed.ty));
+    }
+    let [syn::Stmt::Expr(body, None)] = f.block.stmts.as_slice() else { return None };
+    let (call, awaited) = match body {
+        syn::Expr::Await(await_expr) => (&*await_expr.base, true),
+        other => (other, false),
+    };
+    if awaited != f.sig.asyncness.is_some() {
+        return None;
+    }
+    let is_param =
+        |expr: &syn::Expr, name: &str| matches!(expr, syn::Expr::Path(p) if p.qself.is_none() && p.path.is_ident(name));
+    let plain_path = |path: &syn::Path| {
+        path.segments
+            .iter()
+            .all(|s| s.arguments.is_none())
+            .then(|| path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::"))
+    };
+    match call {
+        syn::Expr::Call(call) => {
+            let syn::Expr::Path(func) = &*call.func else { return None };
+            let path = plain_path(&func.path).filter(|p| func.qself.is_none() && p == new_path)?;
+            let forwards = call.args.len() == params.len()
+                && call.args.iter().zip(&params).all(|(arg, (name, _))| is_param(arg, name));
+            forwards.then_some(path)
+        }
+        syn::Expr::MethodCall(method) => {
+            let ((first, first_ty), rest) = params.split_first()?;
+            let forwards = method.turbofish.is_none()
+                && is_param(&method.receiver, first)
+                && method.args.len() == rest.len()
+                && method.args.iter().zip(rest).all(|(arg, (name, _))| is_param(arg, name));
+            let ty = match first_ty {
+                syn::Type::Reference(reference) => &*reference.elem,
+                other => other,
+            };
+            let syn::Type::Path(ty) = ty else { return None };
+            let ty = plain_path(&ty.path).filter(|_| ty.qself.is_none())?;
+            let swapped = format!("{ty}::{}", method.method);
+            (forwards && (new_path == ty || new_path == swapped)).then_some(swapped)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a `macro_rules!` has one rule that takes comma-separated `expr` fragments and expands to one call of
+/// `$crate::__private::<new path after the crate>` with them, in order.
+fn macro_forwards(def: &syn::ItemMacro, new_path: &str) -> bool {
+    let text: String = def.mac.tokens.to_string().chars().filter(|c| !c.is_whitespace()).collect();
+    let Some((matcher, body)) = text.split_once("=>") else { return false };
+    if body.contains("=>") {
+        return false;
+    }
+    let Some(matcher) = matcher.strip_prefix('(').and_then(|m| m.strip_suffix(')')) else { return false };
+    let matcher = matcher.strip_suffix("$(,)?").unwrap_or(matcher);
+    let mut fragments = Vec::new();
+    for part in matcher.split(',') {
+        let Some(name) = part.strip_prefix('$').and_then(|p| p.strip_suffix(":expr")) else { return false };
+        fragments.push(format!("${name}"));
+    }
+    let body = body.trim_end_matches(';');
+    let Some(body) = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) else { return false };
+    let body = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')).unwrap_or(body);
+    let Some((_, rest)) = new_path.split_once("::") else { return false };
+    body == format!("$crate::__private::{rest}({})", fragments.join(","))
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Sources.
+
+/// Byte offsets of lines, to turn span positions (1-based line, 0-based character column) into offsets.
+struct LineIndex<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str) -> LineIndex<'t> {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        LineIndex { text, starts }
+    }
+
+    fn offset(&self, at: proc_macro2::LineColumn) -> usize {
+        let Some(&start) = self.starts.get(at.line.wrapping_sub(1)) else { return self.text.len() };
+        let line = &self.text[start..];
+        start + line.char_indices().nth(at.column).map_or(line.len(), |(i, _)| i)
+    }
+}
+
+/// The names of one module scope.
+#[derive(Debug, Default)]
+struct Scope {
+    /// Local names whose import was removed, with the old path they stood for.
+    lowered: HashMap<String, Vec<String>>,
+    /// The scope had `use <old crate>::*`.
+    glob: bool,
+    /// Names defined or imported otherwise in this scope (they shadow a glob).
+    shadowed: HashSet<String>,
+    /// (local name, full path) of the imports from the replacement.
+    imports: HashSet<(String, String)>,
+    /// `extern crate <replacement> [as alias]` items.
+    externs: HashSet<Option<String>>,
+}
+
+struct FileFix<'a> {
+    index: LineIndex<'a>,
+    hits: &'a HashSet<(usize, usize)>,
+    map: &'a Mapping,
+    replacement_lib: &'a str,
+    scope: Scope,
+    edits: Vec<Edit>,
+    unfixed: Vec<(usize, String)>,
+    handled: HashSet<(usize, usize)>,
+}
+
+/// The edits for one source file and the occurrences it leaves (offset, help).
+#[allow(clippy::type_complexity)]
+fn fix_source(
+    path: &Path,
+    text: &str,
+    hits: &HashSet<(usize, usize)>,
+    map: &Mapping,
+    replacement_lib: &str,
+) -> Result<(Vec<Edit>, Vec<(usize, String)>), CheckError> {
+    let file = syn::parse_file(text)
+        .map_err(|err| CheckError(format!("{}: Rust source does not parse: {err}", path.display())));
+    let mut fixer = FileFix {
+        index: LineIndex::new(text),
+        hits,
+        map,
+        replacement_lib,
+        scope: Scope::default(),
+        edits: Vec::new(),
+        unfixed: Vec::new(),
+        handled: HashSet::new(),
+    };
+    if let Ok(file) = &file {
+        for attr in &file.attrs {
+            fixer.visit_attribute(attr);
+        }
+        fixer.module(&file.items);
+    }
+    proc_macro2::extra::invalidate_current_thread_spans();
+    file?;
+    // Occurrences the walk did not reach are left, with the general advice.
+    let mut left: Vec<&(usize, usize)> = hits.iter().filter(|h| !fixer.handled.contains(h)).collect();
+    left.sort();
+    for &(line, column) in left {
+        let offset = fixer.index.offset(proc_macro2::LineColumn { line, column: column - 1 });
+        fixer.unfixed.push((offset, format!("rewrite this path by hand with `{replacement_lib}`")));
+    }
+    let mut edits = fixer.edits;
+    edits.sort_by_key(|e| (e.start, e.end));
+    let mut disjoint: Vec<Edit> = Vec::with_capacity(edits.len());
+    for edit in edits {
+        if disjoint.last().is_none_or(|last| last.end <= edit.start) {
+            disjoint.push(edit);
+        }
+    }
+    fixer.unfixed.sort_by_key(|(offset, _)| *offset);
+    Ok((disjoint, fixer.unfixed))
+}
+
+fn key(ident: &proc_macro2::Ident) -> (usize, usize) {
+    let start = ident.span().start();
+    (start.line, start.column + 1)
+}
+
+fn name(ident: &proc_macro2::Ident) -> String {
+    ident.unraw().to_string()
+}
+
+/// One imported name of a `use` tree.
+struct Leaf<'u> {
+    segments: Vec<String>,
+    root: &'u proc_macro2::Ident,
+    kind: LeafKind,
+}
+
+enum LeafKind {
+    Name,
+    SelfOf,
+    Rename(String),
+    Glob,
+}
+
+impl Leaf<'_> {
+    fn local(&self) -> String {
+        match &self.kind {
+            LeafKind::Rename(alias) => alias.clone(),
+            _ => self.segments.last().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let path = self.segments.join("::");
+        match &self.kind {
+            LeafKind::Name => path,
+            LeafKind::SelfOf => format!("{path}::{{self}}"),
+            LeafKind::Rename(alias) => format!("{path} as {alias}"),
+            LeafKind::Glob => format!("{path}::*"),
+        }
+    }
+}
+
+fn flatten<'u>(
+    tree: &'u syn::UseTree,
+    prefix: &mut Vec<String>,
+    root: Option<&'u proc_macro2::Ident>,
+    out: &mut Vec<Leaf<'u>>,
+) {
+    match tree {
+        syn::UseTree::Path(p) => {
+            prefix.push(name(&p.ident));
+            flatten(&p.tree, prefix, root.or(Some(&p.ident)), out);
+            prefix.pop();
+        }
+        syn::UseTree::Name(n) => {
+            let root = root.unwrap_or(&n.ident);
+            if n.ident == "self" {
+                out.push(Leaf { segments: prefix.clone(), root, kind: LeafKind::SelfOf });
+            } else {
+                let mut segments = prefix.clone();
+                segments.push(name(&n.ident));
+                out.push(Leaf { segments, root, kind: LeafKind::Name });
+            }
+        }
+        syn::UseTree::Rename(r) => {
+            let root = root.unwrap_or(&r.ident);
+            let mut segments = prefix.clone();
+            if r.ident != "self" {
+                segments.push(name(&r.ident));
+            }
+            out.push(Leaf { segments, root, kind: LeafKind::Rename(r.rename.to_string()) });
+        }
+        syn::UseTree::Glob(_) => {
+            if let Some(root) = root {
+                out.push(Leaf { segments: prefix.clone(), root, kind: LeafKind::Glob });
+            }
+        }
+        syn::UseTree::Group(g) => g.items.iter().for_each(|item| flatten(item, prefix, root, out)),
+    }
+}
+
+/// What becomes of one old import.
+enum Decision {
+    Import(String, String),
+    Lower(String, Vec<String>),
+    Glob,
+    Drop,
+    Fail(String),
+}
+
+impl FileFix<'_> {
+    fn offset(&self, at: proc_macro2::LineColumn) -> usize {
+        self.index.offset(at)
+    }
+
+    fn edit(&mut self, start: proc_macro2::LineColumn, end: proc_macro2::LineColumn, text: String) {
+        let (start, end) = (self.offset(start), self.offset(end));
+        self.edits.push(Edit { start, end, text });
+    }
+
+    fn leave(&mut self, at: proc_macro2::LineColumn, help: String) {
+        let offset = self.offset(at);
+        self.unfixed.push((offset, help));
+    }
+
+    /// A new path from the notes, rooted at the member's name for the replacement.
+    fn rebase(&self, new: &str) -> String {
+        match new.split_once("::") {
+            Some((_, rest)) => format!("{}::{rest}", self.replacement_lib),
+            None => self.replacement_lib.to_owned(),
+        }
+    }
+
+    fn no_note(&self, old: &[String]) -> String {
+        format!(
+            "`{}` has no deprecation note in the compat crate; rewrite it by hand with `{}`",
+            old.join("::"),
+            self.replacement_lib
+        )
+    }
+
+    /// Handles one module's items: imports first (they decide which names are rewritten), then everything else.
+    fn module(&mut self, items: &[syn::Item]) {
+        let outer = std::mem::take(&mut self.scope);
+        for item in items {
+            self.declare(item);
+        }
+        for item in items {
+            match item {
+                syn::Item::Use(item) => self.fix_use(item, true),
+                syn::Item::ExternCrate(item) => self.fix_extern(item),
+                _ => {}
+            }
+        }
+        for item in items {
+            if !matches!(item, syn::Item::Use(_) | syn::Item::ExternCrate(_)) {
+                self.visit_item(item);
+            }
+        }
+        self.scope = outer;
+    }
+
+    /// Records the names an item brings into the module scope.
+    fn declare(&mut self, item: &syn::Item) {
+        let ident = match item {
+            syn::Item::Const(i) => Some(&i.ident),
+            syn::Item::Enum(i) => Some(&i.ident),
+            syn::Item::Fn(i) => Some(&i.sig.ident),
+            syn::Item::Macro(i) => i.ident.as_ref(),
+            syn::Item::Mod(i) => Some(&i.ident),
+            syn::Item::Static(i) => Some(&i.ident),
+            syn::Item::Struct(i) => Some(&i.ident),
+            syn::Item::Trait(i) => Some(&i.ident),
+            syn::Item::TraitAlias(i) => Some(&i.ident),
+            syn::Item::Type(i) => Some(&i.ident),
+            syn::Item::Union(i) => Some(&i.ident),
+            syn::Item::ExternCrate(i) => {
+                if name(&i.ident) == self.replacement_lib {
+                    self.scope.externs.insert(i.rename.as_ref().map(|(_, alias)| alias.to_string()));
+                }
+                None
+            }
+            syn::Item::Use(item) => {
+                let mut leaves = Vec::new();
+                flatten(&item.tree, &mut Vec::new(), None, &mut leaves);
+                for leaf in leaves.iter().filter(|l| !self.hits.contains(&key(l.root))) {
+                    let from_replacement = leaf.segments.first().is_some_and(|s| s == self.replacement_lib);
+                    if matches!(leaf.kind, LeafKind::Glob) {
+                        if from_replacement && leaf.segments.len() == 1 {
+                            self.scope.imports.insert(("*".to_owned(), self.replacement_lib.to_owned()));
+                        }
+                        continue;
+                    }
+                    self.scope.shadowed.insert(leaf.local());
+                    if from_replacement {
+                        self.scope.imports.insert((leaf.local(), leaf.segments.join("::")));
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(ident) = ident {
+            self.scope.shadowed.insert(name(ident));
+        }
+    }
+
+    /// The old path a local name stands for: a removed import, or a name from a glob import of the old crate.
+    fn local(&self, local: &str) -> Option<Vec<String>> {
+        if let Some(old) = self.scope.lowered.get(local) {
+            return Some(old.clone());
+        }
+        if !self.scope.glob || self.scope.shadowed.contains(local) {
+            return None;
+        }
+        let old = format!("{}::{local}", self.map.lib);
+        // Names whose new path is the same name in the replacement come through its glob import.
+        let same = |new: &str| new.split_once("::").is_some_and(|(_, rest)| rest == local);
+        let differs = |action: Option<&Action>| action.is_some_and(|a| !matches!(a, Action::Path(new) if same(new)));
+        (differs(self.map.items.get(&old)) || differs(self.map.macros.get(&old)))
+            .then(|| vec![self.map.lib.clone(), local.to_owned()])
+    }
+
+    fn decide(&self, leaf: &Leaf<'_>, public: bool) -> Decision {
+        let mut old = leaf.segments.clone();
+        let Some(root) = old.first_mut() else { return Decision::Fail(self.no_note(&[])) };
+        *root = self.map.lib.clone();
+        let local = leaf.local();
+        if matches!(leaf.kind, LeafKind::Glob) {
+            return if old.len() == 1 {
+                Decision::Glob
+            } else {
+                Decision::Fail(format!(
+                    "`use {}::*` imports a module of the old crate; import the items from `{}` by hand",
+                    old.join("::"),
+                    self.replacement_lib
+                ))
+            };
+        }
+        if old.len() == 1 {
+            return if local == self.map.lib { Decision::Drop } else { Decision::Lower(local, old) };
+        }
+        let joined = old.join("::");
+        let item = self.map.items.get(&joined);
+        let mac = self.map.macros.get(&joined);
+        for action in [item, mac].into_iter().flatten() {
+            if let Action::Manual(help) = action {
+                return Decision::Fail(help.clone());
+            }
+        }
+        let lower = || {
+            if public {
+                Decision::Fail(format!(
+                    "`{joined}` is re-exported, but its replacement cannot be imported; re-export it by hand"
+                ))
+            } else {
+                Decision::Lower(local.clone(), old.clone())
+            }
+        };
+        match (item, mac) {
+            (None, None) => Decision::Fail(self.no_note(&old)),
+            (Some(Action::Path(new)), None) if new.split("::").count() == 2 => {
+                Decision::Import(self.rebase(new), local)
+            }
+            _ => lower(),
+        }
+    }
+
+    fn fix_use(&mut self, item: &syn::ItemUse, top_level: bool) {
+        let mut leaves = Vec::new();
+        flatten(&item.tree, &mut Vec::new(), None, &mut leaves);
+        let old_roots: Vec<&Leaf<'_>> = leaves.iter().filter(|l| self.hits.contains(&key(l.root))).collect();
+        if old_roots.is_empty() {
+            return;
+        }
+        let public = !matches!(item.vis, syn::Visibility::Inherited);
+        let decisions: Vec<Option<Decision>> =
+            leaves.iter().map(|leaf| self.hits.contains(&key(leaf.root)).then(|| self.decide(leaf, public))).collect();
+        let failure = decisions.iter().flatten().find_map(|d| match d {
+            Decision::Fail(help) => Some(help.clone()),
+            Decision::Lower(local, _) if !top_level => Some(format!(
+                "`{local}` is imported inside a block and its replacement cannot be imported; rewrite it by hand"
+            )),
+            _ => None,
+        });
+        let roots: Vec<proc_macro2::LineColumn> = old_roots.iter().map(|l| l.root.span().start()).collect();
+        for leaf in &old_roots {
+            self.handled.insert(key(leaf.root));
+        }
+        if let Some(help) = failure {
+            for root in roots {
+                self.leave(root, help.clone());
+            }
+            return;
+        }
+        let mut rendered: Vec<String> = Vec::new();
+        for (leaf, decision) in leaves.iter().zip(decisions) {
+            match decision {
+                None => rendered.push(leaf.render()),
+                Some(Decision::Import(new, local)) => {
+                    if self.scope.imports.insert((local.clone(), new.clone())) {
+                        let last = new.rsplit("::").next().unwrap_or_default();
+                        rendered.push(if last == local { new } else { format!("{new} as {local}") });
+                    }
+                }
+                Some(Decision::Glob) => {
+                    self.scope.glob = true;
+                    if self.scope.imports.insert(("*".to_owned(), self.replacement_lib.to_owned())) {
+                        rendered.push(format!("{}::*", self.replacement_lib));
+                    }
+                }
+                Some(Decision::Lower(local, old)) => _ = self.scope.lowered.insert(local, old),
+                Some(Decision::Drop | Decision::Fail(_)) => {}
+            }
+        }
+        if rendered.is_empty() {
+            self.delete(item.span());
+            return;
+        }
+        let first = |leaf: &String| leaf.split("::").next().unwrap_or_default().to_owned();
+        let tree = if rendered.len() == 1 {
+            rendered.remove(0)
+        } else if rendered.iter().all(|l| l.contains("::") && first(l) == first(&rendered[0])) {
+            let head = first(&rendered[0]);
+            let rest: Vec<&str> = rendered.iter().map(|l| &l[head.len() + 2..]).collect();
+            format!("{head}::{{{}}}", rest.join(", "))
+        } else {
+            format!("{{{}}}", rendered.join(", "))
+        };
+        let colons = if item.leading_colon.is_some() { "::" } else { "" };
+        self.edit(item.use_token.span.start(), item.semi_token.span.end(), format!("use {colons}{tree};"));
+    }
+
+    /// Removes an item; a line left blank goes with it.
+    fn delete(&mut self, span: proc_macro2::Span) {
+        let text = self.index.text;
+        let (mut start, mut end) = (self.offset(span.start()), self.offset(span.end()));
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i + 1);
+        if text[line_start..start].trim().is_empty() {
+            if text[end..line_end].trim().is_empty() {
+                (start, end) = (line_start, line_end);
+            } else {
+                // A trailing comment stays, at the start of the line.
+                end += text[end..line_end].len() - text[end..line_end].trim_start().len();
+            }
+        }
+        self.edits.push(Edit { start, end, text: String::new() });
+    }
+
+    fn fix_extern(&mut self, item: &syn::ItemExternCrate) {
+        let root = key(&item.ident);
+        if !self.hits.contains(&root) {
+            return;
+        }
+        self.handled.insert(root);
+        if item.attrs.iter().any(|a| a.path().is_ident("macro_use")) {
+            let help = format!(
+                "`#[macro_use]` brings the old macros in by their bare names; import them from `{}` or use their new \
+                 paths, then drop this item",
+                self.replacement_lib
+            );
+            self.leave(item.ident.span().start(), help);
+            return;
+        }
+        let alias = item.rename.as_ref().map(|(_, alias)| alias.to_string());
+        if !self.scope.externs.insert(alias) {
+            self.delete(item.span());
+            return;
+        }
+        self.edit(item.ident.span().start(), item.ident.span().end(), self.replacement_lib.to_owned());
+    }
+
+    /// Rewrites a path rooted at the old crate, an alias of it, or a local name standing for an old item.
+    fn fix_path(&mut self, path: &syn::Path) {
+        let Some(first) = path.segments.first() else { return };
+        let idents: Vec<String> = path.segments.iter().map(|s| name(&s.ident)).collect();
+        let hit = self.hits.contains(&key(&first.ident)) && (path.leading_colon.is_some() || idents.len() > 1);
+        let (old, root_len) = if hit {
+            self.handled.insert(key(&first.ident));
+            let mut old = vec![self.map.lib.clone()];
+            old.extend(idents[1..].iter().cloned());
+            (old, 1)
+        } else if path.leading_colon.is_none()
+            && let Some(mut old) = self.local(&idents[0])
+        {
+            let root_len = old.len();
+            old.extend(idents[1..].iter().cloned());
+            (old, root_len)
+        } else {
+            return;
+        };
+        let start = first.ident.span().start();
+        let Some((len, action)) = self.map.resolve(&old, root_len.max(2).min(old.len()), false) else {
+            if hit {
+                self.leave(start, self.no_note(&old));
+            }
+            return;
+        };
+        let consumed = len - root_len + 1;
+        if path.segments.iter().take(consumed - 1).any(|s| !s.arguments.is_none()) {
+            self.leave(
+                start,
+                format!("`{}` has generic arguments inside the old path; rewrite it by hand", old.join("::")),
+            );
+            return;
+        }
+        match action.clone() {
+            Action::Path(new) => {
+                let end = path.segments[consumed - 1].ident.span().end();
+                self.edit(start, end, self.rebase(&new));
+            }
+            Action::Manual(help) => self.leave(start, help),
+            Action::Module | Action::Macro(_) => self.leave(start, self.no_note(&old)),
+        }
+    }
+
+    /// A constant brought in by a removed import, standing alone in a pattern.
+    fn fix_pat_ident(&mut self, pat: &syn::PatIdent) {
+        if pat.by_ref.is_some() || pat.mutability.is_some() || pat.subpat.is_some() {
+            return;
+        }
+        let Some(old) = self.local(&name(&pat.ident)) else { return };
+        let joined = old.join("::");
+        if let (true, Some(Action::Path(new))) = (self.map.consts.contains(&joined), self.map.items.get(&joined)) {
+            let new = self.rebase(new);
+            self.edit(pat.ident.span().start(), pat.ident.span().end(), new);
+        }
+    }
+
+    fn fix_macro(&mut self, mac: &syn::Macro) {
+        let path = &mac.path;
+        if let Some(first) = path.segments.first() {
+            let idents: Vec<String> = path.segments.iter().map(|s| name(&s.ident)).collect();
+            let hit = self.hits.contains(&key(&first.ident)) && (path.leading_colon.is_some() || idents.len() > 1);
+            let old = if hit {
+                self.handled.insert(key(&first.ident));
+                let mut old = vec![self.map.lib.clone()];
+                old.extend(idents[1..].iter().cloned());
+                Some(old)
+            } else if idents.len() == 1 && path.leading_colon.is_none() {
+                self.local(&idents[0])
+            } else {
+                None
+            };
+            if let Some(old) = old {
+                let start = first.ident.span().start();
+                match self.map.macros.get(&old.join("::")) {
+                    Some(Action::Macro(new)) if matches!(mac.delimiter, syn::MacroDelimiter::Paren(_)) => {
+                        let new = self.rebase(new);
+                        self.edit(start, mac.bang_token.span.end(), new);
+                    }
+                    Some(Action::Macro(new)) => {
+                        let help =
+                            format!("call `{}(..)` instead, with the arguments in parentheses", self.rebase(new));
+                        self.leave(start, help);
+                    }
+                    Some(Action::Manual(help)) => {
+                        let help = help.clone();
+                        self.leave(start, help);
+                    }
+                    _ if hit => self.leave(start, self.no_note(&old)),
+                    _ => {}
+                }
+            }
+        }
+        self.fix_tokens(mac.tokens.clone());
+    }
+
+    /// Token-level rewriting inside macro arguments and `macro_rules!` bodies, where there is no syntax tree.
+    fn fix_tokens(&mut self, tokens: TokenStream) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let punct = |i: usize, c: char| matches!(tokens.get(i), Some(TokenTree::Punct(p)) if p.as_char() == c);
+        let mut i = 0;
+        while i < tokens.len() {
+            let ident = match &tokens[i] {
+                TokenTree::Group(group) => {
+                    self.fix_tokens(group.stream());
+                    i += 1;
+                    continue;
+                }
+                TokenTree::Ident(ident) => ident,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let hit = self.hits.contains(&key(ident));
+            let after_path =
+                i > 0 && (punct(i - 1, ':') || punct(i - 1, '.') || punct(i - 1, '$') || punct(i - 1, '\''));
+            let local = if hit || after_path { None } else { self.local(&name(ident)) };
+            if !hit && local.is_none() {
+                i += 1;
+                continue;
+            }
+            // The path: ident (:: ident)*.
+            let mut segment_ends = vec![(i, ident.span().end())];
+            let mut j = i;
+            while matches!(tokens.get(j + 1), Some(TokenTree::Punct(p)) if p.as_char() == ':' && p.spacing() == Spacing::Joint)
+                && punct(j + 2, ':')
+                && let Some(TokenTree::Ident(next)) = tokens.get(j + 3)
+            {
+                j += 3;
+                segment_ends.push((j, next.span().end()));
+            }
+            let idents: Vec<String> = segment_ends
+                .iter()
+                .map(|(k, _)| if let TokenTree::Ident(id) = &tokens[*k] { name(id) } else { String::new() })
+                .collect();
+            let (old, root_len) = match local {
+                Some(mut old) => {
+                    let root_len = old.len();
+                    old.extend(idents[1..].iter().cloned());
+                    (old, root_len)
+                }
+                None => {
+                    self.handled.insert(key(ident));
+                    let mut old = vec![self.map.lib.clone()];
+                    old.extend(idents[1..].iter().cloned());
+                    (old, 1)
+                }
+            };
+            let start = ident.span().start();
+            let in_use = i > 0 && matches!(&tokens[i - 1], TokenTree::Ident(id) if id == "use");
+            if punct(j + 1, '!') {
+                match self.map.macros.get(&old.join("::")).cloned() {
+                    Some(Action::Macro(new)) if matches!(tokens.get(j + 2), Some(TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis) => {
+                        if let TokenTree::Punct(bang) = &tokens[j + 1] {
+                            self.edit(start, bang.span().end(), self.rebase(&new));
+                        }
+                    }
+                    Some(Action::Manual(help)) => self.leave(start, help),
+                    _ if hit => self.leave(start, self.no_note(&old)),
+                    _ => {}
+                }
+            } else {
+                match self.map.resolve(&old, root_len.max(2).min(old.len()), false) {
+                    Some((len, Action::Path(new))) if !(in_use && new.split("::").count() > 2) => {
+                        let new = self.rebase(new);
+                        self.edit(start, segment_ends[len - root_len].1, new);
+                    }
+                    Some((_, Action::Manual(help))) => {
+                        let help = help.clone();
+                        self.leave(start, help);
+                    }
+                    _ if hit && old.len() == 1 => {
+                        let help = format!(
+                            "the rest of this path comes from macro tokens; rewrite it by hand with `{}`",
+                            self.replacement_lib
+                        );
+                        self.leave(start, help);
+                    }
+                    _ if hit => self.leave(start, self.no_note(&old)),
+                    _ => {}
+                }
+            }
+            i = j + 1;
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for FileFix<'_> {
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        for attr in &item.attrs {
+            self.visit_attribute(attr);
+        }
+        if let Some((_, items)) = &item.content {
+            self.module(items);
+        }
+    }
+
+    /// Only reached for imports inside blocks (module-level ones are handled first by [`FileFix::module`]).
+    fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+        self.fix_use(item, false);
+    }
+
+    fn visit_item_extern_crate(&mut self, item: &'ast syn::ItemExternCrate) {
+        self.fix_extern(item);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        self.fix_path(path);
+        visit::visit_path(self, path);
+    }
+
+    fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
+        self.fix_pat_ident(pat);
+        visit::visit_pat_ident(self, pat);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        self.fix_macro(mac);
+    }
+
+    fn visit_meta_list(&mut self, list: &'ast syn::MetaList) {
+        visit::visit_meta_list(self, list);
+        self.fix_tokens(list.tokens.clone());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Manifests.
+
+/// Where the replacement comes from, for declarations that do not inherit it.
+#[derive(Debug, Clone)]
+struct Spec {
+    version: Option<String>,
+    /// Absolute directory.
+    path: Option<PathBuf>,
+}
+
+fn replacement_spec(ws: &Workspace, root_doc: &DocumentMut) -> Option<Spec> {
+    let config = &ws.config;
+    if config.replacement_version.is_some() || config.replacement_path.is_some() {
+        return Some(Spec {
+            version: config.replacement_version.clone(),
+            path: config.replacement_path.as_ref().map(|p| normalize(&ws.root.join(p))),
+        });
+    }
+    let replacement = config.replacement.as_str();
+    if let Some(deps) = root_doc.get("workspace").and_then(|w| w.get("dependencies")).and_then(Item::as_table_like) {
+        let mut entries: Vec<(&str, &Item)> = deps.iter().collect();
+        entries.sort_by_key(|(key, _)| *key != replacement);
+        for (key, item) in entries {
+            let package = item.get("package").and_then(Item::as_str).unwrap_or(key);
+            if package != replacement {
+                continue;
+            }
+            if let Some(version) = item.as_str() {
+                return Some(Spec { version: Some(version.to_owned()), path: None });
+            }
+            let version = item.get("version").and_then(Item::as_str).map(str::to_owned);
+            let path = item.get("path").and_then(Item::as_str).map(|p| normalize(&ws.root.join(p)));
+            if version.is_some() || path.is_some() {
+                return Some(Spec { version, path });
+            }
+        }
+    }
+    let package = ws.members.iter().chain(&ws.others).find(|p| p.name == replacement)?;
+    Some(Spec { version: package.version.clone(), path: Some(package.dir.clone()) })
+}
+
+/// A relative path from `from` (a directory) to `to`, `/` separated.
+fn relative(from: &Path, to: &Path) -> String {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_owned(); from.len() - common];
+    parts.extend(to[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    if parts.is_empty() { ".".to_owned() } else { parts.join("/") }
+}
+
+const TABLES: [(DepKind, [&str; 2]); 3] = [
+    (DepKind::Normal, ["dependencies", "dependencies"]),
+    (DepKind::Dev, ["dev-dependencies", "dev_dependencies"]),
+    (DepKind::Build, ["build-dependencies", "build_dependencies"]),
+];
+
+/// The dependency table of `doc` that holds `decl`.
+fn decl_table<'d>(doc: &'d mut DocumentMut, decl: &Decl) -> Option<&'d mut dyn TableLike> {
+    let base: &mut dyn TableLike = match &decl.target {
+        None => doc.as_table_mut(),
+        Some(target) => doc.get_mut("target")?.as_table_like_mut()?.get_mut(target)?.as_table_like_mut()?,
+    };
+    let names = TABLES.iter().find(|(kind, _)| *kind == decl.kind)?.1;
+    let name = names
+        .into_iter()
+        .find(|name| base.get(name).and_then(Item::as_table_like).is_some_and(|table| table.contains_key(&decl.key)))?;
+    base.get_mut(name)?.as_table_like_mut()
+}
+
+/// Whether a declaration of the replacement makes `old` unnecessary.
+fn covers(new: &Decl, old: &Decl) -> bool {
+    let kind = new.kind == old.kind || (new.kind == DepKind::Normal && old.kind == DepKind::Dev);
+    let target = new.target.is_none() || new.target == old.target;
+    kind && target && (!new.optional || old.optional)
+}
+
+/// Replaces the entry `old_key` of `table` by `new_key` = `item`, in place.
+fn replace_entry(table: &mut dyn TableLike, old_key: &str, new_key: &str, item: Item) {
+    let keys: Vec<String> = table.iter().map(|(k, _)| k.to_owned()).collect();
+    let mut entries: Vec<(Key, Item)> = Vec::new();
+    for k in &keys {
+        let Some((key, value)) = table.get_key_value(k) else { continue };
+        if k == old_key {
+            let mut renamed = Key::new(new_key);
+            *renamed.leaf_decor_mut() = key.leaf_decor().clone();
+            *renamed.dotted_decor_mut() = key.dotted_decor().clone();
+            entries.push((renamed, item.clone()));
+        } else {
+            entries.push((key.clone(), value.clone()));
+        }
+    }
+    table.clear();
+    for (key, value) in entries {
+        table.insert(key.get(), value);
+        if let Some(mut key_mut) = table.key_mut(key.get()) {
+            *key_mut.leaf_decor_mut() = key.leaf_decor().clone();
+            *key_mut.dotted_decor_mut() = key.dotted_decor().clone();
+        }
+    }
+}
+
+/// Sets `name` in a dependency table to `value` (in place when it exists), or removes it for `None`.
+fn set_field(table: &mut dyn TableLike, name: &str, value: Option<&str>) {
+    match (value, table.get_mut(name)) {
+        (Some(value), Some(Item::Value(existing))) => {
+            let decor = existing.decor().clone();
+            *existing = Value::from(value);
+            *existing.decor_mut() = decor;
+        }
+        (Some(value), _) => _ = table.insert(name, toml_edit::value(value)),
+        (None, _) => _ = table.remove(name),
+    }
+}
+
+/// The replacement's declaration made from the old one.
+fn converted(old: &Item, spec: Option<&Spec>, dir: &Path) -> Option<Item> {
+    let inherited = old.get("workspace").and_then(Item::as_bool) == Some(true);
+    let had_version = old.as_str().is_some() || old.get("version").is_some();
+    let version =
+        |spec: &Spec| spec.version.as_deref().filter(|_| had_version || spec.path.is_none()).map(str::to_owned);
+    if old.as_str().is_some() {
+        let spec = spec?;
+        let decor = old.as_value().map(|v| v.decor().clone()).unwrap_or_default();
+        let mut value = match (&spec.path, version(spec)) {
+            (None, Some(version)) => Value::from(version),
+            (path, version) => {
+                let mut table = toml_edit::InlineTable::new();
+                if let Some(version) = version {
+                    table.insert("version", Value::from(version));
+                }
+                if let Some(path) = path {
+                    table.insert("path", Value::from(relative(dir, path)));
+                }
+                Value::InlineTable(table)
+            }
+        };
+        *value.decor_mut() = decor;
+        return Some(Item::Value(value));
+    }
+    let mut item = old.clone();
+    let table = item.as_table_like_mut()?;
+    for field in ["package", "features", "git", "branch", "tag", "rev", "registry", "registry-index"] {
+        table.remove(field);
+    }
+    if !inherited {
+        let spec = spec?;
+        set_field(table, "version", version(spec).as_deref());
+        set_field(table, "path", spec.path.as_ref().map(|p| relative(dir, p)).as_deref());
+    }
+    Some(item)
+}
+
+/// Updates `[features]` for an old dependency key: `new_key` when the replacement is optional, else dropped.
+fn fix_features(doc: &mut DocumentMut, old_key: &str, new_key: Option<&str>) {
+    let Some(features) = doc.get_mut("features").and_then(Item::as_table_like_mut) else { return };
+    for (_, item) in features.iter_mut() {
+        let Some(array) = item.as_array_mut() else { continue };
+        let mut seen = HashSet::new();
+        array.retain(|value| {
+            let Some(s) = value.as_str() else { return true };
+            let names_old = s == old_key
+                || s == format!("dep:{old_key}")
+                || s.starts_with(&format!("{old_key}/"))
+                || s.starts_with(&format!("{old_key}?/"));
+            (!names_old || (new_key.is_some() && !s.contains('/'))) && seen.insert(s.to_owned())
+        });
+        if let Some(new_key) = new_key {
+            for value in array.iter_mut() {
+                let replaced = match value.as_str() {
+                    Some(s) if s == old_key => new_key.to_owned(),
+                    Some(s) if s == format!("dep:{old_key}") => format!("dep:{new_key}"),
+                    _ => continue,
+                };
+                let decor = value.decor().clone();
+                *value = Value::from(replaced);
+                *value.decor_mut() = decor;
+            }
+        }
+    }
+}
+
+fn fix_manifests(
+    ws: &Workspace,
+    to_fix: &[&Package],
+    member_sources: &HashMap<&str, (usize, bool)>,
+    plan: &mut Plan,
+) -> Result<(), CheckError> {
+    let deprecated = ws.config.deprecated.as_str();
+    let replacement = ws.config.replacement.as_str();
+    let root_manifest = ws.root.join("Cargo.toml");
+    let parse = |path: &Path, text: &str| {
+        text.parse::<DocumentMut>().map_err(|err| CheckError(format!("{}: {}", path.display(), err.message())))
+    };
+    let mut docs: BTreeMap<PathBuf, (String, DocumentMut)> = BTreeMap::new();
+    docs.insert(root_manifest.clone(), (ws.root_text.clone(), parse(&root_manifest, &ws.root_text)?));
+    let spec = replacement_spec(ws, &docs[&root_manifest].1);
+    let no_spec = || {
+        CheckError(format!(
+            "{}: --fix cannot tell which `{replacement}` to depend on: the workspace does not declare it; add \
+             `replacement-version = \"..\"` or `replacement-path = \"..\"` to [workspace.metadata.migrate-check]",
+            ws.root_shown.join("Cargo.toml").display()
+        ))
+    };
+
+    // Workspace entries of the deprecated crate still inherited by a declaration that stays.
+    let mut kept_inherited: HashSet<String> = HashSet::new();
+    let mut needs_workspace_entry = false;
+    for member in &ws.members {
+        let fixing = to_fix.iter().any(|m| m.name == member.name);
+        let keep_old = fixing && member_sources.get(member.name.as_str()).is_some_and(|(left, _)| *left > 0);
+        let manifest = member.dir.join("Cargo.toml");
+        if !docs.contains_key(&manifest) {
+            docs.insert(manifest.clone(), (member.text.clone(), parse(&manifest, &member.text)?));
+        }
+        let doc = &mut docs.get_mut(&manifest).expect("just inserted").1;
+        let mut replacements: Vec<Decl> = member.decls.iter().filter(|d| d.package == replacement).cloned().collect();
+        let olds: Vec<&Decl> = member.decls.iter().filter(|d| d.package == deprecated).collect();
+        for old in olds {
+            let Some(table) = decl_table(doc, old) else { continue };
+            let Some(item) = table.get(&old.key).cloned() else { continue };
+            let inherited = item.get("workspace").and_then(Item::as_bool) == Some(true);
+            if !fixing || keep_old {
+                if inherited {
+                    kept_inherited.insert(old.key.clone());
+                }
+                if !fixing {
+                    continue;
+                }
+            }
+            let covered = replacements.iter().any(|new| covers(new, old));
+            if keep_old {
+                // The member keeps the old crate for what is left and gains the replacement for what was rewritten.
+                let rewrote = member_sources.get(member.name.as_str()).is_some_and(|(_, rewrote)| *rewrote);
+                if covered || !rewrote || table.contains_key(replacement) {
+                    continue;
+                }
+                let mut new = converted(&item, spec.as_ref(), &member.dir).ok_or_else(no_spec)?;
+                if let Some(t) = new.as_table_like_mut() {
+                    t.remove("optional");
+                }
+                needs_workspace_entry |= inherited;
+                table.insert(replacement, new);
+                replacements.push(Decl { key: replacement.to_owned(), package: replacement.to_owned(), ..old.clone() });
+                continue;
+            }
+            if covered || table.contains_key(replacement) {
+                let new_optional = replacements.iter().find(|new| covers(new, old)).map(|new| new.optional);
+                table.remove(&old.key);
+                let new_key = replacements.iter().find(|new| covers(new, old)).map(|new| new.key.clone());
+                fix_features(doc, &old.key, new_key.as_deref().filter(|_| new_optional == Some(true)));
+                continue;
+            }
+            let new = converted(&item, spec.as_ref(), &member.dir).ok_or_else(no_spec)?;
+            needs_workspace_entry |= inherited;
+            replace_entry(table, &old.key, replacement, new);
+            if old.optional {
+                fix_features(doc, &old.key, Some(replacement));
+            }
+            replacements.push(Decl { key: replacement.to_owned(), package: replacement.to_owned(), ..old.clone() });
+        }
+    }
+
+    // `[workspace.dependencies]`.
+    let root = &mut docs.get_mut(&root_manifest).expect("the root manifest").1;
+    if let Some(deps) =
+        root.get_mut("workspace").and_then(|w| w.get_mut("dependencies")).and_then(Item::as_table_like_mut)
+    {
+        let mut has_entry = deps.contains_key(replacement);
+        let old_keys: Vec<String> = deps
+            .iter()
+            .filter(|(key, item)| item.get("package").and_then(Item::as_str).unwrap_or(key) == deprecated)
+            .map(|(key, _)| key.to_owned())
+            .collect();
+        for old_key in old_keys {
+            if kept_inherited.contains(&old_key) {
+                continue;
+            }
+            if needs_workspace_entry && !has_entry {
+                let item = deps.get(&old_key).cloned().unwrap_or_default();
+                let new = converted(&item, spec.as_ref(), &ws.root).ok_or_else(no_spec)?;
+                replace_entry(deps, &old_key, replacement, new);
+                has_entry = true;
+            } else {
+                deps.remove(&old_key);
+            }
+        }
+        if needs_workspace_entry && !has_entry {
+            let new = converted(&Item::Value(Value::from("")), spec.as_ref(), &ws.root).ok_or_else(no_spec)?;
+            deps.insert(replacement, new);
+        }
+    } else if needs_workspace_entry {
+        return Err(CheckError(format!(
+            "{}: a member inherits `{deprecated}` but [workspace.dependencies] does not declare it",
+            ws.root_shown.join("Cargo.toml").display()
+        )));
+    }
+
+    for (path, (old, doc)) in docs {
+        let new = doc.to_string();
+        if new != old {
+            plan.files.insert(path, FileChange { old, new, edits: Vec::new() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_between_directories() {
+        assert_eq!(relative(Path::new("/w/crates/a"), Path::new("/w/crates/core")), "../core");
+        assert_eq!(relative(Path::new("/w"), Path::new("/w/crates/core")), "crates/core");
+        assert_eq!(relative(Path::new("/w/t/f/c"), Path::new("/w/crates/core")), "../../../crates/core");
+    }
+
+    #[test]
+    fn helper_fns_are_swapped_only_when_their_body_forwards() {
+        let check = |src: &str, new: &str| forwarded_path(&syn::parse_str(src).expect("a fn"), new);
+        assert_eq!(check("fn f() -> B { c::R::builder() }", "c::R::builder").as_deref(), Some("c::R::builder"));
+        assert_eq!(check("fn f(r: &c::R, u: &str) -> X { r.open(u) }", "c::R::open").as_deref(), Some("c::R::open"));
+        assert_eq!(check("fn f(r: &c::R) -> c::R { r.clone() }", "c::R").as_deref(), Some("c::R::clone"));
+        assert_eq!(
+            check("async fn f(e: &mut c::E) -> X { e.recv().await }", "c::E::recv").as_deref(),
+            Some("c::E::recv")
+        );
+        // Arguments swapped, a different method, an extra statement, a missing `.await`: not the same shape.
+        assert_eq!(check("fn f(a: &c::R, b: u8) -> X { a.go(b, b) }", "c::R::go"), None);
+        assert_eq!(check("fn f(r: &c::R) -> X { r.other() }", "c::R::go"), None);
+        assert_eq!(check("fn f() -> X { let x = 1; c::go(x) }", "c::go"), None);
+        assert_eq!(check("async fn f(e: &mut c::E) -> X { e.recv() }", "c::E::recv"), None);
+    }
+}
