@@ -212,7 +212,7 @@ fn bad_input_is_exit_2_with_one_line_naming_the_file() {
     bad_input(
         "unknown-key/Cargo.toml",
         "error: unknown-key/Cargo.toml:6: unknown key `allowlist` in [workspace.metadata.migrate-check] \
-         (expected `deprecated`, `replacement` or `allow`)",
+         (expected `deprecated`, `replacement`, `allow`, `replacement-version` or `replacement-path`)",
     );
     bad_input(
         "allow-without-reason/Cargo.toml",

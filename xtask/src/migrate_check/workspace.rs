@@ -316,7 +316,10 @@ impl Loader {
                     return Err(self.error_at(
                         text,
                         key,
-                        format!("unknown key `{name}` in {TABLE} (expected `deprecated`, `replacement` or `allow`)"),
+                        format!(
+                            "unknown key `{name}` in {TABLE} (expected `deprecated`, `replacement`, `allow`, \
+                             `replacement-version` or `replacement-path`)"
+                        ),
                     ));
                 }
             }
