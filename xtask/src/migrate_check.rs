@@ -234,17 +234,8 @@ pub(crate) fn check(manifest_path: &Path, scan_sources: bool) -> Result<Report, 
     let ws = Workspace::load(manifest_path)?;
     let config = &ws.config;
     let deprecated = config.deprecated.as_str();
-    let lib_name = |package: &str| {
-        ws.members
-            .iter()
-            .chain(&ws.others)
-            .find(|p| p.name == package)
-            .and_then(|p| p.lib_name.clone())
-            .unwrap_or_else(|| package.to_owned())
-            .replace('-', "_")
-    };
-    let deprecated_lib = lib_name(deprecated);
-    let replacement_lib = lib_name(&config.replacement);
+    let deprecated_lib = ws.lib_name(deprecated);
+    let replacement_lib = ws.lib_name(&config.replacement);
     let checked: Vec<&Package> =
         ws.members.iter().filter(|p| p.name != deprecated && p.name != config.replacement).collect();
     let graph = Graph::new(&ws, deprecated);

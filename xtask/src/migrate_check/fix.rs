@@ -212,7 +212,7 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Plan, CheckError> {
     let config = &ws.config;
     let deprecated = config.deprecated.as_str();
     let replacement = config.replacement.as_str();
-    let replacement_lib = lib_name(ws, replacement);
+    let replacement_lib = ws.lib_name(replacement);
 
     // The members to fix: those with dependency or source violations that are not allowlisted.
     // Member -> file -> (line, column) of each occurrence.
@@ -272,17 +272,6 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Plan, CheckError> {
 
     fix_manifests(ws, &to_fix, &member_sources, &mut plan)?;
     Ok(plan)
-}
-
-/// The library name of `package` as the checker computes it.
-fn lib_name(ws: &Workspace, package: &str) -> String {
-    ws.members
-        .iter()
-        .chain(&ws.others)
-        .find(|p| p.name == package)
-        .and_then(|p| p.lib_name.clone())
-        .unwrap_or_else(|| package.to_owned())
-        .replace('-', "_")
 }
 
 /// The directory of the deprecated crate's source: a `path` declaration of it, else a member of that name.

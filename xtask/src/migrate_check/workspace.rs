@@ -113,6 +113,18 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
+    /// The library name of `package` as written in source (`[lib] name`, else the package name), with `-` as `_`.
+    /// A package that is neither a member nor a path crate is assumed to use its package name.
+    pub(crate) fn lib_name(&self, package: &str) -> String {
+        self.members
+            .iter()
+            .chain(&self.others)
+            .find(|p| p.name == package)
+            .and_then(|p| p.lib_name.clone())
+            .unwrap_or_else(|| package.to_owned())
+            .replace('-', "_")
+    }
+
     /// Reads the workspace whose root manifest is `manifest_path`.
     pub(crate) fn load(manifest_path: &Path) -> Result<Workspace, CheckError> {
         let shown = manifest_path.display().to_string();
