@@ -29,6 +29,7 @@ mod source;
 mod workspace;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -421,15 +422,16 @@ struct Graph<'w> {
     /// Shortest number of normal/build steps to a package that declares the deprecated crate as a normal or build
     /// dependency (1 for such a package); `u32::MAX` when it cannot reach it.
     dist: Vec<u32>,
-    member_index: HashMap<&'w Path, usize>,
+    // Keyed by the directory's bytes (directories are normalized): much cheaper to hash than a `Path`.
+    member_index: HashMap<&'w OsStr, usize>,
 }
 
 impl<'w> Graph<'w> {
     fn new(ws: &'w Workspace, deprecated: &str) -> Graph<'w> {
         let packages: Vec<&Package> = ws.members.iter().chain(&ws.others).collect();
         let mut names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
-        let member_index: HashMap<&Path, usize> =
-            packages.iter().enumerate().map(|(i, p)| (p.dir.as_path(), i)).collect();
+        let member_index: HashMap<&OsStr, usize> =
+            packages.iter().enumerate().map(|(i, p)| (p.dir.as_os_str(), i)).collect();
         let mut registry_names: Vec<&str> = ws.registry.keys().map(String::as_str).collect();
         registry_names.sort_unstable();
         let registry_index: HashMap<&str, usize> =
@@ -445,7 +447,7 @@ impl<'w> Graph<'w> {
                     continue;
                 }
                 let target = match &decl.path {
-                    Some(dir) => member_index.get(dir.as_path()).copied(),
+                    Some(dir) => member_index.get(dir.as_os_str()).copied(),
                     None => registry_index.get(decl.package.as_str()).copied(),
                 };
                 if let Some(target) = target {
@@ -495,7 +497,7 @@ impl<'w> Graph<'w> {
     /// One shortest chain from `member` to a package that declares the deprecated crate, with the member's
     /// declaration of the first step. All of the member's own dependency kinds count for that first step.
     fn transitive(&self, member: &Package) -> Option<(Vec<String>, &'w Decl)> {
-        let start = self.member_index[member.dir.as_path()];
+        let start = self.member_index[member.dir.as_os_str()];
         let &(first, _, decl) = self.edges[start]
             .iter()
             .filter(|(to, _, _)| self.dist[*to] != u32::MAX)

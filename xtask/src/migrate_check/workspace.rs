@@ -4,6 +4,7 @@
 //! non-member path crates, and the registry part of the graph from `Cargo.lock`.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
 use toml_edit::{Document, Item, Key, TableLike};
@@ -155,19 +156,21 @@ impl Workspace {
 
         // Member directories in discovery order, the way Cargo finds them.
         let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut seen: HashSet<PathBuf> = HashSet::new();
+        // Keyed by the path's bytes: every path here is normalized, so byte equality is path equality, and hashing
+        // bytes is far cheaper than hashing a `Path` component by component.
+        let mut seen: HashSet<OsString> = HashSet::new();
         if doc.as_table().contains_key("package") {
-            seen.insert(root.clone());
+            seen.insert(root.as_os_str().to_owned());
             dirs.push(root.clone());
         }
         for (pattern, line) in &member_patterns {
             if pattern.contains(['*', '?', '[']) {
                 let mut found = Vec::new();
                 expand_glob(&root, &pattern.split('/').collect::<Vec<_>>(), &mut found);
-                found.sort();
+                found.sort_by_cached_key(|dir| path_order_key(dir));
                 for dir in found {
                     let dir = normalize(&dir);
-                    if !dir.is_dir() || is_excluded(&dir) || !seen.insert(dir.clone()) {
+                    if !dir.is_dir() || is_excluded(&dir) || !seen.insert(dir.as_os_str().to_owned()) {
                         continue;
                     }
                     if !dir.join("Cargo.toml").is_file() {
@@ -183,7 +186,7 @@ impl Workspace {
                 if !dir.join("Cargo.toml").is_file() {
                     return Err(CheckError(format!("{shown}:{line}: member `{pattern}` has no Cargo.toml")));
                 }
-                if seen.insert(dir.clone()) {
+                if seen.insert(dir.as_os_str().to_owned()) {
                     dirs.push(dir);
                 }
             }
@@ -201,7 +204,7 @@ impl Workspace {
                     if let Some(dir) = &decl.path
                         && dir.starts_with(&root)
                         && !is_excluded(dir)
-                        && seen.insert(dir.clone())
+                        && seen.insert(dir.as_os_str().to_owned())
                     {
                         pending.push(dir.clone());
                     }
@@ -209,21 +212,21 @@ impl Workspace {
                 members.push(package);
             }
         }
-        members.sort_by(|a, b| a.dir.cmp(&b.dir));
+        members.sort_by_cached_key(|package| path_order_key(&package.dir));
 
         // Non-member path crates: read their manifests too, to follow the graph through them.
         let mut others: Vec<Package> = Vec::new();
         let mut queue: Vec<PathBuf> =
             members.iter().flat_map(|m| m.decls.iter().filter_map(|d| d.path.clone())).collect();
         while let Some(dir) = queue.pop() {
-            if !seen.insert(dir.clone()) {
+            if !seen.insert(dir.as_os_str().to_owned()) {
                 continue;
             }
             let package = loader.package(&dir, &root_text, None, false)?;
             queue.extend(package.decls.iter().filter_map(|d| d.path.clone()));
             others.push(package);
         }
-        others.sort_by(|a, b| a.dir.cmp(&b.dir));
+        others.sort_by_cached_key(|package| path_order_key(&package.dir));
 
         let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.path.is_none()));
         let lock_path = root.join("Cargo.lock");
@@ -596,6 +599,12 @@ impl Loader {
 }
 
 /// 1-based line and 1-based character column of a byte offset.
+/// A sort key with the order of `Path::cmp` (component by component) for normalized paths, cheap to compare: the
+/// separator sorts below every other byte, so key order is component order.
+fn path_order_key(path: &Path) -> Vec<u16> {
+    path.as_os_str().as_encoded_bytes().iter().map(|&byte| if byte == b'/' { 0 } else { u16::from(byte) + 1 }).collect()
+}
+
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
@@ -695,6 +704,18 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_order_key_sorts_like_path_cmp() {
+        let mut paths: Vec<PathBuf> =
+            ["/w/a-b", "/w/a/b", "/w/a", "/w/a/b/c", "/w/a.b", "/w/ab", "/w/a/\u{e9}", "/w/a/z"]
+                .map(PathBuf::from)
+                .into();
+        let mut by_key = paths.clone();
+        paths.sort();
+        by_key.sort_by_cached_key(|path| path_order_key(path));
+        assert_eq!(by_key, paths);
+    }
 
     #[test]
     fn globs_match_one_component() {
