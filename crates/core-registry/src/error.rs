@@ -34,6 +34,9 @@ pub enum RegistryError {
     /// The session was closed; it accepts no more runs.
     #[error("{0} is closed; open a new session with AgentRegistry::open_session")]
     SessionClosed(SessionId),
+    /// The session's [`EventStream`](crate::EventStream) was dropped, so nobody could receive a run's events.
+    #[error("the event stream of {0} was dropped, so no run can report to anyone; open a new session")]
+    StreamDropped(SessionId),
     /// The session already runs as many agents as the registry allows at once.
     #[error("{session} already has {limit} runs in progress; wait for one to complete or cancel one")]
     TooManyRuns {

@@ -131,8 +131,9 @@ impl Session {
     /// Starts a run of `agent` on `input` and returns its id; its events arrive on this session's stream, starting
     /// with `agent_started`.
     ///
-    /// Must be called within a tokio runtime, which runs the agent. Fails if the session is closed, the agent is
-    /// unknown (the error lists the known ones), or the session is at its limit of runs in progress.
+    /// Must be called within a tokio runtime, which runs the agent. Fails if the session is closed, its event stream
+    /// was dropped, the agent is unknown (the error lists the known ones), or the session is at its limit of runs in
+    /// progress.
     pub fn run(&self, agent: &str, input: impl Into<String>) -> Result<RunId, RegistryError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
         let shared = &self.shared;
@@ -151,6 +152,9 @@ impl Session {
         let Some(events) = state.events.clone() else {
             return Err(RegistryError::SessionClosed(shared.id));
         };
+        if events.is_closed() {
+            return Err(RegistryError::StreamDropped(shared.id));
+        }
         if state.runs.len() >= registry.max_runs_per_session {
             return Err(RegistryError::TooManyRuns { session: shared.id, limit: registry.max_runs_per_session });
         }
@@ -175,10 +179,15 @@ impl Session {
         let input = input.into();
         runtime.spawn(
             async move {
-                // Declared after `ctx`, so dropped before it: the run is unregistered before its event sender (which
-                // may be the stream's last) goes away.
-                let guard = guard;
-                drive(instance, ctx, input, &guard).await;
+                let mut ctx = ctx;
+                drive(instance, &mut ctx, input, &guard).await;
+                // Release in this order: everything that keeps the session alive or counts the run, and only then
+                // the event sender, which may be the stream's last. So a consumer who sees the stream end finds the
+                // counters already down.
+                let RunContext { events, session, .. } = ctx;
+                drop(session);
+                drop(guard);
+                drop(events);
             }
             .instrument(span),
         );
@@ -244,7 +253,7 @@ impl Drop for RunGuard {
 }
 
 /// Runs one agent to its terminal event.
-async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, guard: &RunGuard) {
+async fn drive(agent: Arc<dyn Agent>, ctx: &mut RunContext, input: String, guard: &RunGuard) {
     if ctx.emit(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
         tracing::debug!("event stream dropped before the run started");
         return;
@@ -254,7 +263,7 @@ async fn drive(agent: Arc<dyn Agent>, mut ctx: RunContext, input: String, guard:
     let events = ctx.events.clone();
     let info = Arc::clone(&ctx.info);
     let outcome = {
-        let run = AssertUnwindSafe(agent.run(&mut ctx, input)).catch_unwind();
+        let run = AssertUnwindSafe(agent.run(ctx, input)).catch_unwind();
         tokio::select! {
             biased;
             () = info.cancelled() => Outcome::Cancelled,

@@ -99,3 +99,17 @@ async fn ten_thousand_sessions_leave_nothing_behind() {
     }
     assert_eq!((registry.live_sessions(), registry.live_runs()), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_down_when_the_stream_ends() {
+    // The stream ends when the last event sender goes away; by then the run must be unregistered and the session
+    // freed, also when the run task finishes on another worker thread.
+    let registry = registry();
+    for _ in 0..2_000 {
+        let (session, mut events) = registry.open_session("alice").unwrap();
+        session.run("scripted", "ty").unwrap();
+        drop(session);
+        while events.recv().await.is_some() {}
+        assert_eq!((registry.live_sessions(), registry.live_runs()), (0, 0));
+    }
+}

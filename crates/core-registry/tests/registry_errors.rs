@@ -65,6 +65,15 @@ fn session_errors() {
         session.run("echo", "again").unwrap_err(),
         &format!("{} already has 1 runs in progress; wait for one to complete or cancel one", session.id()),
     );
+    let (orphaned, events) = registry.open_session("carol").unwrap();
+    drop(events);
+    check(
+        orphaned.run("echo", "hi").unwrap_err(),
+        &format!(
+            "the event stream of {} was dropped, so no run can report to anyone; open a new session",
+            orphaned.id()
+        ),
+    );
     session.close();
     check(
         session.run("echo", "hi").unwrap_err(),

@@ -8,67 +8,107 @@ use core_registry::{AgentRegistry, EventKind, Outcome};
 
 use common::{Rng, Scripted, check_stream, expected_names, expected_outcome, outcome_of, recv_until_terminals};
 
+/// When a test cancels a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelAt {
+    Never,
+    /// Right after `run` returns, usually before the run task is first polled.
+    Start,
+    /// When the consumer has received this many of the run's events (if the run gets that far).
+    Event(usize),
+}
+
 /// Runs `sessions` x `runs` random scripts concurrently, cancels every run that would wait forever plus some at
-/// random, and checks every run's events against the script.
+/// random (at once or in the middle of the run), and checks every run's events against the script.
 async fn check_random_scripts(seed: u64, sessions: usize, runs: usize, buffer: usize) {
     let registry =
         AgentRegistry::builder().register("scripted", || Scripted).unwrap().event_buffer(buffer).build().unwrap();
     let mut rng = Rng::new(seed);
     let mut tasks = Vec::new();
     for user in 0..sessions {
-        let scripts: Vec<String> = (0..runs).map(|_| rng.script(10)).collect();
-        let cancel_at_random: Vec<bool> = (0..runs).map(|_| rng.below(6) == 0).collect();
+        let plans: Vec<(String, CancelAt)> = (0..runs)
+            .map(|_| {
+                let script = rng.script(10);
+                let waits = expected_outcome(&script).is_none();
+                let cancel = match rng.below(6) {
+                    0 => CancelAt::Start,
+                    // A run that waits forever has emitted at least `agent_started`.
+                    1 | 2 if waits => CancelAt::Event(1),
+                    1 | 2 => CancelAt::Event(1 + rng.below(4) as usize),
+                    _ if waits => CancelAt::Start,
+                    _ => CancelAt::Never,
+                };
+                (script, cancel)
+            })
+            .collect();
         let registry = registry.clone();
         tasks.push(tokio::spawn(async move {
             let (session, mut events) = registry.open_session(&format!("user-{user}")).unwrap();
-            let mut scripts_by_run = HashMap::new();
-            for (script, cancel) in scripts.into_iter().zip(cancel_at_random) {
+            let mut plan_by_run = HashMap::new();
+            for (script, cancel) in plans {
                 let run = session.run("scripted", script.as_str()).unwrap();
-                let must_cancel = expected_outcome(&script).is_none();
-                if must_cancel || cancel {
-                    session.cancel(run).unwrap_or_else(|err| assert!(!must_cancel, "{err}"));
+                if cancel == CancelAt::Start {
+                    // A run that does not wait may have finished already: then there is nothing to cancel.
+                    let _ = session.cancel(run);
                 }
-                scripts_by_run.insert(run, (script, must_cancel || cancel));
+                plan_by_run.insert(run, (script, cancel));
             }
-            let received = recv_until_terminals(&mut events, runs).await;
+            let mut received = Vec::new();
+            let mut seen: HashMap<_, usize> = HashMap::new();
+            let mut terminals = 0;
+            while terminals < runs {
+                let event = events.recv().await.expect("the stream ended before every run completed");
+                let count = seen.entry(event.run_id()).or_default();
+                *count += 1;
+                terminals += usize::from(event.kind().is_terminal());
+                if plan_by_run[&event.run_id()].1 == CancelAt::Event(*count) && !event.kind().is_terminal() {
+                    // The run may be emitting its last events already: then it is no longer cancellable.
+                    let _ = session.cancel(event.run_id());
+                }
+                received.push(event);
+            }
             drop(session);
             assert!(events.recv().await.is_none(), "events after every run completed");
-            (scripts_by_run, received)
+            (plan_by_run, received)
         }));
     }
+    let mut mid_run_cancels = 0;
     for task in tasks {
-        let (scripts_by_run, received) = task.await.unwrap();
+        let (plan_by_run, received) = task.await.unwrap();
         let runs = check_stream(&received);
-        assert_eq!(runs.len(), scripts_by_run.len());
+        assert_eq!(runs.len(), plan_by_run.len());
         for (run, run_events) in runs {
-            let (script, cancelled) = &scripts_by_run[&run];
+            let (script, cancel) = &plan_by_run[&run];
             let names: Vec<_> = run_events.iter().map(|event| event.kind().name()).collect();
             let expected = expected_names(script);
             let outcome = outcome_of(&run_events);
-            match outcome {
-                Outcome::Cancelled => {
-                    assert!(cancelled, "seed {seed}: {run} ({script:?}) cancelled without being asked");
-                    // A prefix of the script's events, then registry-completed tool calls, then the end.
-                    let tail = names.iter().rev().skip(1).take_while(|name| **name == "tool_completed").count();
-                    let body = &names[..names.len() - 1 - tail];
-                    assert_eq!(body, &expected[..body.len()], "seed {seed}: {run} ({script:?}) diverged");
-                    for event in &run_events[run_events.len() - 1 - tail..run_events.len() - 1] {
-                        if let EventKind::ToolCompleted { result, .. } = event.kind() {
-                            let Err(error) = result else { panic!("an aborted tool call succeeded") };
-                            assert!(error.starts_with("aborted"), "{error}");
-                        }
-                    }
+            if let Outcome::Cancelled = outcome {
+                assert_ne!(*cancel, CancelAt::Never, "seed {seed}: {run} ({script:?}) cancelled without being asked");
+                // The script's events up to the cancellation, then the registry's completions of the tool calls
+                // it left open (recognised by their `aborted` error), then the end.
+                let aborted = run_events[..run_events.len() - 1]
+                    .iter()
+                    .rev()
+                    .take_while(|event| {
+                        matches!(event.kind(), EventKind::ToolCompleted { result: Err(error), .. }
+                            if error == "aborted: the run was cancelled before the tool completed")
+                    })
+                    .count();
+                let body = &names[..names.len() - 1 - aborted];
+                assert_eq!(body, &expected[..body.len()], "seed {seed}: {run} ({script:?}) diverged: {names:?}");
+                mid_run_cancels += usize::from(body.len() > 1);
+            } else {
+                assert_eq!(names, expected, "seed {seed}: {run} ({script:?})");
+                assert_eq!(Some(outcome.as_str()), expected_outcome(script), "seed {seed}: {run} ({script:?})");
+                if script.contains('P') {
+                    assert!(
+                        matches!(outcome, Outcome::Failed { error } if error.starts_with("agent panicked: scripted"))
+                    );
                 }
-                _ => {
-                    assert_eq!(names, expected, "seed {seed}: {run} ({script:?})");
-                    assert_eq!(Some(outcome.as_str()), expected_outcome(script), "seed {seed}: {run} ({script:?})");
-                }
-            }
-            if script.contains('P') && !matches!(outcome, Outcome::Cancelled) {
-                assert!(matches!(outcome, Outcome::Failed { error } if error.starts_with("agent panicked: scripted")));
             }
         }
     }
+    assert!(mid_run_cancels > 0, "seed {seed}: no run was cancelled in the middle; the test lost its point");
     assert_eq!((registry.live_sessions(), registry.live_runs()), (0, 0));
 }
 
