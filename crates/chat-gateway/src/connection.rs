@@ -38,6 +38,8 @@ struct Shared {
     // Invariant: holds exactly the runs started on this connection whose terminal event has not been sent yet, with
     // their request id. A run is inserted under the same lock as the `session.run(..)` call that starts it, and the
     // send task takes the lock to look an event's run up, so it never sees an event of a run before its entry.
+    // `session.run` calls the agent's factory on the session's first run of that agent, under this lock: factories
+    // must be cheap (the built-in ones are), or the send task waits.
     runs: Mutex<HashMap<RunId, Option<Arc<str>>>>,
     // Notified when `runs` becomes empty.
     runs_idle: Notify,
@@ -45,7 +47,7 @@ struct Shared {
 
 impl Shared {
     fn runs(&self) -> MutexGuard<'_, HashMap<RunId, Option<Arc<str>>>> {
-        // No code that can panic runs under the lock, so a poisoned map is still consistent.
+        // A panic under the lock (only an agent factory could) leaves the map consistent: ignore the poison.
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -274,20 +276,18 @@ async fn send_loop(
             },
         };
         // Write what is ready now, then flush once.
-        let (mut n_events, mut n_errors) = (0u64, 0u64);
         let mut next = Some(first);
         let mut written = 0;
         while let Some(outgoing) = next.take() {
             seq += 1;
+            let is_event = matches!(outgoing, Outgoing::Event(_));
             let text = match outgoing {
                 Outgoing::Event(event) => {
-                    n_events += 1;
                     let request_id = lookup_request_id(&shared, &event);
                     let body = Body::Event(event);
                     ServerMessage { seq, request_id: request_id.as_deref(), body: &body }.to_json()
                 }
                 Outgoing::Refusal(refusal) => {
-                    n_errors += 1;
                     ServerMessage { seq, request_id: refusal.request_id.as_deref(), body: &refusal.body }.to_json()
                 }
             };
@@ -295,6 +295,8 @@ async fn send_loop(
                 tracing::debug!(%err, "websocket write failed");
                 return;
             }
+            // Counted as each message is handed to the socket, so a later failed write loses no count.
+            gateway.metrics.sent(u64::from(is_event), u64::from(!is_event));
             written += 1;
             if written < BATCH {
                 next = refusals
@@ -308,7 +310,6 @@ async fn send_loop(
             tracing::debug!(%err, "websocket write failed");
             return;
         }
-        gateway.metrics.sent(n_events, n_errors);
     }
     let frame = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
     if let Err(err) = sink.send(Message::Close(Some(frame))).await {

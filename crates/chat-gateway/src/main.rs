@@ -200,13 +200,13 @@ fn serve(addr: SocketAddr, dev: bool, drain_timeout: Duration) -> Result<(), Fai
         .build()
         .map_err(|err| Failure::Runtime(format!("cannot start the async runtime: {err}")))?;
     runtime.block_on(async move {
+        // Listen for signals before binding: a supervisor may send SIGTERM as soon as it sees `listening on`.
+        let shutdown =
+            shutdown_signal().map_err(|err| Failure::Runtime(format!("cannot listen for signals: {err}")))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|err| Failure::Runtime(format!("cannot listen on {addr}: {err}")))?;
-        gateway
-            .serve(listener, shutdown_signal())
-            .await
-            .map_err(|err| Failure::Runtime(format!("server failed: {err}")))
+        gateway.serve(listener, shutdown).await.map_err(|err| Failure::Runtime(format!("server failed: {err}")))
     })
 }
 
@@ -221,28 +221,28 @@ fn init_logging() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Registers for Ctrl-C and SIGTERM now, and returns a future that completes on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }
 
 #[cfg(test)]

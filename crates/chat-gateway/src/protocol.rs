@@ -10,8 +10,9 @@ use serde_json::Value;
 /// (up to [`HARD_FRAME_LIMIT`], beyond which the WebSocket layer closes the connection).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// The largest message the WebSocket layer accepts at all (1 MiB); a larger one closes the connection with
-/// status 1009 (message too big), since reading it would already cost the memory the limit protects.
+/// The largest message the WebSocket layer accepts at all (1 MiB). A larger one ends the connection without a close
+/// frame (the WebSocket layer stops reading and drops it; its runs are cancelled), since reading it would already
+/// cost the memory the limit protects.
 pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 
 /// The stable `code` of an `error` message. Clients may match on [`ErrorCode::as_str`]; codes are never renamed.
