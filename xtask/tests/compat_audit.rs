@@ -1,23 +1,10 @@
 //! `cargo xtask compat-audit` on the real compat crate (clean) and on small fixture crates under
 //! `tests/fixtures/compat-audit/` that each break one rule: exit codes and the human output.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-/// Runs the audit with `args` from the workspace root; returns the exit code and stdout + stderr.
 fn audit(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("compat-audit")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("cannot run xtask");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().expect("xtask was killed"), text)
+    support::xtask("compat-audit", args)
 }
 
 /// Audits the fixture `case`, checks the exit code, and snapshots the output under the case's name.

@@ -2,21 +2,13 @@
 //! table; without `--check` it rewrites the table to match.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+mod support;
+
+use support::root;
 
 fn migration_doc(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("migration-doc")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("cannot run xtask");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().expect("xtask was killed"), text)
+    support::xtask("migration-doc", args)
 }
 
 /// A copy of the repository's MIGRATION.md, edited by `edit`, in a directory of its own.
