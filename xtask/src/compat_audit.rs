@@ -45,16 +45,9 @@ $crate::__private). Exit codes: 0 clean, 1 problems found, 2 the crate could not
 ";
 
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let crate_dir = match parse_args(args) {
-        Ok(Some(dir)) => dir,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let crate_dir = match crate::parsed_or_exit(parse_args(args), HELP) {
+        Ok(parsed) => parsed,
+        Err(exit) => return exit,
     };
     let krate = match load(&crate_dir) {
         Ok(krate) => krate,

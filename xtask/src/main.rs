@@ -47,6 +47,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// What a command's argument parser returns: `Ok(Some(args))` to run, `Ok(None)` when help was asked for, or a usage
+/// error. Prints the help or the error; `Err` carries the exit code to return (0 after help, 2 after an error).
+pub(crate) fn parsed_or_exit<A>(parsed: Result<Option<A>, String>, help: &str) -> Result<A, ExitCode> {
+    match parsed {
+        Ok(Some(args)) => Ok(args),
+        Ok(None) => {
+            print!("{help}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// The root of this workspace (the directory holding the root Cargo.toml).
 pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the workspace root").to_owned()

@@ -36,16 +36,9 @@ struct Args {
 }
 
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let args = match crate::parsed_or_exit(parse_args(args), HELP) {
+        Ok(parsed) => parsed,
+        Err(exit) => return exit,
     };
     match run(&args) {
         Ok(code) => code,
