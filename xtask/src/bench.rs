@@ -73,37 +73,52 @@ impl Row {
     }
 }
 
-/// Runs the command with its arguments (after `bench`).
-pub(crate) fn main(args: &[String]) -> ExitCode {
+/// What the command line asks for.
+enum Mode {
+    Run { quick: bool },
+    Generate { dir: PathBuf, members: usize },
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
+    use lexopt::prelude::*;
     let mut quick = false;
-    if let [flag, dir, members] = args
-        && flag == "--generate"
-    {
-        let Ok(members) = members.parse() else {
-            eprintln!("error: `--generate DIR N` needs a number of members, not `{members}`");
-            return ExitCode::from(2);
-        };
-        return match generate(Path::new(dir), members) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: cannot generate the workspace in {dir}: {err}");
-                ExitCode::from(2)
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("quick") => quick = true,
+            Long("generate") => {
+                let mut values = parser.values().map_err(|_| "`--generate DIR N` needs a directory and a number")?;
+                let (Some(dir), Some(members), None) = (values.next(), values.next(), values.next()) else {
+                    return Err("`--generate DIR N` needs a directory and a number of members".to_owned());
+                };
+                let members = members.to_string_lossy();
+                let members = members
+                    .parse()
+                    .map_err(|_| format!("`--generate DIR N` needs a number of members, not `{members}`"))?;
+                return Ok(Some(Mode::Generate { dir: PathBuf::from(dir), members }));
             }
-        };
-    }
-    for arg in args {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("error: unexpected argument `{other}`; run `cargo xtask bench --help`");
-                return ExitCode::from(2);
-            }
+            other => return Err(other.unexpected().to_string()),
         }
     }
+    Ok(Some(Mode::Run { quick }))
+}
+
+/// Runs the command with its arguments (after `bench`).
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    let quick = match crate::parsed_or_exit(parse_args(args), HELP, "bench") {
+        Ok(Mode::Run { quick }) => quick,
+        Ok(Mode::Generate { dir, members }) => {
+            return match generate(&dir, members) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: cannot generate the workspace in {}: {err}", dir.display());
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Err(exit) => return exit,
+    };
     let mut rows = Vec::new();
     match migrate_check_figures(quick, &mut rows) {
         Ok(()) => {}

@@ -25,18 +25,20 @@ mod rules;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(crate) use load::{LoadError, display, load};
-pub(crate) use rules::{Shim, core_paths};
+use migrate_check::diag::{self, Format, Rule, SarifResult, Tool};
+
+pub(crate) use load::display;
 
 const HELP: &str = "\
 cargo xtask compat-audit: check that the compat crate holds only deprecated forwarding items
 
 USAGE:
-    cargo xtask compat-audit [--crate-dir PATH | --manifest-path PATH]
+    cargo xtask compat-audit [--crate-dir PATH | --manifest-path PATH] [--format human|json|github|sarif]
 
 OPTIONS:
     --crate-dir PATH       the compat crate's directory (default: crates/registry-compat)
     --manifest-path PATH   the compat crate's Cargo.toml
+    --format FORMAT        human (default), json, github or sarif, as for migrate-check
     -h, --help             print this help
 
 Every public item must be #[deprecated(since, note)] with a note naming a path core-registry exports, and every
@@ -44,90 +46,121 @@ item must forward (type aliases, one-call wrapper fns, consts referring to core-
 $crate::__private). Exit codes: 0 clean, 1 problems found, 2 the crate could not be read.
 ";
 
+/// The audit as SARIF names it.
+const TOOL: Tool = Tool {
+    name: "compat-audit",
+    version: env!("CARGO_PKG_VERSION"),
+    information_uri: concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/MIGRATION.md"),
+};
+
+/// The audit's rules: (code, SARIF name, description).
+const RULES: [(&str, &str, &str); 7] = [
+    ("crate-not-deprecated", "CrateNotDeprecated", "The compat crate's root has no #![deprecated]."),
+    ("missing-deprecated", "MissingDeprecated", "A public item of the compat crate is not #[deprecated]."),
+    ("missing-since", "MissingSince", "A deprecation does not say since which version."),
+    ("note-without-path", "NoteWithoutPath", "A deprecation note names no core_registry path."),
+    ("unknown-path", "UnknownPath", "A note, alias or forwarding call names a path core-registry does not export."),
+    ("not-forwarding", "NotForwarding", "An item does more than forward to core-registry."),
+    ("bare-reexport", "BareReexport", "A pub use that warns nobody, without a deprecated twin."),
+];
+
+/// The parsed command line.
+struct Args {
+    crate_dir: PathBuf,
+    format: Format,
+}
+
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let crate_dir = match crate::parsed_or_exit(parse_args(args), HELP) {
+    let args = match crate::parsed_or_exit(parse_args(args), HELP, "compat-audit") {
         Ok(parsed) => parsed,
         Err(exit) => return exit,
     };
-    let krate = match load(&crate_dir) {
+    let rules: Vec<Rule> = RULES
+        .iter()
+        .map(|&(id, name, description)| Rule {
+            id,
+            name,
+            description,
+            help: "The compat crate may hold only #[deprecated] items that forward to core_registry.".to_owned(),
+        })
+        .collect();
+    let krate = match load::load(&args.crate_dir) {
         Ok(krate) => krate,
         Err(err) => {
-            eprintln!("error: compat-audit could not read the crate: {err}");
+            print!("{}", diag::render_error(&err, args.format, &TOOL, &rules));
+            eprintln!("{err}");
             return ExitCode::from(2);
         }
     };
-    let analysis = rules::analyze(&krate);
-    let shown_dir = display(&crate_dir);
-    if analysis.findings.is_empty() {
-        println!(
-            "compat-audit: {shown_dir}: {} items, each a deprecated forwarding shim onto core_registry",
-            analysis.shims.len()
-        );
-        return ExitCode::SUCCESS;
-    }
-    let mut out = String::new();
-    for finding in &analysis.findings {
-        render(finding, &mut out);
-    }
-    let n = analysis.findings.len();
-    out.push_str(&format!(
-        "compat-audit: {n} problem{} in {shown_dir}: the compat crate may hold only #[deprecated] items that forward \
-         to core_registry\n",
-        if n == 1 { "" } else { "s" }
-    ));
+    let findings = rules::analyze(&krate).findings;
+    let shown_dir = display(&args.crate_dir);
+    let items = migrate_check::deprecations::shims(&krate.source, "core_registry").len();
+    let out = match args.format {
+        Format::Human => {
+            let mut out: String = findings.iter().map(diag::human).collect();
+            let n = findings.len();
+            if n == 0 {
+                out.push_str(&format!(
+                    "compat-audit: {shown_dir}: {items} items, each a deprecated forwarding shim onto core_registry\n"
+                ));
+            } else {
+                out.push_str(&format!(
+                    "compat-audit: {n} problem{} in {shown_dir}: the compat crate may hold only #[deprecated] items \
+                     that forward to core_registry\n",
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+            out
+        }
+        Format::Json => diag::pretty(&serde_json::json!({
+            "crate": shown_dir,
+            "items": items,
+            "findings": findings.iter().map(diag::json).collect::<Vec<_>>(),
+        })),
+        Format::Github => findings.iter().map(|d| diag::github(d, TOOL.name)).collect(),
+        Format::Sarif => {
+            let none = serde_json::Value::Null;
+            let results: Vec<SarifResult<'_>> =
+                findings.iter().map(|d| SarifResult { diagnostic: d, suppression: None, properties: &none }).collect();
+            diag::pretty(&diag::sarif(&TOOL, &rules, &results, &[]))
+        }
+    };
     print!("{out}");
-    ExitCode::from(1)
+    if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// The crate directory to audit, or `None` for `--help`.
-fn parse_args(args: &[String]) -> Result<Option<PathBuf>, String> {
+/// The crate directory to audit and the format, or `None` for `--help`.
+fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
     let mut crate_dir = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let dir = match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--crate-dir" => PathBuf::from(args.next().ok_or("`--crate-dir` needs a path")?),
-            "--manifest-path" => {
-                let manifest = PathBuf::from(args.next().ok_or("`--manifest-path` needs a path")?);
+    let mut format = Format::Human;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
+        let dir = match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("crate-dir") => PathBuf::from(parser.value().map_err(|err| err.to_string())?),
+            Long("manifest-path") => {
+                let manifest = PathBuf::from(parser.value().map_err(|err| err.to_string())?);
                 if manifest.file_name().is_none_or(|name| name != "Cargo.toml") {
                     return Err(format!("`--manifest-path` must point at a Cargo.toml, not {}", manifest.display()));
                 }
                 manifest.parent().map(PathBuf::from).unwrap_or_default()
             }
-            other => return Err(format!("unknown argument `{other}`; run `cargo xtask compat-audit --help`")),
+            Long("format") => {
+                let value = parser.value().map_err(|err| err.to_string())?;
+                format = value.to_string_lossy().parse().map_err(|err| format!("{err} for `--format`"))?;
+                continue;
+            }
+            other => return Err(other.unexpected().to_string()),
         };
         if crate_dir.replace(dir).is_some() {
             return Err("give the crate once, with `--crate-dir` or `--manifest-path`".to_owned());
         }
     }
-    Ok(Some(crate_dir.unwrap_or_else(default_crate_dir)))
+    Ok(Some(Args { crate_dir: crate_dir.unwrap_or_else(default_crate_dir), format }))
 }
 
 /// The workspace's compat crate.
 pub(crate) fn default_crate_dir() -> PathBuf {
     crate::project_root().join("crates/registry-compat")
-}
-
-/// The old API's items and their replacements, in source order: the mapping `migration-doc` prints and a `--fix`
-/// applies. Hidden items (the twins, `__private`) are folded into the re-exports they stand for.
-pub(crate) fn migration_map(crate_dir: &std::path::Path) -> Result<Vec<Shim>, LoadError> {
-    let krate = load(crate_dir)?;
-    Ok(rules::analyze(&krate).shims)
-}
-
-/// Renders one finding rustc-style: location and message, the source line, a caret, and the help.
-fn render(finding: &rules::Finding, out: &mut String) {
-    use std::fmt::Write as _;
-    let number = finding.line.to_string();
-    let gutter = " ".repeat(number.len());
-    let _ = writeln!(
-        out,
-        "{}:{}:{}: error[{}]: {}",
-        finding.file, finding.line, finding.column, finding.kind, finding.message
-    );
-    let _ = writeln!(out, "{gutter} |");
-    let _ = writeln!(out, "{number} | {}", finding.source_line);
-    let _ = writeln!(out, "{gutter} | {}{}", " ".repeat(finding.column - 1), "^".repeat(finding.width.max(1)));
-    let _ = writeln!(out, "{gutter} = help: {}", finding.help);
-    out.push('\n');
 }

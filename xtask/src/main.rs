@@ -1,6 +1,11 @@
 //! Development tasks for this workspace, run as `cargo xtask <command>`. Each command lives in its own module;
 //! this file only dispatches.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "errors are `migrate_check::Diagnostic`s, at most one a run: their size costs nothing"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,9 +52,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// What a command's argument parser returns: `Ok(Some(args))` to run, `Ok(None)` when help was asked for, or a usage
-/// error. Prints the help or the error; `Err` carries the exit code to return (0 after help, 2 after an error).
-pub(crate) fn parsed_or_exit<A>(parsed: Result<Option<A>, String>, help: &str) -> Result<A, ExitCode> {
+/// What a command's argument parser (each one uses `lexopt`) returns: `Ok(Some(args))` to run, `Ok(None)` when help
+/// was asked for, or a usage error. Prints the help or the error with the way to the help; `Err` carries the exit
+/// code to return (0 after help, 2 after an error).
+pub(crate) fn parsed_or_exit<A>(parsed: Result<Option<A>, String>, help: &str, command: &str) -> Result<A, ExitCode> {
     match parsed {
         Ok(Some(args)) => Ok(args),
         Ok(None) => {
@@ -57,7 +63,7 @@ pub(crate) fn parsed_or_exit<A>(parsed: Result<Option<A>, String>, help: &str) -
             Err(ExitCode::SUCCESS)
         }
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {message}; run `cargo xtask {command} --help`");
             Err(ExitCode::from(2))
         }
     }

@@ -2,13 +2,17 @@
 //! deprecations, between the markers below; `--check` fails (exit 1) when the file differs from what would be
 //! written, printing the command to run.
 //!
-//! Each row comes from one deprecated public item of the compat crate ([`crate::compat_audit::migration_map`]):
-//! its old path, its kind, and the new path its note names (the first `core_registry::` path in it).
+//! Each row comes from one deprecated public item of the compat crate (`migrate_check::deprecations::shims`, the
+//! map `--fix` applies): its old path, its kind, and the new path its note names (the first `core_registry::` path
+//! in it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::compat_audit::{self, Shim, display};
+use migrate_check::deprecations::{self, CrateSource, Shim};
+use migrate_check::diag::{self, Diagnostic};
+
+use crate::compat_audit::{self, display};
 
 const BEGIN: &str = "<!-- BEGIN GENERATED: cargo xtask migration-doc -->";
 const END: &str = "<!-- END GENERATED -->";
@@ -36,57 +40,65 @@ struct Args {
 }
 
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let args = match crate::parsed_or_exit(parse_args(args), HELP) {
+    let args = match crate::parsed_or_exit(parse_args(args), HELP, "migration-doc") {
         Ok(parsed) => parsed,
         Err(exit) => return exit,
     };
     match run(&args) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(err) => {
+            eprintln!("{err}");
             ExitCode::from(2)
         }
     }
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
     let root = crate::project_root();
     let mut parsed =
         Args { check: false, file: root.join("MIGRATION.md"), crate_dir: compat_audit::default_crate_dir() };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--check" => parsed.check = true,
-            "--file" => parsed.file = PathBuf::from(args.next().ok_or("`--file` needs a path")?),
-            "--crate-dir" => parsed.crate_dir = PathBuf::from(args.next().ok_or("`--crate-dir` needs a path")?),
-            other => return Err(format!("unknown argument `{other}`; run `cargo xtask migration-doc --help`")),
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("check") => parsed.check = true,
+            Long("file") => parsed.file = PathBuf::from(parser.value().map_err(|err| err.to_string())?),
+            Long("crate-dir") => parsed.crate_dir = PathBuf::from(parser.value().map_err(|err| err.to_string())?),
+            other => return Err(other.unexpected().to_string()),
         }
     }
     Ok(Some(parsed))
 }
 
-fn run(args: &Args) -> Result<ExitCode, String> {
-    let shims = compat_audit::migration_map(&args.crate_dir)
-        .map_err(|err| format!("migration-doc could not read the compat crate: {err}"))?;
+fn run(args: &Args) -> Result<ExitCode, Diagnostic> {
+    let crate_dir = std::path::absolute(&args.crate_dir).unwrap_or_else(|_| args.crate_dir.clone());
+    let krate = CrateSource::load(&crate_dir, &crate::project_root())
+        .map_err(|err| err.with_context("migration-doc could not read the compat crate"))?;
+    let shims = deprecations::shims(&krate, "core_registry");
     let shown = display(&args.file);
-    let current = std::fs::read_to_string(&args.file).map_err(|err| format!("cannot read {shown}: {err}"))?;
-    let updated =
-        splice(&current, &table(&shims, &display(&args.crate_dir))).map_err(|problem| format!("{shown}: {problem}"))?;
+    let current = std::fs::read_to_string(&args.file)
+        .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(&shown))?;
+    let updated = splice(&current, &table(&shims, &display(&args.crate_dir)))
+        .map_err(|problem| Diagnostic::error("markers", problem).in_file(&shown))?;
     if updated == current {
         println!("{shown}: the old -> new table is up to date ({} rows)", shims.len());
         return Ok(ExitCode::SUCCESS);
     }
     if args.check {
         let (line, expected, found) = first_difference(&updated, &current);
-        eprintln!(
-            "error: {shown} is stale: its old -> new table does not match {}; run `cargo xtask migration-doc` and \
-             commit the result\n  --> {shown}:{line}\n   expected: {expected}\n      found: {found}",
-            display(&args.crate_dir)
-        );
+        let stale = Diagnostic::error(
+            "stale-table",
+            format!("{shown} is stale: its old -> new table does not match {}", display(&args.crate_dir)),
+        )
+        .at(&shown, line, Some(1))
+        .with_source(found, found.chars().count())
+        .with_help(format!("run `cargo xtask migration-doc` and commit the result; expected: {expected}"));
+        eprint!("{}", diag::human(&stale));
         return Ok(ExitCode::from(1));
     }
-    std::fs::write(&args.file, updated).map_err(|err| format!("cannot write {shown}: {err}"))?;
+    std::fs::write(&args.file, updated)
+        .map_err(|err| Diagnostic::error("io", format!("cannot write: {err}")).in_file(&shown))?;
     println!("{shown}: wrote the old -> new table ({} rows)", shims.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -115,7 +127,7 @@ fn table(shims: &[Shim], crate_dir: &str) -> String {
 fn code_spans(note: &str) -> String {
     let mut out = String::new();
     let mut copied = 0;
-    for (offset, path) in compat_audit::core_paths(note) {
+    for (offset, path) in deprecations::note_paths(note, "core_registry") {
         out.push_str(&note[copied..offset]);
         out.push_str(&format!("`{path}`"));
         copied = offset + path.len();

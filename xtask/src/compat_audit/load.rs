@@ -1,36 +1,17 @@
-//! Reading a compat crate and the core-registry it forwards to: manifests, module trees, parsed sources, and the
-//! paths core-registry exports.
+//! Reading a compat crate (through `migrate_check::deprecations`, the one reader of deprecated crates) and the
+//! core-registry it forwards to, with the paths core-registry exports.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Why a crate could not be read: the audit could not run (exit 2).
-#[derive(Debug)]
-pub(crate) struct LoadError(pub(crate) String);
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One parsed source file of the compat crate.
-pub(crate) struct SourceFile {
-    /// The path as shown to the user (relative to the workspace root when inside it).
-    pub(crate) display: String,
-    pub(crate) text: String,
-    pub(crate) ast: syn::File,
-}
+use migrate_check::Diagnostic;
+use migrate_check::deprecations::{CrateSource, SourceFile};
 
 /// A compat crate, parsed, with what core-registry exports.
+#[derive(Debug)]
 pub(crate) struct CompatCrate {
-    /// The crate's library name, such as `registry_compat`.
-    pub(crate) lib_name: String,
-    /// The crate root's file and every module file reached from it, in the order they were reached.
-    pub(crate) files: Vec<SourceFile>,
-    /// Module file paths by the module path they hold (`["registry"]` -> index into `files`); the root is `[]`.
-    pub(crate) module_files: BTreeMap<Vec<String>, usize>,
+    /// The crate's files, parsed.
+    pub(crate) source: CrateSource,
     pub(crate) core: CoreExports,
 }
 
@@ -91,48 +72,32 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Reads and parses the compat crate in `crate_dir` and the core-registry its manifest points at.
-pub(crate) fn load(crate_dir: &Path) -> Result<CompatCrate, LoadError> {
-    let manifest_path = crate_dir.join("Cargo.toml");
-    let manifest = read_manifest(&manifest_path)?;
-    let package_name = manifest
-        .get("package")
-        .and_then(|package| package.get("name"))
-        .and_then(|name| name.as_str())
-        .ok_or_else(|| LoadError(format!("{}: no [package] name", display(&manifest_path))))?;
-    let lib_name = manifest
-        .get("lib")
-        .and_then(|lib| lib.get("name"))
-        .and_then(|name| name.as_str())
-        .unwrap_or(package_name)
-        .replace('-', "_");
-
-    let (files, module_files) = read_module_tree(&lib_root(crate_dir, &manifest))?;
-    let core_dir = core_registry_dir(crate_dir, &manifest)?;
-    let core = core_exports(&core_dir)?;
-    Ok(CompatCrate { lib_name, files, module_files, core })
+pub(crate) fn load(crate_dir: &Path) -> Result<CompatCrate, Diagnostic> {
+    let root = crate::project_root();
+    let crate_dir = &std::path::absolute(crate_dir).unwrap_or_else(|_| crate_dir.to_owned());
+    let source = CrateSource::load(crate_dir, &root)?;
+    let manifest = read_manifest(&crate_dir.join("Cargo.toml"))?;
+    let core = core_exports(&CrateSource::load(&core_registry_dir(crate_dir, &manifest)?, &root)?);
+    Ok(CompatCrate { source, core })
 }
 
-fn read_manifest(path: &Path) -> Result<toml_edit::DocumentMut, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| LoadError(format!("cannot read {}: {err}", display(path))))?;
+fn read_manifest(path: &Path) -> Result<toml_edit::DocumentMut, Diagnostic> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(display(path)))?;
     text.parse().map_err(|err: toml_edit::TomlError| {
-        LoadError(format!("{} is not valid TOML: {}", display(path), err.message()))
+        Diagnostic::error("manifest", format!("TOML does not parse: {}", err.message().trim_end())).in_file(display(path))
     })
-}
-
-fn lib_root(crate_dir: &Path, manifest: &toml_edit::DocumentMut) -> PathBuf {
-    let custom = manifest.get("lib").and_then(|lib| lib.get("path")).and_then(|path| path.as_str());
-    crate_dir.join(custom.unwrap_or("src/lib.rs"))
 }
 
 /// Finds core-registry's directory from the compat crate's `core-registry` dependency: a `path`, or
 /// `workspace = true` resolved through the enclosing workspace's `[workspace.dependencies]`.
-fn core_registry_dir(crate_dir: &Path, manifest: &toml_edit::DocumentMut) -> Result<PathBuf, LoadError> {
+fn core_registry_dir(crate_dir: &Path, manifest: &toml_edit::DocumentMut) -> Result<PathBuf, Diagnostic> {
     let missing = || {
-        LoadError(format!(
-            "{}: no `core-registry` dependency with a path; the compat crate must depend on core-registry",
-            display(&crate_dir.join("Cargo.toml"))
-        ))
+        Diagnostic::error(
+            "no-core-dependency",
+            "no `core-registry` dependency with a path; the compat crate must depend on core-registry",
+        )
+        .in_file(display(&crate_dir.join("Cargo.toml")))
     };
     let dependency = manifest.get("dependencies").and_then(|deps| deps.get("core-registry")).ok_or_else(missing)?;
     if let Some(path) = dependency.get("path").and_then(|path| path.as_str()) {
@@ -159,97 +124,23 @@ fn core_registry_dir(crate_dir: &Path, manifest: &toml_edit::DocumentMut) -> Res
     Err(missing())
 }
 
-fn parse_file(path: &Path) -> Result<(String, syn::File), LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| LoadError(format!("cannot read {}: {err}", display(path))))?;
-    let ast = syn::parse_file(&text).map_err(|err| {
-        let start = err.span().start();
-        LoadError(format!("cannot parse {}:{}:{}: {err}", display(path), start.line, start.column + 1))
-    })?;
-    Ok((text, ast))
-}
-
-type ModuleTree = (Vec<SourceFile>, BTreeMap<Vec<String>, usize>);
-
-/// Parses the crate root and every out-of-line module it declares (`mod x;`), recursively.
-fn read_module_tree(root: &Path) -> Result<ModuleTree, LoadError> {
-    let mut files = Vec::new();
-    let mut module_files = BTreeMap::new();
-    // (file, module path, directory that holds its child modules)
-    let mut queue = vec![(root.to_owned(), Vec::new(), root.parent().unwrap_or(Path::new(".")).to_owned())];
-    while let Some((path, module_path, child_dir)) = queue.pop() {
-        let (text, ast) = parse_file(&path)?;
-        let mut children = Vec::new();
-        collect_out_of_line_mods(&ast.items, &module_path, &child_dir, &mut children)?;
-        module_files.insert(module_path, files.len());
-        files.push(SourceFile { display: display(&path), text, ast });
-        queue.extend(children.into_iter().rev());
-    }
-    Ok((files, module_files))
-}
-
-fn collect_out_of_line_mods(
-    items: &[syn::Item],
-    module_path: &[String],
-    dir: &Path,
-    out: &mut Vec<(PathBuf, Vec<String>, PathBuf)>,
-) -> Result<(), LoadError> {
-    for item in items {
-        let syn::Item::Mod(module) = item else { continue };
-        let name = module.ident.to_string();
-        let mut child_path = module_path.to_vec();
-        child_path.push(name.clone());
-        match &module.content {
-            Some((_, inner)) => collect_out_of_line_mods(inner, &child_path, &dir.join(&name), out)?,
-            None => {
-                let custom = module.attrs.iter().find(|attr| attr.path().is_ident("path")).and_then(|attr| {
-                    let syn::Meta::NameValue(value) = &attr.meta else { return None };
-                    let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(path), .. }) = &value.value else {
-                        return None;
-                    };
-                    Some(path.value())
-                });
-                let (file, child_dir) = match custom {
-                    Some(custom) => {
-                        let file = dir.join(custom);
-                        let child_dir = file.with_extension("");
-                        (file, child_dir)
-                    }
-                    None if dir.join(format!("{name}.rs")).is_file() => {
-                        (dir.join(format!("{name}.rs")), dir.join(&name))
-                    }
-                    None => (dir.join(&name).join("mod.rs"), dir.join(&name)),
-                };
-                if !file.is_file() {
-                    return Err(LoadError(format!("module `{}` has no file: {} not found", name, display(&file))));
-                }
-                out.push((file, child_path, child_dir));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Collects core-registry's exports: the `pub` items and `pub use` names of its crate root (a glob re-export of a
 /// module contributes that module's `pub` items), and the members of every type and trait in its module tree.
-fn core_exports(core_dir: &Path) -> Result<CoreExports, LoadError> {
-    let manifest = read_manifest(&core_dir.join("Cargo.toml"))?;
-    let (files, module_files) = read_module_tree(&lib_root(core_dir, &manifest))?;
+fn core_exports(core: &CrateSource) -> CoreExports {
     let mut exports = CoreExports::default();
-    let root = &files[module_files[&Vec::new()]].ast;
-    for item in &root.items {
+    for item in &core.root().ast.items {
         if let syn::Item::Use(use_item) = item {
             if matches!(use_item.vis, syn::Visibility::Public(_)) {
-                add_use_names(&use_item.tree, &[], &files, &module_files, &mut exports.names);
+                add_use_names(&use_item.tree, &[], &core.files, &core.module_files, &mut exports.names);
             }
         } else if let Some(name) = public_item_name(item) {
             exports.names.insert(name);
         }
     }
-    for file in &files {
+    for file in &core.files {
         collect_members(&file.ast.items, &mut exports.members);
     }
-    Ok(exports)
+    exports
 }
 
 fn add_use_names(
@@ -356,21 +247,6 @@ pub(crate) fn display(path: &Path) -> String {
     } else {
         std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_owned())
     };
-    let shown = normalize(&absolute);
-    shown.strip_prefix(&root).unwrap_or(&shown).to_string_lossy().replace('\\', "/")
-}
-
-/// Removes `.` and `..` components without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    let shown = migrate_check::paths::normalize(&absolute);
+    if shown.starts_with(&root) { migrate_check::paths::rel_path(&root, &shown) } else { shown.display().to_string() }
 }

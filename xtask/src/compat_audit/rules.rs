@@ -1,82 +1,30 @@
-//! The audit's rules, and the inventory of shims (old path -> new path) that `migration-doc` turns into a table.
+//! The audit's rules. The inventory of shims (old path -> new path) is `migrate_check::deprecations`'s.
 
 use std::collections::BTreeSet;
 
+use migrate_check::Diagnostic;
+use migrate_check::deprecations::{
+    Deprecation, Note, SourceFile, deprecation, is_doc_hidden, is_unit, note_paths, reexport_names, twin_consts,
+    use_leaves,
+};
 use proc_macro2::{Span, TokenTree};
 use syn::spanned::Spanned;
 
-use super::load::{CompatCrate, CoreExports, SourceFile};
+use migrate_check::deprecations::ShimKind;
 
-/// One problem in the compat crate, located in its source.
-#[derive(Debug)]
-pub(crate) struct Finding {
-    pub(crate) file: String,
-    /// 1-based.
-    pub(crate) line: usize,
-    /// 1-based, in characters.
-    pub(crate) column: usize,
-    /// How many characters the caret underlines (at least 1).
-    pub(crate) width: usize,
-    pub(crate) source_line: String,
-    pub(crate) kind: &'static str,
-    pub(crate) message: String,
-    pub(crate) help: String,
-}
+use super::load::{CompatCrate, CoreExports};
 
-/// What a deprecated public item of the compat crate is, for the migration table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ShimKind {
-    Crate,
-    Module,
-    TypeAlias,
-    Function,
-    AsyncFunction,
-    Constant,
-    Static,
-    Macro,
-    /// A `pub use` of core-registry with a deprecated twin of the same name (a trait or an attribute macro).
-    ReExport,
-}
-
-impl ShimKind {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            ShimKind::Crate => "crate",
-            ShimKind::Module => "module",
-            ShimKind::TypeAlias => "type alias",
-            ShimKind::Function => "function",
-            ShimKind::AsyncFunction => "async function",
-            ShimKind::Constant => "constant",
-            ShimKind::Static => "static",
-            ShimKind::Macro => "macro",
-            ShimKind::ReExport => "re-export (warns at `use` only)",
-        }
-    }
-}
-
-/// One deprecated item of the old API and where its replacement lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Shim {
-    /// The full old path, such as `registry_compat::registry::AgentRegistry` (macros end in `!`).
-    pub(crate) old_path: String,
-    pub(crate) kind: ShimKind,
-    /// The first `core_registry` path named by the deprecation note, if any.
-    pub(crate) new_path: Option<String>,
-    /// The deprecation note as written.
-    pub(crate) note: String,
-}
-
-/// Everything the audit found, and the shims it walked past.
+/// Everything the audit found.
 #[derive(Debug, Default)]
 pub(crate) struct Analysis {
-    pub(crate) findings: Vec<Finding>,
-    pub(crate) shims: Vec<Shim>,
+    /// One diagnostic per problem, sorted by file, line and column.
+    pub(crate) findings: Vec<Diagnostic>,
 }
 
-/// Checks every item of the compat crate and collects its shims, in source order.
+/// Checks every item of the compat crate.
 pub(crate) fn analyze(krate: &CompatCrate) -> Analysis {
     let mut cx = Cx { krate, analysis: Analysis::default() };
-    let root = &krate.files[krate.module_files[&Vec::new()]];
+    let root = krate.source.root();
     cx.check_crate_root(root);
     cx.check_items(root, &root.ast.items, &[]);
     cx.analysis.findings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -94,24 +42,6 @@ struct Cx<'a> {
     analysis: Analysis,
 }
 
-/// A parsed `#[deprecated]` attribute.
-struct Deprecation {
-    since: bool,
-    note: Option<Note>,
-}
-
-/// A deprecation note: its value and the literal as written (for spans inside it).
-struct Note {
-    value: String,
-    literal: proc_macro2::Literal,
-}
-
-impl Note {
-    fn new(literal: &syn::LitStr) -> Note {
-        Note { value: literal.value(), literal: literal.token() }
-    }
-}
-
 impl Cx<'_> {
     fn report(&mut self, file: &SourceFile, span: Span, kind: &'static str, message: String, help: impl Into<String>) {
         let start = span.start();
@@ -122,26 +52,18 @@ impl Cx<'_> {
         } else {
             source_line.chars().count().saturating_sub(start.column).max(1)
         };
-        self.analysis.findings.push(Finding {
-            file: file.display.clone(),
-            line: start.line,
-            column: start.column + 1,
-            width,
-            source_line,
-            kind,
-            message,
-            help: help.into(),
-        });
+        let diagnostic = Diagnostic::error(kind, message)
+            .at(&file.display, start.line, Some(start.column + 1))
+            .with_source(source_line, width)
+            .with_help(help);
+        self.analysis.findings.push(diagnostic);
     }
 
     fn check_crate_root(&mut self, root: &SourceFile) {
-        let name = self.krate.lib_name.clone();
+        let name = self.krate.source.lib_name.clone();
         match deprecation(&root.ast.attrs) {
             Some((attr, deprecation)) => {
-                let note = self.check_deprecation(root, attr.span(), &deprecation, &format!("crate `{name}`"));
-                // For the crate, the replacement is the crate itself.
-                let new_path = note.as_ref().map(|_| "core_registry".to_owned());
-                self.shim(name, ShimKind::Crate, new_path, &deprecation);
+                self.check_deprecation(root, attr.span(), &deprecation, &format!("crate `{name}`"));
             }
             None => {
                 let span = root.ast.items.first().map_or_else(Span::call_site, |item| item.span());
@@ -165,13 +87,6 @@ impl Cx<'_> {
         }
     }
 
-    fn old_path(&self, module_path: &[String], name: &str) -> String {
-        let mut path = vec![self.krate.lib_name.clone()];
-        path.extend(module_path.iter().cloned());
-        path.push(name.to_owned());
-        path.join("::")
-    }
-
     fn check_item(
         &mut self,
         file: &SourceFile,
@@ -183,21 +98,13 @@ impl Cx<'_> {
         match item {
             syn::Item::Type(alias) => {
                 self.check_type_target(file, &alias.ident, &alias.ty);
-                self.check_public(
-                    file,
-                    &alias.attrs,
-                    &alias.vis,
-                    &alias.ident,
-                    module_path,
-                    ShimKind::TypeAlias,
-                    "type",
-                );
+                self.check_public(file, &alias.attrs, &alias.vis, &alias.ident, ShimKind::TypeAlias, "type");
             }
             syn::Item::Fn(function) => {
                 let ident = &function.sig.ident;
                 self.check_fn_body(file, function);
                 let kind = if function.sig.asyncness.is_some() { ShimKind::AsyncFunction } else { ShimKind::Function };
-                self.check_public(file, &function.attrs, &function.vis, ident, module_path, kind, "fn");
+                self.check_public(file, &function.attrs, &function.vis, ident, kind, "fn");
             }
             syn::Item::Const(constant) => {
                 let ident = &constant.ident;
@@ -207,7 +114,7 @@ impl Cx<'_> {
                 }
                 // A twin is listed as the re-export it stands for.
                 let kind = if is_twin { ShimKind::ReExport } else { ShimKind::Constant };
-                self.check_public(file, &constant.attrs, &constant.vis, ident, module_path, kind, "const");
+                self.check_public(file, &constant.attrs, &constant.vis, ident, kind, "const");
             }
             syn::Item::Static(static_item) => {
                 let ident = &static_item.ident;
@@ -227,21 +134,20 @@ impl Cx<'_> {
                     &static_item.attrs,
                     &static_item.vis,
                     ident,
-                    module_path,
                     ShimKind::Static,
                     "static",
                 );
             }
             syn::Item::Mod(module) => {
                 let ident = &module.ident;
-                self.check_public(file, &module.attrs, &module.vis, ident, module_path, ShimKind::Module, "mod");
+                self.check_public(file, &module.attrs, &module.vis, ident, ShimKind::Module, "mod");
                 let mut child_path = module_path.to_vec();
                 child_path.push(ident.to_string());
                 match &module.content {
                     Some((_, items)) => self.check_items(file, items, &child_path),
                     None => {
                         let krate = self.krate;
-                        let child = &krate.files[krate.module_files[&child_path]];
+                        let child = &krate.source.files[krate.source.module_files[&child_path]];
                         self.check_items(child, &child.ast.items, &child_path);
                     }
                 }
@@ -271,7 +177,7 @@ impl Cx<'_> {
         }
     }
 
-    /// Requires `#[deprecated]` with `since` and a resolvable note on a public item, and records it as a shim.
+    /// Requires `#[deprecated]` with `since` and a resolvable note on a public item.
     #[allow(clippy::too_many_arguments)] // One call per item kind; a struct would only rename the arguments.
     fn check_public(
         &mut self,
@@ -279,7 +185,6 @@ impl Cx<'_> {
         attrs: &[syn::Attribute],
         vis: &syn::Visibility,
         ident: &syn::Ident,
-        module_path: &[String],
         kind: ShimKind,
         keyword: &str,
     ) {
@@ -292,16 +197,7 @@ impl Cx<'_> {
             format!("`pub {keyword} {ident}`")
         };
         match deprecation(attrs) {
-            Some((attr, deprecation)) => {
-                let new_path = self.check_deprecation(file, attr.span(), &deprecation, &what);
-                let mut old = self.old_path(module_path, &ident.to_string());
-                if kind == ShimKind::Macro {
-                    old.push('!');
-                }
-                if !is_doc_hidden(attrs) || kind == ShimKind::ReExport {
-                    self.shim(old, kind, new_path, &deprecation);
-                }
-            }
+            Some((attr, deprecation)) => self.check_deprecation(file, attr.span(), &deprecation, &what),
             None => self.report(
                 file,
                 ident.span(),
@@ -312,19 +208,8 @@ impl Cx<'_> {
         }
     }
 
-    fn shim(&mut self, old_path: String, kind: ShimKind, new_path: Option<String>, deprecation: &Deprecation) {
-        let note = deprecation.note.as_ref().map(|note| note.value.clone()).unwrap_or_default();
-        self.analysis.shims.push(Shim { old_path, kind, new_path, note });
-    }
-
-    /// Checks `since` and the note; returns the first `core_registry` path the note names.
-    fn check_deprecation(
-        &mut self,
-        file: &SourceFile,
-        attr_span: Span,
-        deprecation: &Deprecation,
-        what: &str,
-    ) -> Option<String> {
+    /// Checks `since` and the note: it must name paths core-registry exports.
+    fn check_deprecation(&mut self, file: &SourceFile, attr_span: Span, deprecation: &Deprecation, what: &str) {
         if !deprecation.since {
             self.report(
                 file,
@@ -342,9 +227,9 @@ impl Cx<'_> {
                 format!("the deprecation of {what} has no note, so the warning cannot say what to use instead"),
                 NOTE_HELP,
             );
-            return None;
+            return;
         };
-        let paths = core_paths(&note.value);
+        let paths = note_paths(&note.value, "core_registry");
         if paths.is_empty() {
             self.report(
                 file,
@@ -353,7 +238,7 @@ impl Cx<'_> {
                 format!("the note of {what} names no `core_registry::` path"),
                 NOTE_HELP,
             );
-            return None;
+            return;
         }
         let core: &CoreExports = &self.krate.core;
         let mut unknown = Vec::new();
@@ -379,7 +264,6 @@ impl Cx<'_> {
                 help,
             );
         }
-        paths.into_iter().next().map(|(_, path)| path)
     }
 
     fn check_type_target(&mut self, file: &SourceFile, ident: &syn::Ident, ty: &syn::Type) {
@@ -623,7 +507,7 @@ impl Cx<'_> {
             return;
         }
         let vis = syn::Visibility::Public(Default::default());
-        self.check_public(file, &macro_item.attrs, &vis, ident, &[], ShimKind::Macro, "macro");
+        self.check_public(file, &macro_item.attrs, &vis, ident, ShimKind::Macro, "macro");
         let _ = module_path; // `#[macro_export]` macros live at the crate root whatever their module.
 
         let mut targets = Vec::new();
@@ -647,107 +531,6 @@ impl Cx<'_> {
             );
         }
     }
-}
-
-fn deprecation(attrs: &[syn::Attribute]) -> Option<(&syn::Attribute, Deprecation)> {
-    let attr = attrs.iter().find(|attr| attr.path().is_ident("deprecated"))?;
-    let mut deprecation = Deprecation { since: false, note: None };
-    match &attr.meta {
-        syn::Meta::Path(_) => {}
-        syn::Meta::NameValue(value) => {
-            if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(note), .. }) = &value.value {
-                deprecation.note = Some(Note::new(note));
-            }
-        }
-        syn::Meta::List(_) => {
-            // Unknown keys are rustc's business; this only reads the two it needs.
-            let _ = attr.parse_nested_meta(|meta| {
-                let value: syn::LitStr = meta.value()?.parse()?;
-                if meta.path.is_ident("since") {
-                    deprecation.since = true;
-                } else if meta.path.is_ident("note") {
-                    deprecation.note = Some(Note::new(&value));
-                }
-                Ok(())
-            });
-        }
-    }
-    Some((attr, deprecation))
-}
-
-fn is_doc_hidden(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().any(|attr| {
-        attr.path().is_ident("doc")
-            && matches!(&attr.meta, syn::Meta::List(list) if list.tokens.to_string().trim() == "hidden")
-    })
-}
-
-/// Names of `#[deprecated] #[doc(hidden)] const X: () = ();` items: the twins that make a re-export warn.
-fn twin_consts(items: &[syn::Item]) -> BTreeSet<String> {
-    items
-        .iter()
-        .filter_map(|item| match item {
-            syn::Item::Const(constant)
-                if is_doc_hidden(&constant.attrs)
-                    && deprecation(&constant.attrs).is_some()
-                    && matches!(&*constant.ty, syn::Type::Tuple(tuple) if tuple.elems.is_empty())
-                    && is_unit(&constant.expr) =>
-            {
-                Some(constant.ident.to_string())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-fn reexport_names(items: &[syn::Item]) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for item in items {
-        if let syn::Item::Use(use_item) = item
-            && matches!(use_item.vis, syn::Visibility::Public(_))
-        {
-            let mut leaves = Vec::new();
-            use_leaves(&use_item.tree, &mut Vec::new(), &mut leaves);
-            names.extend(leaves.into_iter().filter_map(|(_, name, _)| name));
-        }
-    }
-    names
-}
-
-/// Each imported item of a use tree: (full source path, name it is visible under (None for a glob), span).
-fn use_leaves(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, Option<String>, Span)>) {
-    match tree {
-        syn::UseTree::Path(path) => {
-            prefix.push(path.ident.to_string());
-            use_leaves(&path.tree, prefix, out);
-            prefix.pop();
-        }
-        syn::UseTree::Name(name) => {
-            let mut path = prefix.clone();
-            path.push(name.ident.to_string());
-            out.push((path, Some(name.ident.to_string()), name.ident.span()));
-        }
-        syn::UseTree::Rename(rename) => {
-            let mut path = prefix.clone();
-            path.push(rename.ident.to_string());
-            // `use core_registry as __private` keeps the crate path itself.
-            if path.len() == 1 {
-                out.push((path, Some(rename.rename.to_string()), rename.rename.span()));
-            } else {
-                out.push((path, Some(rename.rename.to_string()), rename.span()));
-            }
-        }
-        syn::UseTree::Glob(glob) => out.push((prefix.clone(), None, glob.span())),
-        syn::UseTree::Group(group) => {
-            for tree in &group.items {
-                use_leaves(tree, prefix, out);
-            }
-        }
-    }
-}
-
-fn is_unit(expr: &syn::Expr) -> bool {
-    matches!(expr, syn::Expr::Tuple(tuple) if tuple.elems.is_empty())
 }
 
 fn strip_reference(expr: &syn::Expr) -> &syn::Expr {
@@ -809,26 +592,6 @@ fn crate_paths(tokens: proc_macro2::TokenStream, out: &mut Vec<(String, Span)>) 
             _ => {}
         }
     }
-}
-
-/// Every `core_registry::...` path in a note, with its byte offset in the note.
-pub(crate) fn core_paths(note: &str) -> Vec<(usize, String)> {
-    const PREFIX: &str = "core_registry::";
-    let mut paths = Vec::new();
-    let mut from = 0;
-    while let Some(found) = note[from..].find(PREFIX) {
-        let start = from + found;
-        let preceded_by_ident = note[..start].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
-        let end = note[start..]
-            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-            .map_or(note.len(), |len| start + len);
-        let path = note[start..end].trim_end_matches(':');
-        if !preceded_by_ident && path.len() > PREFIX.len() {
-            paths.push((start, path.to_owned()));
-        }
-        from = end.max(start + PREFIX.len());
-    }
-    paths
 }
 
 /// The span of `len` bytes at `offset` inside a string literal written on one line without escapes; otherwise the

@@ -1,15 +1,18 @@
-//! Reading a workspace the way Cargo does, without running Cargo: the root manifest and its
-//! `[workspace.metadata.migrate-check]` table, member discovery (`members` globs, `exclude`, a root `[package]`, path
-//! dependencies inside the root), every member's dependency declarations with the line of their key, the manifests of
+//! Reading a workspace the way Cargo does, without running Cargo: finding the root manifest, its
+//! `[workspace.metadata.migrate-check]` table (`[package.metadata.migrate-check]` for a package that is its own
+//! workspace), member discovery (`members` globs, `exclude`, a root `[package]`, path dependencies inside the root),
+//! every member's dependency declarations with the line of their key, the manifests of
 //! non-member path crates, and the registry part of the graph from `Cargo.lock`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use toml_edit::{Document, Item, Key, TableLike};
 
-use super::{CheckError, par_map};
+use crate::diag::Diagnostic;
+use crate::par_map;
+use crate::paths::{line_col, normalize, rel_path, relative};
 
 /// The three dependency tables of a manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,9 +79,12 @@ pub(crate) struct AllowEntry {
     pub(crate) column: usize,
 }
 
-/// `[workspace.metadata.migrate-check]`, defaults applied.
+/// The configuration table, with the names of the deprecated crate and its replacement settled.
 #[derive(Debug)]
 pub(crate) struct Config {
+    /// The table it was read from, for messages: `[workspace.metadata.migrate-check]` or
+    /// `[package.metadata.migrate-check]`.
+    pub(crate) table: &'static str,
     pub(crate) deprecated: String,
     pub(crate) replacement: String,
     pub(crate) allow: Vec<AllowEntry>,
@@ -113,6 +119,110 @@ pub(crate) struct Workspace {
     pub(crate) registry: HashMap<String, Vec<String>>,
 }
 
+/// Where the names of the deprecated crate and its replacement come from, besides the configuration table: flags
+/// (which win over it) and defaults (which it wins over).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// Package name of the deprecated crate.
+    pub deprecated: Option<String>,
+    /// Package name of its replacement.
+    pub replacement: Option<String>,
+}
+
+/// The root manifest of the workspace to check, as [`locate`] found it.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    /// Absolute, normalized path of the root manifest.
+    pub(crate) root_manifest: PathBuf,
+    /// The root directory as it is shown in messages about files (as the user wrote it, or relative to the current
+    /// directory).
+    pub(crate) root_shown: PathBuf,
+    /// The manifest the search started from, when it is not the root: it must be a member.
+    pub(crate) start: Option<PathBuf>,
+}
+
+/// Finds the root manifest as Cargo does: from `manifest_path`, or else from the nearest `Cargo.toml` at or above the
+/// current directory. A manifest with `[workspace]` is the root; one with `package.workspace = ".."` points at it;
+/// otherwise the first `Cargo.toml` with `[workspace]` above it that does not exclude it; otherwise the package is
+/// a workspace of its own.
+pub(crate) fn locate(manifest_path: Option<&Path>) -> Result<Located, Diagnostic> {
+    let cwd = std::env::current_dir()
+        .map_err(|err| Diagnostic::error("io", format!("cannot read the current directory: {err}")))?;
+    let start = match manifest_path {
+        Some(path) => {
+            if path.is_dir() {
+                return Err(Diagnostic::error("usage", "is a directory; --manifest-path takes a Cargo.toml")
+                    .in_file(path.display().to_string()));
+            }
+            normalize(&cwd.join(path))
+        }
+        None => cwd.ancestors().map(|dir| dir.join("Cargo.toml")).find(|m| m.is_file()).ok_or_else(|| {
+            Diagnostic::error(
+                "manifest",
+                format!("could not find `Cargo.toml` in `{}` or any parent directory", cwd.display()),
+            )
+        })?,
+    };
+    let shown_from_cwd = |dir: &Path| match relative(&cwd, dir).as_str() {
+        "." => PathBuf::new(),
+        rel if !rel.starts_with("../../../") => PathBuf::from(rel),
+        _ => dir.to_owned(),
+    };
+    let start_dir = start.parent().unwrap_or(Path::new("/")).to_owned();
+    let given_dir = || match manifest_path {
+        Some(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => shown_from_cwd(&start_dir),
+    };
+    // A manifest that cannot be read is reported when the workspace is loaded.
+    let Ok(text) = std::fs::read_to_string(&start) else {
+        return Ok(Located { root_manifest: start, root_shown: given_dir(), start: None });
+    };
+    let Ok(doc) = Document::parse(text.as_str()) else {
+        return Ok(Located { root_manifest: start, root_shown: given_dir(), start: None });
+    };
+    let pointer = |doc: &Document<&str>, dir: &Path| {
+        let root = doc.get("package")?.get("workspace")?.as_str()?;
+        Some(normalize(&dir.join(root).join("Cargo.toml")))
+    };
+    if doc.contains_key("workspace") {
+        return Ok(Located { root_manifest: start, root_shown: given_dir(), start: None });
+    }
+    let mut root = pointer(&doc, &start_dir);
+    if root.is_none() {
+        for dir in start_dir.ancestors().skip(1) {
+            let manifest = dir.join("Cargo.toml");
+            let Some(doc) = std::fs::read_to_string(&manifest).ok() else { continue };
+            let Ok(doc) = Document::parse(doc.as_str()) else { continue };
+            if let Some(workspace) = doc.get("workspace").and_then(Item::as_table_like) {
+                let paths = |key: &str| -> Vec<PathBuf> {
+                    let values = workspace.get(key).and_then(Item::as_array);
+                    values.into_iter().flat_map(|a| a.iter()).filter_map(|v| v.as_str()).map(|p| normalize(&dir.join(p))).collect()
+                };
+                if !excluded(&start_dir, &paths("exclude"), &paths("members")) {
+                    root = Some(manifest);
+                    break;
+                }
+            } else if let Some(found) = pointer(&doc, dir) {
+                root = Some(found);
+                break;
+            }
+        }
+    }
+    Ok(match root {
+        Some(root) if root != start => {
+            let dir = root.parent().unwrap_or(Path::new("/")).to_owned();
+            Located { root_shown: shown_from_cwd(&dir), root_manifest: root, start: Some(start) }
+        }
+        _ => Located { root_manifest: start, root_shown: given_dir(), start: None },
+    })
+}
+
+/// Whether `dir` is excluded from a workspace by `exclude` (unless a `members` entry names it explicitly), as Cargo
+/// decides it.
+fn excluded(dir: &Path, exclude: &[PathBuf], members: &[PathBuf]) -> bool {
+    exclude.iter().any(|ex| dir.starts_with(ex)) && !members.iter().any(|member| dir.starts_with(member))
+}
+
 impl Workspace {
     /// The library name of `package` as written in source (`[lib] name`, else the package name), with `-` as `_`.
     /// A package that is neither a member nor a path crate is assumed to use its package name.
@@ -126,34 +236,39 @@ impl Workspace {
             .replace('-', "_")
     }
 
-    /// Reads the workspace whose root manifest is `manifest_path`.
-    pub(crate) fn load(manifest_path: &Path) -> Result<Workspace, CheckError> {
-        let shown = manifest_path.display().to_string();
-        if manifest_path.is_dir() {
-            return Err(CheckError(format!("{shown}: is a directory; --manifest-path takes the root Cargo.toml")));
-        }
-        let absolute = std::path::absolute(manifest_path).map_err(|err| CheckError(format!("{shown}: {err}")))?;
-        let absolute = normalize(&absolute);
+    /// Reads the workspace `located` names. `flags` and `defaults` fill in the names the configuration table does not
+    /// set (flags win over the table, the table over defaults).
+    pub(crate) fn load(located: &Located, flags: &Names, defaults: &Names) -> Result<Workspace, Diagnostic> {
+        let absolute = &located.root_manifest;
         let root = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
-        let root_shown = manifest_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let root_shown = located.root_shown.clone();
         let loader = Loader { root: root.clone(), root_shown: root_shown.clone() };
 
-        let root_text = loader.read(&absolute)?;
-        let doc = loader.parse(&absolute, &root_text)?;
-        let Some(workspace) = doc.as_table().get("workspace").and_then(Item::as_table_like) else {
-            return Err(CheckError(format!("{shown}: not a workspace root: it has no [workspace] table")));
+        let root_text = loader.read(absolute)?;
+        let doc = loader.parse(absolute, &root_text)?;
+        let workspace = doc.as_table().get("workspace").and_then(Item::as_table_like);
+        let package = doc.as_table().get("package").and_then(Item::as_table_like);
+        let (owner, table_name) = match (workspace, package) {
+            (Some(workspace), _) => (workspace, "[workspace.metadata.migrate-check]"),
+            (None, Some(package)) => (package, "[package.metadata.migrate-check]"),
+            (None, None) => {
+                return Err(Diagnostic::error(
+                    "manifest",
+                    "neither a workspace nor a package: the manifest has no [workspace] and no [package] table",
+                )
+                .in_file(loader.shown(absolute)));
+            }
         };
-        let config = loader.config(workspace, &root_text)?;
+        let config = loader.config(owner, table_name, &root_text, flags, defaults)?;
+        let empty = toml_edit::Table::new();
+        let workspace: &dyn TableLike = workspace.unwrap_or(&empty);
         let ws_deps = loader.ws_deps(workspace, &root_text)?;
         let exclude: Vec<PathBuf> =
-            loader.strings(workspace, "exclude", &root_text)?.iter().map(|(s, _)| root.join(s)).collect();
-        let exclude: Vec<PathBuf> = exclude.iter().map(|p| normalize(p)).collect();
+            loader.strings(workspace, "exclude", &root_text)?.iter().map(|(s, _)| normalize(&root.join(s))).collect();
         let member_patterns = loader.strings(workspace, "members", &root_text)?;
         let explicit: Vec<PathBuf> = member_patterns.iter().map(|(s, _)| normalize(&root.join(s))).collect();
-        let is_excluded = |dir: &Path| {
-            exclude.iter().any(|ex| dir.starts_with(ex)) && !explicit.iter().any(|member| dir.starts_with(member))
-        };
-
+        let is_excluded = |dir: &Path| excluded(dir, &exclude, &explicit);
+        let single_package = doc.as_table().get("workspace").is_none();
         // Member directories in discovery order, the way Cargo finds them.
         let mut dirs: Vec<PathBuf> = Vec::new();
         // Keyed by the path's bytes: every path here is normalized, so byte equality is path equality, and hashing
@@ -174,17 +289,17 @@ impl Workspace {
                         continue;
                     }
                     if !dir.join("Cargo.toml").is_file() {
-                        return Err(CheckError(format!(
-                            "{shown}:{line}: member pattern `{pattern}` matches `{}`, which has no Cargo.toml",
-                            loader.rel(&dir)
-                        )));
+                        let message =
+                            format!("member pattern `{pattern}` matches `{}`, which has no Cargo.toml", loader.rel(&dir));
+                        return Err(loader.error("manifest", absolute, Some(*line), message));
                     }
                     dirs.push(dir);
                 }
             } else {
                 let dir = normalize(&root.join(pattern));
                 if !dir.join("Cargo.toml").is_file() {
-                    return Err(CheckError(format!("{shown}:{line}: member `{pattern}` has no Cargo.toml")));
+                    let message = format!("member `{pattern}` has no Cargo.toml");
+                    return Err(loader.error("manifest", absolute, Some(*line), message));
                 }
                 if seen.insert(dir.as_os_str().to_owned()) {
                     dirs.push(dir);
@@ -202,6 +317,7 @@ impl Workspace {
                 let package = package?;
                 for decl in &package.decls {
                     if let Some(dir) = &decl.path
+                        && !single_package
                         && dir.starts_with(&root)
                         && !is_excluded(dir)
                         && seen.insert(dir.as_os_str().to_owned())
@@ -232,6 +348,20 @@ impl Workspace {
         let lock_path = root.join("Cargo.lock");
         let registry = if needs_lock && lock_path.is_file() { loader.lock(&lock_path)? } else { HashMap::new() };
 
+        if let Some(start) = &located.start
+            && let Some(dir) = start.parent()
+            && !members.iter().any(|member| member.dir == dir)
+        {
+            return Err(Diagnostic::error(
+                "manifest",
+                format!(
+                    "the package is inside the workspace of `{}` but is not a member of it; add it to \
+                     `workspace.members` or `workspace.exclude` there",
+                    loader.shown(absolute)
+                ),
+            )
+            .in_file(loader.shown(start)));
+        }
         Ok(Workspace { root, root_shown, root_text, config, members, others, registry })
     }
 }
@@ -255,109 +385,145 @@ impl Loader {
         rel_path(&self.root, path)
     }
 
-    fn read(&self, path: &Path) -> Result<String, CheckError> {
+    /// An error about `path`, at `line` when it is known.
+    fn error(&self, code: &'static str, path: &Path, line: Option<usize>, message: String) -> Diagnostic {
+        let diagnostic = Diagnostic::error(code, message);
+        match line {
+            Some(line) => diagnostic.at(self.shown(path), line, None),
+            None => diagnostic.in_file(self.shown(path)),
+        }
+    }
+
+    fn read(&self, path: &Path) -> Result<String, Diagnostic> {
         std::fs::read_to_string(path).map_err(|err| {
             let problem = if err.kind() == std::io::ErrorKind::NotFound {
                 "no such file".to_owned()
             } else {
                 format!("cannot read: {err}")
             };
-            CheckError(format!("{}: {problem}", self.shown(path)))
+            self.error("io", path, None, problem)
         })
     }
 
-    fn parse<'t>(&self, path: &Path, text: &'t str) -> Result<Document<&'t str>, CheckError> {
+    fn parse<'t>(&self, path: &Path, text: &'t str) -> Result<Document<&'t str>, Diagnostic> {
         Document::parse(text).map_err(|err| {
             let (line, column) = err.span().map_or((1, 1), |span| line_col(text, span.start));
             let message = err.message().trim_end().replace('\n', "; ");
-            CheckError(format!("{}:{line}:{column}: TOML does not parse: {message}", self.shown(path)))
+            Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(
+                self.shown(path),
+                line,
+                Some(column),
+            )
         })
     }
 
-    fn error_at(&self, text: &str, key: &Key, problem: String) -> CheckError {
+    /// A configuration error at `key` of the root manifest.
+    fn error_at(&self, text: &str, key: &Key, problem: String) -> Diagnostic {
         let line = key.span().map_or(1, |span| line_col(text, span.start).0);
-        CheckError(format!("{}:{line}: {problem}", self.shown(&self.root.join("Cargo.toml"))))
+        self.error("config", &self.root.join("Cargo.toml"), Some(line), problem)
     }
 
-    /// `[workspace.metadata.migrate-check]`: unknown keys and allow entries without a reason are errors.
-    fn config(&self, workspace: &dyn TableLike, text: &str) -> Result<Config, CheckError> {
+    /// The configuration table (`[workspace.metadata.migrate-check]`, or `[package.metadata.migrate-check]` of a
+    /// package that is its own workspace) in `owner`: unknown keys and allow entries without a reason are errors.
+    fn config(
+        &self,
+        owner: &dyn TableLike,
+        table_name: &'static str,
+        text: &str,
+        flags: &Names,
+        defaults: &Names,
+    ) -> Result<Config, Diagnostic> {
+        let mut set = Names::default();
         let mut config = Config {
-            deprecated: "registry-compat".to_owned(),
-            replacement: "core-registry".to_owned(),
+            table: table_name,
+            deprecated: String::new(),
+            replacement: String::new(),
             allow: Vec::new(),
             replacement_version: None,
             replacement_path: None,
         };
-        let Some(item) = workspace.get("metadata").and_then(|m| m.get("migrate-check")) else {
-            return Ok(config);
-        };
-        const TABLE: &str = "[workspace.metadata.migrate-check]";
-        let Some(table) = item.as_table_like() else {
-            let line = item.span().map_or(1, |span| line_col(text, span.start).0);
-            return Err(CheckError(format!(
-                "{}:{line}: {TABLE} must be a table",
-                self.shown(&self.root.join("Cargo.toml"))
-            )));
-        };
-        for (name, value) in table.iter() {
-            let key = table.key(name).expect("the key was just listed");
-            match name {
-                "deprecated" | "replacement" => {
-                    let Some(package) = value.as_str().filter(|s| !s.is_empty()) else {
-                        return Err(self.error_at(text, key, format!("`{name}` in {TABLE} must be a package name")));
-                    };
-                    if name == "deprecated" {
-                        config.deprecated = package.to_owned();
-                    } else {
-                        config.replacement = package.to_owned();
+        let manifest = self.root.join("Cargo.toml");
+        if let Some(item) = owner.get("metadata").and_then(|m| m.get("migrate-check")) {
+            let Some(table) = item.as_table_like() else {
+                let line = item.span().map_or(1, |span| line_col(text, span.start).0);
+                return Err(self.error("config", &manifest, Some(line), format!("{table_name} must be a table")));
+            };
+            for (name, value) in table.iter() {
+                let key = table.key(name).expect("the key was just listed");
+                match name {
+                    "deprecated" | "replacement" => {
+                        let Some(package) = value.as_str().filter(|s| !s.is_empty()) else {
+                            let problem = format!("`{name}` in {table_name} must be a package name");
+                            return Err(self.error_at(text, key, problem));
+                        };
+                        if name == "deprecated" {
+                            set.deprecated = Some(package.to_owned());
+                        } else {
+                            set.replacement = Some(package.to_owned());
+                        }
                     }
-                }
-                "allow" => config.allow = self.allow(value, key, text)?,
-                "replacement-version" | "replacement-path" => {
-                    let Some(setting) = value.as_str().filter(|s| !s.is_empty()) else {
-                        return Err(self.error_at(
-                            text,
-                            key,
-                            format!("`{name}` in {TABLE} must be a non-empty string"),
-                        ));
-                    };
-                    if name == "replacement-version" {
-                        config.replacement_version = Some(setting.to_owned());
-                    } else {
-                        config.replacement_path = Some(setting.to_owned());
+                    "allow" => config.allow = self.allow(value, key, text)?,
+                    "replacement-version" | "replacement-path" => {
+                        let Some(setting) = value.as_str().filter(|s| !s.is_empty()) else {
+                            let problem = format!("`{name}` in {table_name} must be a non-empty string");
+                            return Err(self.error_at(text, key, problem));
+                        };
+                        if name == "replacement-version" {
+                            config.replacement_version = Some(setting.to_owned());
+                        } else {
+                            config.replacement_path = Some(setting.to_owned());
+                        }
                     }
-                }
-                _ => {
-                    return Err(self.error_at(
-                        text,
-                        key,
-                        format!(
-                            "unknown key `{name}` in {TABLE} (expected `deprecated`, `replacement`, `allow`, \
+                    _ => {
+                        let problem = format!(
+                            "unknown key `{name}` in {table_name} (expected `deprecated`, `replacement`, `allow`, \
                              `replacement-version` or `replacement-path`)"
-                        ),
-                    ));
+                        );
+                        return Err(self.error_at(text, key, problem));
+                    }
                 }
             }
         }
-        if config.deprecated == config.replacement {
-            return Err(CheckError(format!(
-                "{}: `deprecated` and `replacement` in {TABLE} name the same package",
-                self.shown(&self.root.join("Cargo.toml"))
-            )));
+        let pick = |flag: &Option<String>, set: Option<String>, default: &Option<String>| {
+            flag.clone().or(set).or_else(|| default.clone())
+        };
+        let deprecated = pick(&flags.deprecated, set.deprecated, &defaults.deprecated);
+        let replacement = pick(&flags.replacement, set.replacement, &defaults.replacement);
+        let (deprecated, replacement) = match (deprecated, replacement) {
+            (Some(deprecated), Some(replacement)) => (deprecated, replacement),
+            (deprecated, replacement) => {
+                let missing: Vec<&str> = [("deprecated", deprecated.is_none()), ("replacement", replacement.is_none())]
+                    .into_iter()
+                    .filter_map(|(name, missing)| missing.then_some(name))
+                    .collect();
+                let (keys, flags) = match missing.as_slice() {
+                    [one] => (format!("`{one}`"), format!("`--{one}`")),
+                    _ => ("`deprecated` and `replacement`".to_owned(), "`--deprecated` and `--replacement`".to_owned()),
+                };
+                let problem = format!(
+                    "no {} package to check for: set {keys} in {table_name}, or pass {flags}",
+                    missing.join(" or ")
+                );
+                return Err(self.error("config", &manifest, None, problem));
+            }
+        };
+        if deprecated == replacement {
+            let problem = format!("the deprecated crate and its replacement are the same package, `{deprecated}`");
+            return Err(self.error("config", &manifest, None, problem));
         }
+        config.deprecated = deprecated;
+        config.replacement = replacement;
         Ok(config)
     }
 
-    fn allow(&self, value: &Item, allow_key: &Key, text: &str) -> Result<Vec<AllowEntry>, CheckError> {
+    fn allow(&self, value: &Item, allow_key: &Key, text: &str) -> Result<Vec<AllowEntry>, Diagnostic> {
         let entries: Vec<&dyn TableLike> = if let Some(array) = value.as_array() {
             let mut entries = Vec::new();
             for entry in array.iter() {
                 let Some(table) = entry.as_inline_table() else {
                     let line = entry.span().map_or(1, |span| line_col(text, span.start).0);
-                    return Err(CheckError(format!(
-                        "{}:{line}: each `allow` entry must be a table {{ package = \"..\", reason = \"..\" }}",
-                        self.shown(&self.root.join("Cargo.toml"))
-                    )));
+                    let problem = "each `allow` entry must be a table { package = \"..\", reason = \"..\" }";
+                    return Err(self.error("config", &self.root.join("Cargo.toml"), Some(line), problem.to_owned()));
                 };
                 entries.push(table as &dyn TableLike);
             }
@@ -409,7 +575,7 @@ impl Loader {
     }
 
     /// An array of strings such as `members` or `exclude`, with the line of each entry.
-    fn strings(&self, table: &dyn TableLike, name: &str, text: &str) -> Result<Vec<(String, usize)>, CheckError> {
+    fn strings(&self, table: &dyn TableLike, name: &str, text: &str) -> Result<Vec<(String, usize)>, Diagnostic> {
         let Some(item) = table.get(name) else { return Ok(Vec::new()) };
         let bad = || {
             let key = table.key(name).expect("the key exists");
@@ -424,7 +590,7 @@ impl Loader {
         Ok(strings)
     }
 
-    fn ws_deps(&self, workspace: &dyn TableLike, text: &str) -> Result<HashMap<String, WsDep>, CheckError> {
+    fn ws_deps(&self, workspace: &dyn TableLike, text: &str) -> Result<HashMap<String, WsDep>, Diagnostic> {
         let mut deps = HashMap::new();
         let Some(table) = workspace.get("dependencies").and_then(Item::as_table_like) else { return Ok(deps) };
         for (key, item) in table.iter() {
@@ -450,14 +616,14 @@ impl Loader {
         root_text: &str,
         ws_deps: Option<&HashMap<String, WsDep>>,
         is_root: bool,
-    ) -> Result<Package, CheckError> {
+    ) -> Result<Package, Diagnostic> {
         let manifest = dir.join("Cargo.toml");
         let text = if is_root { root_text.to_owned() } else { self.read(&manifest)? };
         let doc = self.parse(&manifest, &text)?;
         let shown = self.shown(&manifest);
         let root = doc.as_table();
         let Some(name) = root.get("package").and_then(|p| p.get("name")).and_then(Item::as_str) else {
-            return Err(CheckError(format!("{shown}: no `[package] name`: not a package manifest")));
+            return Err(Diagnostic::error("manifest", "no `[package] name`: not a package manifest").in_file(shown));
         };
         let lib_name = root.get("lib").and_then(|l| l.get("name")).and_then(Item::as_str).map(str::to_owned);
         let mut explicit_roots = Vec::new();
@@ -480,7 +646,7 @@ impl Loader {
         let build_disabled = build.and_then(Item::as_bool) == Some(false);
 
         let mut decls = Vec::new();
-        let mut collect = |table: &dyn TableLike, target: Option<&str>| -> Result<(), CheckError> {
+        let mut collect = |table: &dyn TableLike, target: Option<&str>| -> Result<(), Diagnostic> {
             let kinds = [
                 ("dependencies", DepKind::Normal),
                 ("dev-dependencies", DepKind::Dev),
@@ -528,7 +694,7 @@ impl Loader {
         shown: &str,
         ws_deps: Option<&HashMap<String, WsDep>>,
         out: &mut Vec<Decl>,
-    ) -> Result<(), CheckError> {
+    ) -> Result<(), Diagnostic> {
         for (key, item) in deps.iter() {
             let key_span = deps.key(key).and_then(Key::span);
             let (line, column) = key_span.map_or((1, 1), |span| line_col(text, span.start));
@@ -540,10 +706,11 @@ impl Loader {
                     match ws_deps.map(|ws| ws.get(key)) {
                         Some(Some(ws)) => (ws.package.clone(), ws.path.clone(), optional),
                         Some(None) => {
-                            return Err(CheckError(format!(
-                                "{shown}:{line}: `{key}` is inherited with `workspace = true`, but \
-                                 [workspace.dependencies] has no `{key}`"
-                            )));
+                            let problem = format!(
+                                "`{key}` is inherited with `workspace = true`, but [workspace.dependencies] has no \
+                                 `{key}`"
+                            );
+                            return Err(Diagnostic::error("manifest", problem).at(shown, line, None));
                         }
                         None => (key.to_owned(), None, optional),
                     }
@@ -553,9 +720,8 @@ impl Loader {
                     (package, path, optional)
                 }
             } else {
-                return Err(CheckError(format!(
-                    "{shown}:{line}: dependency `{key}` must be a version string or a table"
-                )));
+                let problem = format!("dependency `{key}` must be a version string or a table");
+                return Err(Diagnostic::error("manifest", problem).at(shown, line, None));
             };
             out.push(Decl {
                 key: key.to_owned(),
@@ -572,7 +738,7 @@ impl Loader {
     }
 
     /// Registry and git packages of `Cargo.lock`, with the names of their dependencies.
-    fn lock(&self, path: &Path) -> Result<HashMap<String, Vec<String>>, CheckError> {
+    fn lock(&self, path: &Path) -> Result<HashMap<String, Vec<String>>, Diagnostic> {
         let text = self.read(path)?;
         let doc = self.parse(path, &text)?;
         let mut registry: HashMap<String, Vec<String>> = HashMap::new();
@@ -598,46 +764,10 @@ impl Loader {
     }
 }
 
-/// 1-based line and 1-based character column of a byte offset.
 /// A sort key with the order of `Path::cmp` (component by component) for normalized paths, cheap to compare: the
 /// separator sorts below every other byte, so key order is component order.
 fn path_order_key(path: &Path) -> Vec<u16> {
     path.as_os_str().as_encoded_bytes().iter().map(|&byte| if byte == b'/' { 0 } else { u16::from(byte) + 1 }).collect()
-}
-
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (before.bytes().filter(|&b| b == b'\n').count() + 1, before[line_start..].chars().count() + 1)
-}
-
-/// `path` relative to `root` with `/` separators; absolute when outside.
-pub(crate) fn rel_path(root: &Path, path: &Path) -> String {
-    match path.strip_prefix(root) {
-        Ok(rel) => rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
-        Err(_) => path.display().to_string(),
-    }
-}
-
-/// Resolves `.` and `..` without touching the file system (symlinks are taken as written, like Cargo does).
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Expands a `members` glob (`*`, `?`, `[..]`, `**`) below `base`, one path component at a time.
@@ -727,9 +857,4 @@ mod tests {
         assert!(!glob_match(b"b*", b"app"));
     }
 
-    #[test]
-    fn line_col_counts_characters() {
-        assert_eq!(line_col("a\néé x", 6), (2, 3));
-        assert_eq!(line_col("abc", 0), (1, 1));
-    }
 }

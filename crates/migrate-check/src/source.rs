@@ -2,7 +2,7 @@
 //! `extern crate` item in a member's Rust files, also inside macro invocations and `macro_rules!` bodies.
 //!
 //! Files are the member's target roots and their module trees (`mod x;`, `#[path]`), found with a small lexer that
-//! skips comments and literals. Only files in which one of the names occurs as an identifier are parsed with `syn`;
+//! skips comments and literals; where a module's file is comes from the one resolver, [`crate::modules`]. Only files in which one of the names occurs as an identifier are parsed with `syn`;
 //! comments, string literals and doc text never match because they are not identifiers.
 
 use std::collections::HashSet;
@@ -12,8 +12,10 @@ use proc_macro2::{Spacing, TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::visit::{self, Visit};
 
-use super::CheckError;
-use super::workspace::{Package, normalize, rel_path};
+use crate::diag::Diagnostic;
+use crate::modules::ModuleFile;
+use crate::paths::rel_path;
+use crate::workspace::Package;
 
 /// One occurrence of the deprecated crate in a source file.
 #[derive(Debug)]
@@ -35,7 +37,7 @@ pub(crate) fn scan(
     root: &Path,
     root_shown: &Path,
     names: &[String],
-) -> Result<Vec<Hit>, CheckError> {
+) -> Result<Vec<Hit>, Diagnostic> {
     let shown = |path: &Path| match path.strip_prefix(root) {
         Ok(rel) => root_shown.join(rel).display().to_string(),
         Err(_) => path.display().to_string(),
@@ -44,29 +46,26 @@ pub(crate) fn scan(
     // (path, text, one of the names occurs as an identifier)
     let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut queue: Vec<(PathBuf, bool)> = target_roots(package).into_iter().map(|p| (p, true)).collect();
-    while let Some((path, mod_rs)) = queue.pop() {
-        if !seen.insert(path.clone()) {
+    // Each entry: the candidate files of one module, the first that exists being the module's.
+    let mut queue: Vec<Vec<ModuleFile>> = target_roots(package).into_iter().map(|p| vec![ModuleFile::root(p)]).collect();
+    while let Some(candidates) = queue.pop() {
+        // A module whose file does not exist may be cfg'd out: skipped.
+        let Some((file, text)) = candidates.into_iter().find_map(|candidate| {
+            let text = std::fs::read_to_string(&candidate.path).ok()?;
+            Some((candidate, text))
+        }) else {
+            continue;
+        };
+        if !seen.insert(file.path.clone()) {
             continue;
         }
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            // `mod x;` is `x.rs` or else `x/mod.rs`.
-            Err(_) if !mod_rs => {
-                queue.push((path.with_extension("").join("mod.rs"), true));
-                continue;
-            }
-            Err(_) => continue,
-        };
         let mut found = false;
         if text.contains("mod") || names.iter().any(|n| text.contains(n.as_str())) {
             let tokens = lex(&text);
             found = mentions(&tokens, &names);
-            let file_dir = path.parent().unwrap_or(Path::new("")).to_owned();
-            let base = if mod_rs { file_dir.clone() } else { file_dir.join(path.file_stem().unwrap_or_default()) };
-            find_mods(&tokens, &file_dir, &base, &mut queue);
+            find_mods(&tokens, &file, &mut queue);
         }
-        files.push((path, text, found));
+        files.push((file.path, text, found));
     }
     files.sort();
 
@@ -231,19 +230,18 @@ fn parse<'n>(
     text: &str,
     names: &'n [String],
     shown: &dyn Fn(&Path) -> String,
-) -> Result<Finder<'n>, CheckError> {
+) -> Result<Finder<'n>, Diagnostic> {
     let file = syn::parse_file(text).map_err(|err| {
         let start = err.span().start();
         let mut problem = err.to_string();
         if problem == "cannot parse string into token stream" {
             problem = "unbalanced delimiters or an invalid token".to_owned();
         }
-        CheckError(format!(
-            "{}:{}:{}: Rust source does not parse: {problem}",
+        Diagnostic::error("syntax", format!("Rust source does not parse: {problem}")).at(
             shown(path),
             start.line,
-            start.column + 1
-        ))
+            Some(start.column + 1),
+        )
     });
     let mut finder = Finder { names, hits: Vec::new(), aliases: Vec::new() };
     if let Ok(file) = &file {
@@ -310,16 +308,14 @@ fn target_roots(package: &Package) -> Vec<PathBuf> {
     roots
 }
 
-/// Finds `mod x;` items (outside function bodies) and queues their files with whether they are "mod-rs" files
-/// (whose children live next to them). `base` is the directory for children of the file; inline modules extend it.
-fn find_mods(tokens: &[Tok<'_>], file_dir: &Path, base: &Path, queue: &mut Vec<(PathBuf, bool)>) {
-    // One entry per open brace: the directory of an inline module body, or `None` for any other block.
-    let mut blocks: Vec<Option<PathBuf>> = Vec::new();
+/// Finds `mod x;` items (outside function bodies) in `file`'s tokens and queues the candidate files of each.
+fn find_mods(tokens: &[Tok<'_>], file: &ModuleFile, queue: &mut Vec<Vec<ModuleFile>>) {
+    // One entry per open brace: the name and `#[path]` of an inline module, or `None` for any other block.
+    let mut blocks: Vec<Option<(&str, Option<&str>)>> = Vec::new();
     let mut path_attr: Option<&str> = None;
     let mut i = 0;
     while i < tokens.len() {
         let in_items = blocks.iter().all(Option::is_some);
-        let dir = blocks.last().and_then(Option::as_ref).map_or(base, PathBuf::as_path);
         match tokens[i..] {
             [
                 Tok::Punct(b'#'),
@@ -336,19 +332,14 @@ fn find_mods(tokens: &[Tok<'_>], file_dir: &Path, base: &Path, queue: &mut Vec<(
             }
             [Tok::Ident("mod"), Tok::Ident(name), Tok::Punct(b';'), ..] => {
                 if in_items {
-                    if let Some(path) = path_attr {
-                        let relative_to = if blocks.is_empty() { file_dir } else { dir };
-                        queue.push((normalize(&relative_to.join(path.replace("\\\\", "\\"))), true));
-                    } else {
-                        // `name.rs`; `scan` falls back to `name/mod.rs` when it does not exist.
-                        queue.push((dir.join(format!("{name}.rs")), false));
-                    }
+                    let inline: Vec<(&str, Option<&str>)> = blocks.iter().flatten().copied().collect();
+                    let path = path_attr.map(|p| p.replace("\\\\", "\\"));
+                    queue.push(file.child(&inline, name, path.as_deref()));
                 }
                 i += 3;
             }
             [Tok::Ident("mod"), Tok::Ident(name), Tok::Punct(b'{'), ..] => {
-                let inner = in_items.then(|| dir.join(path_attr.unwrap_or(name)));
-                blocks.push(inner);
+                blocks.push(in_items.then_some((name, path_attr)));
                 i += 3;
             }
             [Tok::Punct(b'{'), ..] => {
@@ -536,8 +527,10 @@ mod tests {
     fn mod_items_in_inline_modules_and_path_attributes() {
         let mut queue = Vec::new();
         let text = "mod a; pub(crate) mod b { mod c; fn f() { mod inner; } } #[path = \"x/y.rs\"] mod d;";
-        find_mods(&lex(text), Path::new("/d"), Path::new("/d/m"), &mut queue);
-        let found: Vec<(String, bool)> = queue.into_iter().map(|(p, rs)| (p.display().to_string(), rs)).collect();
+        let file = ModuleFile { path: "/d/m.rs".into(), mod_rs: false };
+        find_mods(&lex(text), &file, &mut queue);
+        let found: Vec<(String, bool)> =
+            queue.into_iter().map(|candidates| (candidates[0].path.display().to_string(), candidates[0].mod_rs)).collect();
         assert_eq!(
             found,
             [("/d/m/a.rs".to_owned(), false), ("/d/m/b/c.rs".to_owned(), false), ("/d/x/y.rs".to_owned(), true)]

@@ -1,5 +1,5 @@
-//! `cargo xtask migrate-check --fix [--dry-run] [--allow-dirty]`: migrates the checked workspace from the deprecated
-//! crate to its replacement, then checks again and reports what is left.
+//! `--fix`: plans the migration of the checked workspace from the deprecated crate to its replacement. The CLI writes
+//! the plan (or prints it as a diff with `--dry-run`), then checks again and reports what is left.
 //!
 //! - **Manifests** are edited with `toml_edit::DocumentMut`, so comments, order and formatting survive. Each
 //!   declaration of the deprecated package in a fixed member (any table, renamed, target-specific, optional,
@@ -13,7 +13,7 @@
 //!   `[workspace.metadata.migrate-check]` if set, else from the workspace's own declaration of it
 //!   (`[workspace.dependencies]`, else the member package).
 //! - **Sources** are edited by byte spans, so nothing outside an edited span changes. The old -> new paths come from
-//!   the compat crate's deprecation notes ([`crate::compat_audit::migration_map`], the table of `migration-doc`);
+//!   the deprecated crate's deprecation notes ([`crate::deprecations::shims`]);
 //!   the compat crate is found through a `path` declaration of it, else among the members, else `--fix` stops with
 //!   exit 2. A path through the old crate (or an alias: Cargo rename, `extern crate x as y`) is replaced up to the
 //!   longest prefix that has a note. A helper function is swapped only when its body proves the swap keeps the
@@ -28,9 +28,8 @@
 //!   `--allow-dirty`; outside a git work tree there is nothing to check. `--dry-run` prints a unified diff instead.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use proc_macro2::{Spacing, TokenStream, TokenTree};
 use syn::ext::IdentExt;
@@ -38,145 +37,34 @@ use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
 use toml_edit::{DocumentMut, Item, Key, TableLike, Value};
 
-use super::workspace::{Decl, DepKind, Package, Workspace, normalize, rel_path};
-use super::{CheckError, Format, Kind, Report, check, render};
-use crate::compat_audit;
+use crate::deprecations::{self, CrateSource, ShimKind};
+use crate::diag::Diagnostic;
+use crate::paths::{line_col, normalize, rel_path, relative};
+use crate::render::plural;
+use crate::workspace::{Decl, DepKind, Package, Workspace};
+use crate::{CheckOptions, Kind, Report};
 
-/// The flags of `--fix`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Options {
-    /// Print a unified diff instead of writing.
-    pub(crate) dry_run: bool,
-    /// Write even when the git work tree has uncommitted changes.
-    pub(crate) allow_dirty: bool,
-}
-
-/// Runs `--fix` on the workspace of `manifest_path`; the report after fixing is printed in `format`.
-pub(crate) fn run(manifest_path: &Path, format: Format, options: Options) -> ExitCode {
-    match fix(manifest_path, format, options) {
-        Ok(code) => code,
-        Err(CheckError(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn fix(manifest_path: &Path, format: Format, options: Options) -> Result<ExitCode, CheckError> {
-    let before = check(manifest_path, true)?;
-    let ws = Workspace::load(manifest_path)?;
-    if !options.dry_run && !options.allow_dirty {
-        ensure_clean(&ws)?;
-    }
-    let plan = plan(&ws, &before)?;
-    let changed: Vec<(&PathBuf, &FileChange)> = plan.files.iter().filter(|(_, c)| c.old != c.new).collect();
-
-    if options.dry_run {
-        let mut out = String::new();
-        for (path, change) in &changed {
-            out.push_str(&super::diff::unified(&rel_path(&ws.root, path), &change.old, &change.new));
-        }
-        let _ = std::io::stdout().lock().write_all(out.as_bytes());
-        for note in &plan.unfixed {
-            let (line, column) = super::workspace::line_col(&plan.files[&note.file].old, note.offset);
-            eprintln!("note: {}:{line}:{column}: left in place: {}", rel_path(&ws.root, &note.file), note.help);
-        }
-        eprintln!(
-            "migrate-check --fix --dry-run: {} would change, {} left for a manual fix",
-            plural(changed.len(), "file"),
-            plural(plan.unfixed.len(), "occurrence")
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    for (path, change) in &changed {
-        write_atomically(path, &change.new)?;
-    }
-    let mut after = check(manifest_path, true)?;
-    explain_unfixed(&mut after, &plan, &ws.root);
-    if changed.is_empty() {
-        eprintln!("migrate-check --fix: nothing to change");
-    } else {
-        let names: Vec<String> = changed.iter().map(|(path, _)| rel_path(&ws.root, path)).collect();
-        eprintln!("migrate-check --fix: rewrote {}: {}", plural(changed.len(), "file"), names.join(", "));
-    }
-    let output = render::render(&after, format);
-    let _ = std::io::stdout().lock().write_all(output.as_bytes());
-    Ok(if after.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") }
-}
-
-/// Refuses a work tree with uncommitted changes under the workspace root, like `cargo fix`.
-fn ensure_clean(ws: &Workspace) -> Result<(), CheckError> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&ws.root)
-        .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
-        .output();
-    // No git, or not a work tree: nothing to protect.
-    let Ok(output) = output else { return Ok(()) };
-    if !output.status.success() {
-        return Ok(());
-    }
-    let status = String::from_utf8_lossy(&output.stdout);
-    let dirty: Vec<&str> = status.lines().filter(|l| l.len() > 3).map(|l| l[3..].trim()).collect();
-    match dirty.first() {
-        None => Ok(()),
-        Some(first) => Err(CheckError(format!(
-            "{}: the git work tree has uncommitted changes ({}, first `{first}`); commit them, or pass --allow-dirty to \
-             fix anyway",
-            ws.root_shown.join("Cargo.toml").display(),
-            plural(dirty.len(), "file")
-        ))),
-    }
-}
-
-fn write_atomically(path: &Path, contents: &str) -> Result<(), CheckError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.migrate-fix.tmp"));
-    let result = std::fs::write(&temp, contents)
-        .and_then(|()| match std::fs::metadata(path) {
-            Ok(meta) => std::fs::set_permissions(&temp, meta.permissions()),
-            Err(_) => Ok(()),
-        })
-        .and_then(|()| std::fs::rename(&temp, path));
-    result.map_err(|err| {
-        let _ = std::fs::remove_file(&temp);
-        CheckError(format!("{}: cannot write: {err}", path.display()))
-    })
-}
-
-/// Puts the fixer's reason on the source violations it left in place.
-fn explain_unfixed(report: &mut Report, plan: &Plan, root: &Path) {
-    let mut helps: HashMap<(String, usize, usize), &str> = HashMap::new();
-    for note in &plan.unfixed {
-        let change = &plan.files[&note.file];
-        let offset = change.new_offset(note.offset);
-        let (line, column) = super::workspace::line_col(&change.new, offset);
-        helps.insert((rel_path(root, &note.file), line, column), &note.help);
-    }
-    for violation in report.violations.iter_mut().filter(|v| v.kind == Kind::Source) {
-        if let Some(help) = helps.get(&(violation.file.clone(), violation.line, violation.column)) {
-            violation.help = (*help).to_owned();
-        }
-    }
-}
-
-/// What `--fix` would write.
-#[derive(Debug, Default)]
-struct Plan {
-    /// Every file looked at, by absolute path.
-    files: BTreeMap<PathBuf, FileChange>,
-    unfixed: Vec<Unfixed>,
-}
-
+/// What `--fix` would write: every edit computed, nothing written yet.
 #[derive(Debug)]
-struct FileChange {
-    old: String,
-    new: String,
+pub struct FixPlan {
+    /// The workspace root (absolute).
+    pub root: PathBuf,
+    root_shown: PathBuf,
+    /// The check's report before fixing.
+    pub before: Report,
+    /// Every file looked at, by absolute path (unchanged ones too: the occurrences left in them are located there).
+    files: BTreeMap<PathBuf, FileChange>,
+    /// Occurrences left in place, with the reason.
+    pub unfixed: Vec<Unfixed>,
+}
+
+/// One file's text before and after the fix.
+#[derive(Debug)]
+pub struct FileChange {
+    /// The text now.
+    pub old: String,
+    /// The text after the fix.
+    pub new: String,
     /// The source edits that turned `old` into `new` (empty for manifests), sorted and disjoint.
     edits: Vec<Edit>,
 }
@@ -192,13 +80,15 @@ impl FileChange {
     }
 }
 
-/// An occurrence left in place, with the reason.
-#[derive(Debug)]
-struct Unfixed {
-    file: PathBuf,
+/// An occurrence `--fix` leaves in place, and why.
+#[derive(Debug, Clone)]
+pub struct Unfixed {
+    /// The file (absolute).
+    pub file: PathBuf,
     /// Byte offset in the original text.
-    offset: usize,
-    help: String,
+    pub offset: usize,
+    /// What to do by hand.
+    pub help: String,
 }
 
 #[derive(Debug, Clone)]
@@ -208,7 +98,121 @@ struct Edit {
     text: String,
 }
 
-fn plan(ws: &Workspace, report: &Report) -> Result<Plan, CheckError> {
+/// Plans the migration of the workspace `options` name: the members with `dependency` or `source` violations (not
+/// allowlisted) get the replacement in their manifests and the new paths in their sources, read from the deprecated
+/// crate's deprecation notes. Nothing is written.
+pub fn plan_fix(options: &CheckOptions) -> Result<FixPlan, Diagnostic> {
+    let ws = crate::load(options)?;
+    let before = crate::check_loaded(&ws, true)?;
+    let (files, unfixed) = plan(&ws, &before)?;
+    Ok(FixPlan { root: ws.root.clone(), root_shown: ws.root_shown.clone(), before, files, unfixed })
+}
+
+impl FixPlan {
+    /// The files that would change, with their paths relative to the workspace root, sorted.
+    pub fn changes(&self) -> impl Iterator<Item = (String, &FileChange)> {
+        self.files.iter().filter(|(_, c)| c.old != c.new).map(|(path, c)| (rel_path(&self.root, path), c))
+    }
+
+    /// A unified diff of every change, paths relative to the workspace root (`--- a/<path>`, `+++ b/<path>`), so that
+    /// `git apply` and `patch -p1` take it.
+    pub fn diff(&self) -> String {
+        let mut out = String::new();
+        for (path, change) in self.changes() {
+            let diff = similar::TextDiff::from_lines(&change.old, &change.new);
+            let (old, new) = (format!("a/{path}"), format!("b/{path}"));
+            let _ = write!(out, "{}", diff.unified_diff().context_radius(3).header(&old, &new));
+        }
+        out
+    }
+
+    /// Each occurrence left in place as `(file relative to the root, line, column, help)`, at its place before the
+    /// fix.
+    pub fn left(&self) -> Vec<(String, usize, usize, &str)> {
+        self.unfixed
+            .iter()
+            .map(|note| {
+                let (line, column) = line_col(&self.files[&note.file].old, note.offset);
+                (rel_path(&self.root, &note.file), line, column, note.help.as_str())
+            })
+            .collect()
+    }
+
+    /// Refuses a work tree with uncommitted changes under the workspace root, as `cargo fix` does. Outside a git
+    /// work tree (or without git) there is nothing to compare with, and this passes.
+    pub fn ensure_clean(&self) -> Result<(), Diagnostic> {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.root)
+            .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
+            .output();
+        // No git, or not a work tree: nothing to protect.
+        let Ok(output) = output else { return Ok(()) };
+        if !output.status.success() {
+            return Ok(());
+        }
+        let status = String::from_utf8_lossy(&output.stdout);
+        let dirty: Vec<&str> = status.lines().filter(|l| l.len() > 3).map(|l| l[3..].trim()).collect();
+        match dirty.first() {
+            None => Ok(()),
+            Some(first) => Err(Diagnostic::error(
+                "fix",
+                format!(
+                    "the git work tree has uncommitted changes ({}, first `{first}`); commit them, or pass \
+                     --allow-dirty to fix anyway",
+                    plural(dirty.len(), "file")
+                ),
+            )
+            .in_file(self.root_shown.join("Cargo.toml").display().to_string())),
+        }
+    }
+
+    /// Writes every change, each file through a temporary file and a rename. Returns the paths written (relative to
+    /// the root).
+    pub fn write(&self) -> Result<Vec<String>, Diagnostic> {
+        let mut written = Vec::new();
+        for (path, change) in self.files.iter().filter(|(_, c)| c.old != c.new) {
+            write_atomically(path, &change.new)?;
+            written.push(rel_path(&self.root, path));
+        }
+        Ok(written)
+    }
+
+    /// Puts the fixer's reason on the `source` violations of `report` (a check after writing) that it left in place.
+    pub fn explain(&self, report: &mut Report) {
+        let mut helps: HashMap<(String, usize, usize), &str> = HashMap::new();
+        for note in &self.unfixed {
+            let change = &self.files[&note.file];
+            let offset = change.new_offset(note.offset);
+            let (line, column) = line_col(&change.new, offset);
+            helps.insert((rel_path(&self.root, &note.file), line, column), &note.help);
+        }
+        for violation in report.violations.iter_mut().filter(|v| v.kind == Kind::Source) {
+            if let Some(help) = helps.get(&(violation.file().to_owned(), violation.line(), violation.column())) {
+                violation.diagnostic.help = Some((*help).to_owned());
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, contents: &str) -> Result<(), Diagnostic> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.migrate-fix.tmp"));
+    let result = std::fs::write(&temp, contents)
+        .and_then(|()| match std::fs::metadata(path) {
+            Ok(meta) => std::fs::set_permissions(&temp, meta.permissions()),
+            Err(_) => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    result.map_err(|err| {
+        let _ = std::fs::remove_file(&temp);
+        Diagnostic::error("io", format!("cannot write: {err}")).in_file(path.display().to_string())
+    })
+}
+
+type Planned = (BTreeMap<PathBuf, FileChange>, Vec<Unfixed>);
+
+fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
     let config = &ws.config;
     let deprecated = config.deprecated.as_str();
     let replacement = config.replacement.as_str();
@@ -231,14 +235,19 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Plan, CheckError> {
             source_hits
                 .entry(member.name.as_str())
                 .or_default()
-                .entry(violation.file.clone())
+                .entry(violation.file().to_owned())
                 .or_default()
-                .insert((violation.line, violation.column));
+                .insert((violation.line(), violation.column()));
         }
     }
 
-    let mut plan = Plan::default();
-    let mapping = if source_hits.is_empty() { None } else { Some(Mapping::load(&compat_dir(ws, deprecated)?)?) };
+    let mut changes: BTreeMap<PathBuf, FileChange> = BTreeMap::new();
+    let mut left_in_place: Vec<Unfixed> = Vec::new();
+    let mapping = if source_hits.is_empty() {
+        None
+    } else {
+        Some(Mapping::load(&compat_dir(ws, deprecated)?, &ws.root, &replacement_lib)?)
+    };
     // Per member: (occurrences left, some source now names the replacement).
     let mut member_sources: HashMap<&str, (usize, bool)> = HashMap::new();
     for (member, files) in &source_hits {
@@ -259,23 +268,23 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Plan, CheckError> {
         for (file, hits) in files {
             let path = ws.root.join(file);
             let text = std::fs::read_to_string(&path)
-                .map_err(|err| CheckError(format!("{}: cannot read: {err}", path.display())))?;
-            let (edits, unfixed) = fix_source(&path, &text, hits, mapping, &member_lib)?;
+                .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(file.clone()))?;
+            let (edits, unfixed) = fix_source(file, &text, hits, mapping, &member_lib)?;
             left += unfixed.len();
             rewrote |= edits.iter().any(|e| e.text.contains(&member_lib));
             let new = apply(&text, &edits);
-            plan.unfixed.extend(unfixed.into_iter().map(|(offset, help)| Unfixed { file: path.clone(), offset, help }));
-            plan.files.insert(path, FileChange { old: text, new, edits });
+            left_in_place.extend(unfixed.into_iter().map(|(offset, help)| Unfixed { file: path.clone(), offset, help }));
+            changes.insert(path, FileChange { old: text, new, edits });
         }
         member_sources.insert(member, (left, rewrote));
     }
 
-    fix_manifests(ws, &to_fix, &member_sources, &mut plan)?;
-    Ok(plan)
+    fix_manifests(ws, &to_fix, &member_sources, &mut changes)?;
+    Ok((changes, left_in_place))
 }
 
 /// The directory of the deprecated crate's source: a `path` declaration of it, else a member of that name.
-fn compat_dir(ws: &Workspace, deprecated: &str) -> Result<PathBuf, CheckError> {
+fn compat_dir(ws: &Workspace, deprecated: &str) -> Result<PathBuf, Diagnostic> {
     let declared = ws
         .members
         .iter()
@@ -288,11 +297,14 @@ fn compat_dir(ws: &Workspace, deprecated: &str) -> Result<PathBuf, CheckError> {
     if let Some(member) = ws.members.iter().find(|m| m.name == deprecated) {
         return Ok(member.dir.clone());
     }
-    Err(CheckError(format!(
-        "{}: --fix reads the old -> new paths from `{deprecated}`'s deprecation notes, but no package declares it with \
-         a `path` and it is not a workspace member; check it out next to the workspace and depend on it by path",
-        ws.root_shown.join("Cargo.toml").display()
-    )))
+    Err(Diagnostic::error(
+        "fix",
+        format!(
+            "--fix reads the old -> new paths from `{deprecated}`'s deprecation notes, but no package declares it with \
+             a `path` and it is not a workspace member; check it out next to the workspace and depend on it by path"
+        ),
+    )
+    .in_file(ws.root_shown.join("Cargo.toml").display().to_string()))
 }
 
 fn apply(text: &str, edits: &[Edit]) -> String {
@@ -334,38 +346,29 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn load(dir: &Path) -> Result<Mapping, CheckError> {
-        let unreadable = |err: compat_audit::LoadError| {
-            CheckError(format!("--fix could not read the compat crate's deprecation notes: {err}"))
-        };
-        let shims = compat_audit::migration_map(dir).map_err(unreadable)?;
-        let krate = compat_audit::load(dir).map_err(unreadable)?;
+    /// Reads the deprecated crate in `dir`: its shims (new paths rooted at `replacement_lib`), the bodies of its
+    /// wrapper fns and its macros.
+    fn load(dir: &Path, root: &Path, replacement_lib: &str) -> Result<Mapping, Diagnostic> {
+        let krate = CrateSource::load(dir, root)
+            .map_err(|err| err.with_context("--fix could not read the deprecated crate's deprecation notes"))?;
+        let shims = deprecations::shims(&krate, replacement_lib);
         let mut fns: HashMap<String, &syn::ItemFn> = HashMap::new();
         let mut macro_defs: HashMap<String, &syn::ItemMacro> = HashMap::new();
-        let mut stack: Vec<(Vec<String>, &[syn::Item])> =
-            vec![(vec![krate.lib_name.clone()], &krate.files[krate.module_files[&Vec::new()]].ast.items)];
-        while let Some((prefix, items)) = stack.pop() {
-            for item in items {
-                match item {
-                    syn::Item::Fn(f) => _ = fns.insert(format!("{}::{}", prefix.join("::"), f.sig.ident), f),
-                    syn::Item::Macro(m) => {
-                        if let Some(ident) = &m.ident {
-                            macro_defs.insert(format!("{}::{ident}", krate.lib_name), m);
-                        }
-                    }
-                    syn::Item::Mod(m) => {
-                        let mut path = prefix.clone();
-                        path.push(m.ident.to_string());
-                        if let Some((_, inner)) = &m.content {
-                            stack.push((path, inner));
-                        } else if let Some(&file) = krate.module_files.get(&path[1..]) {
-                            stack.push((path, &krate.files[file].ast.items));
-                        }
-                    }
-                    _ => {}
+        krate.walk(|_, module_path, item| match item {
+            syn::Item::Fn(f) => {
+                let mut path = vec![krate.lib_name.clone()];
+                path.extend(module_path.iter().cloned());
+                path.push(f.sig.ident.to_string());
+                fns.insert(path.join("::"), f);
+            }
+            // `#[macro_export]` macros live at the crate root whatever their module.
+            syn::Item::Macro(m) => {
+                if let Some(ident) = &m.ident {
+                    macro_defs.insert(format!("{}::{ident}", krate.lib_name), m);
                 }
             }
-        }
+            _ => {}
+        });
         let mut mapping = Mapping {
             lib: krate.lib_name.clone(),
             items: HashMap::new(),
@@ -379,28 +382,29 @@ impl Mapping {
                     shim.old_path, shim.note
                 ))
             };
-            if shim.kind.label() == "crate" {
+            if shim.kind == ShimKind::Crate {
                 continue;
             }
             let Some(new_path) = shim.new_path.clone() else {
                 let old = shim.old_path.trim_end_matches('!').to_owned();
-                if shim.kind.label() == "macro" {
+                if shim.kind == ShimKind::Macro {
                     mapping.macros.insert(old, manual());
                 } else {
                     mapping.items.insert(old, manual());
                 }
                 continue;
             };
-            match shim.kind.label() {
-                "module" => _ = mapping.items.insert(shim.old_path.clone(), Action::Module),
-                "function" | "async function" => {
+            match shim.kind {
+                ShimKind::Crate => {}
+                ShimKind::Module => _ = mapping.items.insert(shim.old_path.clone(), Action::Module),
+                ShimKind::Function | ShimKind::AsyncFunction => {
                     let action = fns
                         .get(&shim.old_path)
                         .and_then(|f| forwarded_path(f, &new_path))
                         .map_or_else(manual, Action::Path);
                     mapping.items.insert(shim.old_path.clone(), action);
                 }
-                "macro" => {
+                ShimKind::Macro => {
                     let old = shim.old_path.trim_end_matches('!').to_owned();
                     let action = macro_defs
                         .get(&old)
@@ -408,8 +412,8 @@ impl Mapping {
                         .map_or_else(manual, |_| Action::Macro(new_path.clone()));
                     mapping.macros.insert(old, action);
                 }
-                label => {
-                    if label == "constant" || label == "static" {
+                ShimKind::Constant | ShimKind::Static | ShimKind::TypeAlias | ShimKind::ReExport => {
+                    if matches!(shim.kind, ShimKind::Constant | ShimKind::Static) {
                         mapping.consts.insert(shim.old_path.clone());
                     }
                     mapping.items.insert(shim.old_path.clone(), Action::Path(new_path));
@@ -558,14 +562,16 @@ struct FileFix<'a> {
 /// The edits for one source file and the occurrences it leaves (offset, help).
 #[allow(clippy::type_complexity)]
 fn fix_source(
-    path: &Path,
+    file: &str,
     text: &str,
     hits: &HashSet<(usize, usize)>,
     map: &Mapping,
     replacement_lib: &str,
-) -> Result<(Vec<Edit>, Vec<(usize, String)>), CheckError> {
-    let file = syn::parse_file(text)
-        .map_err(|err| CheckError(format!("{}: Rust source does not parse: {err}", path.display())));
+) -> Result<(Vec<Edit>, Vec<(usize, String)>), Diagnostic> {
+    let file = syn::parse_file(text).map_err(|err| {
+        let start = err.span().start();
+        Diagnostic::error("syntax", format!("Rust source does not parse: {err}")).at(file, start.line, Some(start.column + 1))
+    });
     let mut fixer = FileFix {
         index: LineIndex::new(text),
         hits,
@@ -1225,16 +1231,6 @@ fn replacement_spec(ws: &Workspace, root_doc: &DocumentMut) -> Option<Spec> {
     Some(Spec { version: package.version.clone(), path: Some(package.dir.clone()) })
 }
 
-/// A relative path from `from` (a directory) to `to`, `/` separated.
-fn relative(from: &Path, to: &Path) -> String {
-    let from: Vec<_> = from.components().collect();
-    let to: Vec<_> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".to_owned(); from.len() - common];
-    parts.extend(to[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
-    if parts.is_empty() { ".".to_owned() } else { parts.join("/") }
-}
-
 const TABLES: [(DepKind, [&str; 2]); 3] = [
     (DepKind::Normal, ["dependencies", "dependencies"]),
     (DepKind::Dev, ["dev-dependencies", "dev_dependencies"]),
@@ -1370,23 +1366,30 @@ fn fix_manifests(
     ws: &Workspace,
     to_fix: &[&Package],
     member_sources: &HashMap<&str, (usize, bool)>,
-    plan: &mut Plan,
-) -> Result<(), CheckError> {
+    files: &mut BTreeMap<PathBuf, FileChange>,
+) -> Result<(), Diagnostic> {
     let deprecated = ws.config.deprecated.as_str();
     let replacement = ws.config.replacement.as_str();
     let root_manifest = ws.root.join("Cargo.toml");
     let parse = |path: &Path, text: &str| {
-        text.parse::<DocumentMut>().map_err(|err| CheckError(format!("{}: {}", path.display(), err.message())))
+        text.parse::<DocumentMut>().map_err(|err| {
+            let message = format!("TOML does not parse: {}", err.message().trim_end());
+            Diagnostic::error("manifest", message).in_file(rel_path(&ws.root, path))
+        })
     };
     let mut docs: BTreeMap<PathBuf, (String, DocumentMut)> = BTreeMap::new();
     docs.insert(root_manifest.clone(), (ws.root_text.clone(), parse(&root_manifest, &ws.root_text)?));
     let spec = replacement_spec(ws, &docs[&root_manifest].1);
     let no_spec = || {
-        CheckError(format!(
-            "{}: --fix cannot tell which `{replacement}` to depend on: the workspace does not declare it; add \
-             `replacement-version = \"..\"` or `replacement-path = \"..\"` to [workspace.metadata.migrate-check]",
-            ws.root_shown.join("Cargo.toml").display()
-        ))
+        Diagnostic::error(
+            "fix",
+            format!(
+                "--fix cannot tell which `{replacement}` to depend on: the workspace does not declare it; add \
+                 `replacement-version = \"..\"` or `replacement-path = \"..\"` to {}",
+                ws.config.table
+            ),
+        )
+        .in_file(ws.root_shown.join("Cargo.toml").display().to_string())
     };
 
     // Workspace entries of the deprecated crate still inherited by a declaration that stays.
@@ -1476,16 +1479,17 @@ fn fix_manifests(
             deps.insert(replacement, new);
         }
     } else if needs_workspace_entry {
-        return Err(CheckError(format!(
-            "{}: a member inherits `{deprecated}` but [workspace.dependencies] does not declare it",
-            ws.root_shown.join("Cargo.toml").display()
-        )));
+        return Err(Diagnostic::error(
+            "fix",
+            format!("a member inherits `{deprecated}` but [workspace.dependencies] does not declare it"),
+        )
+        .in_file(ws.root_shown.join("Cargo.toml").display().to_string()));
     }
 
     for (path, (old, doc)) in docs {
         let new = doc.to_string();
         if new != old {
-            plan.files.insert(path, FileChange { old, new, edits: Vec::new() });
+            files.insert(path, FileChange { old, new, edits: Vec::new() });
         }
     }
     Ok(())
@@ -1494,13 +1498,6 @@ fn fix_manifests(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_paths_between_directories() {
-        assert_eq!(relative(Path::new("/w/crates/a"), Path::new("/w/crates/core")), "../core");
-        assert_eq!(relative(Path::new("/w"), Path::new("/w/crates/core")), "crates/core");
-        assert_eq!(relative(Path::new("/w/t/f/c"), Path::new("/w/crates/core")), "../../../crates/core");
-    }
 
     #[test]
     fn helper_fns_are_swapped_only_when_their_body_forwards() {

@@ -1,0 +1,237 @@
+//! The command line: `cargo migrate-check` is [`run`] with [`Defaults::generic`]; a repository's own task runner
+//! (this repository's `cargo xtask migrate-check`) is [`run`] with its own defaults. [`run`] prints nothing: it
+//! returns what to print and the exit code, and the binary prints it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::diag::{self, Diagnostic, Format};
+use crate::render::{plural, render};
+use crate::{CheckOptions, Names, TOOL};
+
+/// What a caller of [`run`] fixes in advance.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// How the user invokes the command, for the help and for usage errors (`cargo migrate-check`).
+    pub program: &'static str,
+    /// Names used when neither a flag nor the configuration table gives them.
+    pub names: Names,
+    /// The manifest to check without `--manifest-path`; `None` finds the workspace from the current directory.
+    pub manifest_path: Option<PathBuf>,
+}
+
+impl Defaults {
+    /// The installable tool: no names (they must be configured or given as flags), the workspace of the current
+    /// directory.
+    pub fn generic() -> Defaults {
+        Defaults { program: "cargo migrate-check", names: Names::default(), manifest_path: None }
+    }
+}
+
+/// What to print and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Text for standard output (the report, in the chosen format).
+    pub stdout: String,
+    /// Text for standard error (errors, `--fix`'s progress).
+    pub stderr: String,
+    /// 0: no violations; 1: violations; 2: could not check (or fix).
+    pub code: u8,
+}
+
+/// The parsed command line.
+#[derive(Debug, Default)]
+struct Args {
+    manifest_path: Option<PathBuf>,
+    format: Format,
+    flags: Names,
+    no_source: bool,
+    fix: bool,
+    dry_run: bool,
+    allow_dirty: bool,
+}
+
+/// What the command line asks for.
+enum Command {
+    Help,
+    Version,
+    Run(Args),
+}
+
+fn help(program: &str) -> String {
+    format!(
+        "\
+{program}: report workspace members that still depend on or import a deprecated crate
+
+USAGE:
+    {program} [--manifest-path PATH] [--format FORMAT] [--deprecated PKG --replacement PKG] [--no-source]
+    {program} --fix [--dry-run] [--allow-dirty] [--manifest-path PATH] [--format FORMAT]
+
+OPTIONS:
+    --manifest-path PATH  a Cargo.toml of the workspace to check (default: the workspace that contains the
+                          current directory, found as Cargo finds it)
+    --deprecated PKG      package name of the deprecated crate (wins over the configuration)
+    --replacement PKG     package name of the crate that replaces it (wins over the configuration)
+    --format FORMAT       human: rustc-style diagnostics with the fix (default)
+                          json: one JSON object on stdout
+                          github: `::error file=..,line=..,col=..::message` workflow commands
+                          sarif: SARIF 2.1.0, one rule per violation kind
+    --no-source           check manifests only, skip the source scan (faster)
+    --fix                 migrate the members: swap the dependency in their Cargo.toml files and rewrite the old
+                          paths to the new ones named by the deprecated crate's deprecation notes, then check again
+                          and report what is left (with a `help:` line for what could not be rewritten safely)
+    --dry-run             with --fix: print a unified diff (paths relative to the workspace root), change nothing
+    --allow-dirty         with --fix: write even if the git work tree has uncommitted changes
+    -h, --help            print this help
+    -V, --version         print the version
+
+VIOLATIONS:
+    dependency   a member's Cargo.toml declares the deprecated package (any table, renamed, inherited, optional)
+    transitive   a member reaches it through other packages (`via` is one shortest chain)
+    source       a member's Rust source names it (or an alias) as the root of a path, `use` tree or `extern crate`
+    stale-allow  an `allow` entry names a package without violations, or a non-member
+
+CONFIGURATION (in the root Cargo.toml; [package.metadata.migrate-check] for a single package):
+    [workspace.metadata.migrate-check]
+    deprecated = \"old-core\"            # package name of the deprecated crate (required, or --deprecated)
+    replacement = \"new-core\"           # package that replaces it (required, or --replacement)
+    replacement-version = \"1.0\"        # --fix only: version requirement to write for the replacement
+    replacement-path = \"crates/new-core\"   # --fix only: its directory, relative to the workspace root
+    allow = [{{ package = \"compat-tests\", reason = \"tests the shims on purpose\" }}]   # reason is required
+
+EXIT CODES:
+    0  no violations
+    1  violations found
+    2  could not check: no manifest, TOML that does not parse, unknown config key, allow entry without a reason,
+       no deprecated or replacement package named (one line on stderr names the file and the problem)
+    With --fix: 0 nothing left, 1 violations left after fixing, 2 could not fix (as above, or a dirty work tree
+    without --allow-dirty, or the deprecated crate's source or the replacement's version cannot be found)
+
+Reference: docs/migrate-check.md ({uri})
+",
+        uri = TOOL.information_uri
+    )
+}
+
+fn parse(args: Vec<OsString>) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let mut parsed = Args::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    let text = |value: OsString, flag: &str| {
+        value.into_string().map_err(|value| format!("`{flag}` needs UTF-8, not {value:?}"))
+    };
+    while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("manifest-path") => parsed.manifest_path = Some(PathBuf::from(parser.value().map_err(missing)?)),
+            Long("format") => {
+                let value = text(parser.value().map_err(missing)?, "--format")?;
+                parsed.format = value.parse().map_err(|err| format!("{err} for `--format`"))?;
+            }
+            Long("deprecated") => {
+                parsed.flags.deprecated = Some(package(text(parser.value().map_err(missing)?, "--deprecated")?)?);
+            }
+            Long("replacement") => {
+                parsed.flags.replacement = Some(package(text(parser.value().map_err(missing)?, "--replacement")?)?);
+            }
+            Long("no-source") => parsed.no_source = true,
+            Long("fix") => parsed.fix = true,
+            Long("dry-run") => parsed.dry_run = true,
+            Long("allow-dirty") => parsed.allow_dirty = true,
+            Value(value) => return Err(format!("unexpected argument `{}`", value.to_string_lossy())),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if parsed.fix && parsed.no_source {
+        return Err("`--fix` rewrites sources too and cannot be combined with `--no-source`".to_owned());
+    }
+    if !parsed.fix && (parsed.dry_run || parsed.allow_dirty) {
+        return Err("`--dry-run` and `--allow-dirty` only go with `--fix`".to_owned());
+    }
+    Ok(Command::Run(parsed))
+}
+
+fn missing(err: lexopt::Error) -> String {
+    err.to_string()
+}
+
+fn package(name: String) -> Result<String, String> {
+    if name.is_empty() || name.contains(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_')) {
+        return Err(format!("`{name}` is not a package name"));
+    }
+    Ok(name)
+}
+
+/// Runs the command line `args` (without the program name, and without the `migrate-check` that cargo passes to a
+/// subcommand).
+pub fn run(args: impl IntoIterator<Item = OsString>, defaults: &Defaults) -> Output {
+    let program = defaults.program;
+    let args = match parse(args.into_iter().collect()) {
+        Ok(Command::Help) => return Output { stdout: help(program), stderr: String::new(), code: 0 },
+        Ok(Command::Version) => {
+            let stdout = format!("{program} {}\n", TOOL.version);
+            return Output { stdout, stderr: String::new(), code: 0 };
+        }
+        Ok(Command::Run(args)) => args,
+        Err(message) => {
+            let stderr = format!("error: {message}; run `{program} --help`\n");
+            return Output { stdout: String::new(), stderr, code: 2 };
+        }
+    };
+    let options = CheckOptions {
+        manifest_path: args.manifest_path.clone().or_else(|| defaults.manifest_path.clone()),
+        flags: args.flags.clone(),
+        defaults: defaults.names.clone(),
+        sources: !args.no_source,
+    };
+    let mut output = Output { stdout: String::new(), stderr: String::new(), code: 0 };
+    let result = if args.fix { fix(&options, &args, &mut output) } else { check(&options, args.format, &mut output) };
+    if let Err(diagnostic) = result {
+        output.stdout = diag::render_error(&diagnostic, args.format, &TOOL, &[]);
+        output.stderr.push_str(&format!("{diagnostic}\n"));
+        output.code = 2;
+    }
+    output
+}
+
+fn check(options: &CheckOptions, format: Format, output: &mut Output) -> Result<(), Diagnostic> {
+    let report = crate::check(options)?;
+    output.stdout = render(&report, format);
+    output.code = u8::from(!report.violations.is_empty());
+    Ok(())
+}
+
+fn fix(options: &CheckOptions, args: &Args, output: &mut Output) -> Result<(), Diagnostic> {
+    let plan = crate::plan_fix(options)?;
+    if args.dry_run {
+        output.stdout = plan.diff();
+        for (file, line, column, help) in plan.left() {
+            output.stderr.push_str(&format!("note: {file}:{line}:{column}: left in place: {help}\n"));
+        }
+        output.stderr.push_str(&format!(
+            "migrate-check --fix --dry-run: {} would change, {} left for a manual fix\n",
+            plural(plan.changes().count(), "file"),
+            plural(plan.unfixed.len(), "occurrence")
+        ));
+        return Ok(());
+    }
+    if !args.allow_dirty {
+        plan.ensure_clean()?;
+    }
+    let written = plan.write()?;
+    let mut after = crate::check(options)?;
+    plan.explain(&mut after);
+    if written.is_empty() {
+        output.stderr.push_str("migrate-check --fix: nothing to change\n");
+    } else {
+        output.stderr.push_str(&format!(
+            "migrate-check --fix: rewrote {}: {}\n",
+            plural(written.len(), "file"),
+            written.join(", ")
+        ));
+    }
+    output.stdout = render(&after, args.format);
+    output.code = u8::from(!after.violations.is_empty());
+    Ok(())
+}
