@@ -196,11 +196,7 @@ fn no_source_checks_manifests_only() {
 #[test]
 fn bad_input_is_exit_2_with_one_line_naming_the_file() {
     bad_input("missing/Cargo.toml", "error: missing/Cargo.toml: no such file");
-    bad_input("clean", "error: clean: is a directory; --manifest-path takes the root Cargo.toml");
-    bad_input(
-        "not-a-workspace/Cargo.toml",
-        "error: not-a-workspace/Cargo.toml: not a workspace root: it has no [workspace] table",
-    );
+    bad_input("clean", "error: clean: is a directory; --manifest-path takes a Cargo.toml");
     bad_input(
         "broken-toml/Cargo.toml",
         "error: broken-toml/Cargo.toml:5:30: TOML does not parse: invalid basic string, expected `\"`",
@@ -223,6 +219,22 @@ fn bad_input_is_exit_2_with_one_line_naming_the_file() {
     bad_input(
         "bad-rust/Cargo.toml",
         "error: bad-rust/app/src/lib.rs:1:9: Rust source does not parse: unbalanced delimiters or an invalid token",
+    );
+}
+
+#[test]
+fn a_package_inside_a_workspace_that_does_not_list_it_is_refused_as_cargo_does() {
+    // `not-a-workspace` has `[package]` and no `[workspace]`, and this repository's workspace, above it, names
+    // `tests` as a member (which makes its `exclude = ["tests/fixtures"]` not apply): Cargo refuses it too.
+    let root = std::fs::canonicalize(fixtures().join("../../..")).expect("the repository root");
+    bad_input(
+        "not-a-workspace/Cargo.toml",
+        &format!(
+            "error: not-a-workspace/Cargo.toml: the package is inside the workspace of `{}`, which does not list it: \
+             add it to `workspace.members` or `workspace.exclude` there, or give the package an empty `[workspace]` \
+             table",
+            root.join("Cargo.toml").display()
+        ),
     );
 }
 

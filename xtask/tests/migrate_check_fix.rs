@@ -218,9 +218,9 @@ fn without_the_compat_crate_source_or_its_notes_nothing_is_changed() {
     let cases = [
         ("migrate-fix/no-compat-source", "no-compat-source", "no package declares it with a `path`"),
         // The checker's fixtures have compat crates without deprecation notes.
-        ("migrate-check/source", "check-source", "could not read the compat crate's deprecation notes"),
-        ("migrate-check/config", "check-config", "could not read the compat crate's deprecation notes"),
-        ("migrate-check/layout", "check-layout", "could not read the compat crate's deprecation notes"),
+        ("migrate-check/source", "check-source", "could not read the deprecated crate's deprecation notes"),
+        ("migrate-check/config", "check-config", "could not read the deprecated crate's deprecation notes"),
+        ("migrate-check/layout", "check-layout", "could not read the deprecated crate's deprecation notes"),
     ];
     for (fixture, name, problem) in cases {
         let dir = scratch(fixture, name);

@@ -61,15 +61,19 @@ impl CrateSource {
             .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(show(&manifest_path)))?;
         let manifest: toml_edit::DocumentMut = text.parse().map_err(|err: toml_edit::TomlError| {
             let (line, column) = err.span().map_or((1, 1), |span| crate::paths::line_col(&text, span.start));
-            Diagnostic::error("manifest", format!("TOML does not parse: {}", err.message().trim_end()))
-                .at(show(&manifest_path), line, Some(column))
+            Diagnostic::error("manifest", format!("TOML does not parse: {}", err.message().trim_end())).at(
+                show(&manifest_path),
+                line,
+                Some(column),
+            )
         })?;
         let package = manifest
             .get("package")
             .and_then(|package| package.get("name"))
             .and_then(|name| name.as_str())
             .ok_or_else(|| {
-                Diagnostic::error("manifest", "no `[package] name`: not a package manifest").in_file(show(&manifest_path))
+                Diagnostic::error("manifest", "no `[package] name`: not a package manifest")
+                    .in_file(show(&manifest_path))
             })?
             .to_owned();
         let lib = manifest.get("lib");
@@ -168,7 +172,8 @@ fn out_of_line_mods(
                 inline.pop();
             }
             None => {
-                let enclosing: Vec<(&str, Option<&str>)> = inline.iter().map(|(n, p)| (n.as_str(), p.as_deref())).collect();
+                let enclosing: Vec<(&str, Option<&str>)> =
+                    inline.iter().map(|(n, p)| (n.as_str(), p.as_deref())).collect();
                 let candidates = file.child(&enclosing, &module.ident.to_string(), path_attr.as_deref());
                 let Some(found) = candidates.iter().find(|candidate| candidate.path.is_file()) else {
                     let tried: Vec<String> = candidates.iter().map(|c| show(&c.path)).collect();
@@ -402,7 +407,12 @@ pub fn shims(krate: &CrateSource, replacement_lib: &str) -> Vec<Shim> {
     if let Some((_, deprecation)) = deprecation(&root.ast.attrs) {
         // For the crate, the replacement is the crate itself.
         let new_path = first_path(&deprecation).map(|_| replacement_lib.to_owned());
-        shims.push(Shim { old_path: krate.lib_name.clone(), kind: ShimKind::Crate, new_path, note: note(&deprecation) });
+        shims.push(Shim {
+            old_path: krate.lib_name.clone(),
+            kind: ShimKind::Crate,
+            new_path,
+            note: note(&deprecation),
+        });
     }
     // Twins and re-exports are per module: computed when the walk enters one.
     let mut scopes: BTreeMap<Vec<String>, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
@@ -451,7 +461,12 @@ pub fn shims(krate: &CrateSource, replacement_lib: &str) -> Vec<Shim> {
         let mut old_path = vec![krate.lib_name.clone()];
         old_path.extend(module_path.iter().cloned());
         old_path.push(ident.to_string());
-        shims.push(Shim { old_path: old_path.join("::"), kind, new_path: first_path(&deprecation), note: note(&deprecation) });
+        shims.push(Shim {
+            old_path: old_path.join("::"),
+            kind,
+            new_path: first_path(&deprecation),
+            note: note(&deprecation),
+        });
     });
     shims
 }

@@ -277,7 +277,8 @@ pub fn sarif(tool: &Tool, rules: &[Rule], results: &[SarifResult<'_>], errors: &
     };
     let locations = |d: &Diagnostic| -> Value {
         let Some(file) = &d.file else { return json!([]) };
-        let mut location = json!({ "physicalLocation": { "artifactLocation": { "uri": file, "uriBaseId": "%SRCROOT%" } } });
+        let mut location =
+            json!({ "physicalLocation": { "artifactLocation": { "uri": file, "uriBaseId": "%SRCROOT%" } } });
         if let Some(line) = d.line {
             let mut region = json!({ "startLine": line });
             if let Some(column) = d.column {
@@ -388,7 +389,10 @@ mod tests {
     #[test]
     fn one_line_display_names_the_location() {
         assert_eq!(located().to_string(), "error: src/lib.rs:3:5: uses `old`; use `new` instead");
-        assert_eq!(Diagnostic::error("io", "no such file").in_file("a/Cargo.toml").to_string(), "error: a/Cargo.toml: no such file");
+        assert_eq!(
+            Diagnostic::error("io", "no such file").in_file("a/Cargo.toml").to_string(),
+            "error: a/Cargo.toml: no such file"
+        );
     }
 
     #[test]

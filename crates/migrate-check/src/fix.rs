@@ -273,7 +273,11 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
             left += unfixed.len();
             rewrote |= edits.iter().any(|e| e.text.contains(&member_lib));
             let new = apply(&text, &edits);
-            left_in_place.extend(unfixed.into_iter().map(|(offset, help)| Unfixed { file: path.clone(), offset, help }));
+            left_in_place.extend(unfixed.into_iter().map(|(offset, help)| Unfixed {
+                file: path.clone(),
+                offset,
+                help,
+            }));
             changes.insert(path, FileChange { old: text, new, edits });
         }
         member_sources.insert(member, (left, rewrote));
@@ -352,6 +356,21 @@ impl Mapping {
         let krate = CrateSource::load(dir, root)
             .map_err(|err| err.with_context("--fix could not read the deprecated crate's deprecation notes"))?;
         let shims = deprecations::shims(&krate, replacement_lib);
+        if !shims.iter().any(|shim| shim.kind != ShimKind::Crate && shim.new_path.is_some()) {
+            let manifest = dir.join("Cargo.toml");
+            let shown =
+                if manifest.starts_with(root) { rel_path(root, &manifest) } else { manifest.display().to_string() };
+            return Err(Diagnostic::error(
+                "fix",
+                format!(
+                    "--fix could not read the deprecated crate's deprecation notes: no `#[deprecated]` item of \
+                     `{}` has a note naming a `{replacement_lib}::` path, so there is nothing to map old paths to",
+                    krate.lib_name
+                ),
+            )
+            .with_help(format!("write `#[deprecated(note = \"use {replacement_lib}::Item\")]` on each shim"))
+            .in_file(shown));
+        }
         let mut fns: HashMap<String, &syn::ItemFn> = HashMap::new();
         let mut macro_defs: HashMap<String, &syn::ItemMacro> = HashMap::new();
         krate.walk(|_, module_path, item| match item {
@@ -570,7 +589,11 @@ fn fix_source(
 ) -> Result<(Vec<Edit>, Vec<(usize, String)>), Diagnostic> {
     let file = syn::parse_file(text).map_err(|err| {
         let start = err.span().start();
-        Diagnostic::error("syntax", format!("Rust source does not parse: {err}")).at(file, start.line, Some(start.column + 1))
+        Diagnostic::error("syntax", format!("Rust source does not parse: {err}")).at(
+            file,
+            start.line,
+            Some(start.column + 1),
+        )
     });
     let mut fixer = FileFix {
         index: LineIndex::new(text),

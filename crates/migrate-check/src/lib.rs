@@ -381,7 +381,10 @@ impl Texts<'_> {
         )
         .at(&member.manifest_rel, decl.line, Some(decl.column))
         .with_source(paths::line_text(&member.text, decl.line), decl.key.chars().count())
-        .with_help(format!("migrate `{last}` to `{}`, or drop this dependency on `{}`", self.replacement, decl.package));
+        .with_help(format!(
+            "migrate `{last}` to `{}`, or drop this dependency on `{}`",
+            self.replacement, decl.package
+        ));
         Violation { via: Some(via), ..Violation::new(&member.name, Kind::Transitive, diagnostic) }
     }
 

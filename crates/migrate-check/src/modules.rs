@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn default_files_of_mod_rs_and_other_files() {
         let root = ModuleFile::root("/c/src/lib.rs".into());
-        assert_eq!(paths(root.child(&[], "a", None)), [("/c/src/a.rs".into(), false), ("/c/src/a/mod.rs".into(), true)]);
+        assert_eq!(
+            paths(root.child(&[], "a", None)),
+            [("/c/src/a.rs".into(), false), ("/c/src/a/mod.rs".into(), true)]
+        );
         let a = ModuleFile { path: "/c/src/a.rs".into(), mod_rs: false };
         assert_eq!(paths(a.child(&[], "b", None))[0], ("/c/src/a/b.rs".into(), false));
         assert_eq!(paths(a.child(&[("inner", None)], "b", None))[0], ("/c/src/a/inner/b.rs".into(), false));
@@ -86,7 +89,10 @@ mod tests {
         assert_eq!(paths(a_rs.child(&[("inline", None)], "c", Some("other.rs")))[0].0, "/c/src/a/b/inline/other.rs");
         assert_eq!(paths(a_mod.child(&[("inline", None)], "c", Some("other.rs")))[0].0, "/c/src/a/inline/other.rs");
         // An inline module's own `#[path]` names its directory.
-        assert_eq!(paths(lib.child(&[("thread", Some("thread_files"))], "local_data", Some("tls.rs")))[0].0, "/c/src/thread_files/tls.rs");
+        assert_eq!(
+            paths(lib.child(&[("thread", Some("thread_files"))], "local_data", Some("tls.rs")))[0].0,
+            "/c/src/thread_files/tls.rs"
+        );
         assert_eq!(paths(lib.child(&[], "x", Some("../shared/x.rs")))[0].0, "/c/shared/x.rs");
     }
 

@@ -111,7 +111,11 @@ fn sarif(report: &Report) -> Value {
     for allowed in &report.allowed {
         for v in &allowed.violations {
             let properties = props.next().expect("one per violation");
-            results.push(diag::SarifResult { diagnostic: &v.diagnostic, suppression: Some(&allowed.reason), properties });
+            results.push(diag::SarifResult {
+                diagnostic: &v.diagnostic,
+                suppression: Some(&allowed.reason),
+                properties,
+            });
         }
     }
     diag::sarif(&TOOL, &rules(&report.deprecated, &report.replacement), &results, &[])

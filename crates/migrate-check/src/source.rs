@@ -47,7 +47,8 @@ pub(crate) fn scan(
     let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     // Each entry: the candidate files of one module, the first that exists being the module's.
-    let mut queue: Vec<Vec<ModuleFile>> = target_roots(package).into_iter().map(|p| vec![ModuleFile::root(p)]).collect();
+    let mut queue: Vec<Vec<ModuleFile>> =
+        target_roots(package).into_iter().map(|p| vec![ModuleFile::root(p)]).collect();
     while let Some(candidates) = queue.pop() {
         // A module whose file does not exist may be cfg'd out: skipped.
         let Some((file, text)) = candidates.into_iter().find_map(|candidate| {
@@ -529,8 +530,10 @@ mod tests {
         let text = "mod a; pub(crate) mod b { mod c; fn f() { mod inner; } } #[path = \"x/y.rs\"] mod d;";
         let file = ModuleFile { path: "/d/m.rs".into(), mod_rs: false };
         find_mods(&lex(text), &file, &mut queue);
-        let found: Vec<(String, bool)> =
-            queue.into_iter().map(|candidates| (candidates[0].path.display().to_string(), candidates[0].mod_rs)).collect();
+        let found: Vec<(String, bool)> = queue
+            .into_iter()
+            .map(|candidates| (candidates[0].path.display().to_string(), candidates[0].mod_rs))
+            .collect();
         assert_eq!(
             found,
             [("/d/m/a.rs".to_owned(), false), ("/d/m/b/c.rs".to_owned(), false), ("/d/x/y.rs".to_owned(), true)]

@@ -137,8 +137,8 @@ pub(crate) struct Located {
     /// The root directory as it is shown in messages about files (as the user wrote it, or relative to the current
     /// directory).
     pub(crate) root_shown: PathBuf,
-    /// The manifest the search started from, when it is not the root: it must be a member.
-    pub(crate) start: Option<PathBuf>,
+    /// The manifest the search started from, when it is not the root (it must be a member), and how to show it.
+    pub(crate) start: Option<(PathBuf, String)>,
 }
 
 /// Finds the root manifest as Cargo does: from `manifest_path`, or else from the nearest `Cargo.toml` at or above the
@@ -196,7 +196,12 @@ pub(crate) fn locate(manifest_path: Option<&Path>) -> Result<Located, Diagnostic
             if let Some(workspace) = doc.get("workspace").and_then(Item::as_table_like) {
                 let paths = |key: &str| -> Vec<PathBuf> {
                     let values = workspace.get(key).and_then(Item::as_array);
-                    values.into_iter().flat_map(|a| a.iter()).filter_map(|v| v.as_str()).map(|p| normalize(&dir.join(p))).collect()
+                    values
+                        .into_iter()
+                        .flat_map(|a| a.iter())
+                        .filter_map(|v| v.as_str())
+                        .map(|p| normalize(&dir.join(p)))
+                        .collect()
                 };
                 if !excluded(&start_dir, &paths("exclude"), &paths("members")) {
                     root = Some(manifest);
@@ -211,7 +216,11 @@ pub(crate) fn locate(manifest_path: Option<&Path>) -> Result<Located, Diagnostic
     Ok(match root {
         Some(root) if root != start => {
             let dir = root.parent().unwrap_or(Path::new("/")).to_owned();
-            Located { root_shown: shown_from_cwd(&dir), root_manifest: root, start: Some(start) }
+            let start_shown = match manifest_path {
+                Some(path) => path.display().to_string(),
+                None => shown_from_cwd(&start_dir).join("Cargo.toml").display().to_string(),
+            };
+            Located { root_shown: shown_from_cwd(&dir), root_manifest: root, start: Some((start, start_shown)) }
         }
         _ => Located { root_manifest: start, root_shown: given_dir(), start: None },
     })
@@ -289,8 +298,10 @@ impl Workspace {
                         continue;
                     }
                     if !dir.join("Cargo.toml").is_file() {
-                        let message =
-                            format!("member pattern `{pattern}` matches `{}`, which has no Cargo.toml", loader.rel(&dir));
+                        let message = format!(
+                            "member pattern `{pattern}` matches `{}`, which has no Cargo.toml",
+                            loader.rel(&dir)
+                        );
                         return Err(loader.error("manifest", absolute, Some(*line), message));
                     }
                     dirs.push(dir);
@@ -348,19 +359,21 @@ impl Workspace {
         let lock_path = root.join("Cargo.lock");
         let registry = if needs_lock && lock_path.is_file() { loader.lock(&lock_path)? } else { HashMap::new() };
 
-        if let Some(start) = &located.start
+        if let Some((start, start_shown)) = &located.start
             && let Some(dir) = start.parent()
             && !members.iter().any(|member| member.dir == dir)
         {
+            // Cargo refuses this too ("current package believes it's in a workspace when it's not").
             return Err(Diagnostic::error(
                 "manifest",
                 format!(
-                    "the package is inside the workspace of `{}` but is not a member of it; add it to \
-                     `workspace.members` or `workspace.exclude` there",
-                    loader.shown(absolute)
+                    "the package is inside the workspace of `{}`, which does not list it: add it to \
+                     `workspace.members` or `workspace.exclude` there, or give the package an empty `[workspace]` \
+                     table",
+                    absolute.display()
                 ),
             )
-            .in_file(loader.shown(start)));
+            .in_file(start_shown.clone()));
         }
         Ok(Workspace { root, root_shown, root_text, config, members, others, registry })
     }
@@ -856,5 +869,4 @@ mod tests {
         assert!(!glob_match(b"[!a-c]pp", b"bpp"));
         assert!(!glob_match(b"b*", b"app"));
     }
-
 }

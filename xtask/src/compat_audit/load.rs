@@ -85,7 +85,8 @@ fn read_manifest(path: &Path) -> Result<toml_edit::DocumentMut, Diagnostic> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(display(path)))?;
     text.parse().map_err(|err: toml_edit::TomlError| {
-        Diagnostic::error("manifest", format!("TOML does not parse: {}", err.message().trim_end())).in_file(display(path))
+        Diagnostic::error("manifest", format!("TOML does not parse: {}", err.message().trim_end()))
+            .in_file(display(path))
     })
 }
 

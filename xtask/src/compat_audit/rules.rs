@@ -129,14 +129,7 @@ impl Cx<'_> {
                 } else {
                     self.check_value(file, "static", ident, &static_item.expr);
                 }
-                self.check_public(
-                    file,
-                    &static_item.attrs,
-                    &static_item.vis,
-                    ident,
-                    ShimKind::Static,
-                    "static",
-                );
+                self.check_public(file, &static_item.attrs, &static_item.vis, ident, ShimKind::Static, "static");
             }
             syn::Item::Mod(module) => {
                 let ident = &module.ident;
