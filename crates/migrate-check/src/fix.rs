@@ -339,7 +339,7 @@ enum Action {
     Manual(String),
 }
 
-/// The compat crate's deprecations, keyed by full old path (`registry_compat::registry::AgentRegistry`).
+/// The deprecated crate's deprecations, keyed by full old path (`old_core::registry::Registry`).
 #[derive(Debug)]
 struct Mapping {
     lib: String,
