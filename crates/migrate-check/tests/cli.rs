@@ -1,0 +1,244 @@
+//! The generic binary, `cargo migrate-check`, as a user meets it: which workspace it checks, the names it needs,
+//! Cargo's subcommand convention, and errors in every output format. Workspaces are inline fixtures written to the
+//! system's temporary directory (outside any Cargo workspace).
+
+mod support;
+
+use serde_json::Value;
+use support::{Fixture, migrate_check};
+
+/// A workspace where `app` uses `old-core` (in its manifest and its source) and `clean` uses `new-core`. `config`
+/// is the text of `[workspace.metadata.migrate-check]`.
+fn workspace(config: &str) -> Fixture {
+    Fixture::new(&format!(
+        r#"
+//- /Cargo.toml
+[workspace]
+resolver = "2"
+members = ["crates/*"]
+
+[workspace.metadata.migrate-check]
+{config}
+//- /crates/old-core/Cargo.toml
+[package]
+name = "old-core"
+version = "1.0.0"
+edition = "2021"
+//- /crates/old-core/src/lib.rs
+pub fn helper() {{}}
+//- /crates/new-core/Cargo.toml
+[package]
+name = "new-core"
+version = "2.0.0"
+edition = "2021"
+//- /crates/new-core/src/lib.rs
+pub fn helper() {{}}
+//- /crates/app/Cargo.toml
+[package]
+name = "app"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+old-core = {{ path = "../old-core" }}
+//- /crates/app/src/lib.rs
+pub fn run() {{
+    old_core::helper();
+}}
+//- /crates/clean/Cargo.toml
+[package]
+name = "clean"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+new-core = {{ path = "../new-core" }}
+//- /crates/clean/src/lib.rs
+pub use new_core::helper;
+"#
+    ))
+}
+
+const NAMES: &str = "deprecated = \"old-core\"\nreplacement = \"new-core\"";
+
+/// (package, kind) of each violation in a JSON report.
+fn violations(stdout: &str) -> Vec<(String, String)> {
+    let report: Value = serde_json::from_str(stdout).expect("a JSON report");
+    report["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|v| (v["package"].as_str().unwrap_or_default().into(), v["kind"].as_str().unwrap_or_default().into()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(p, k)| ((*p).to_owned(), (*k).to_owned())).collect()
+}
+
+#[test]
+fn without_names_it_stops_and_says_which_are_missing() {
+    let ws = workspace("");
+    let run = migrate_check(&ws.root, &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert_eq!(
+        run.stderr,
+        "error: Cargo.toml: no deprecated or replacement package to check for: set `deprecated` and `replacement` \
+         in [workspace.metadata.migrate-check], or pass `--deprecated` and `--replacement`\n"
+    );
+
+    let ws = workspace("deprecated = \"old-core\"");
+    let run = migrate_check(&ws.root, &[]);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr,
+        "error: Cargo.toml: no replacement package to check for: set `replacement` in \
+         [workspace.metadata.migrate-check], or pass `--replacement`\n"
+    );
+}
+
+#[test]
+fn flags_give_the_names_and_win_over_the_configuration() {
+    let ws = workspace("");
+    let run = migrate_check(&ws.root, &["--deprecated", "old-core", "--replacement", "new-core", "--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(violations(&run.stdout), pairs(&[("app", "dependency"), ("app", "source")]));
+
+    // The table names the replacement as the deprecated crate; the flags turn it around.
+    let ws = workspace("deprecated = \"new-core\"\nreplacement = \"old-core\"");
+    let run = migrate_check(&ws.root, &["--deprecated=old-core", "--replacement=new-core", "--format=json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(violations(&run.stdout), pairs(&[("app", "dependency"), ("app", "source")]));
+}
+
+#[test]
+fn it_checks_the_workspace_of_the_current_directory_as_cargo_finds_it() {
+    let ws = workspace(NAMES);
+    let from_root = migrate_check(&ws.root, &["--format", "json"]);
+    for dir in ["crates/clean", "crates/app/src"] {
+        let run = migrate_check(&ws.path(dir), &["--format", "json"]);
+        assert_eq!((run.code, &run.stdout), (1, &from_root.stdout), "from {dir}: {}", run.stderr);
+    }
+    // A member's manifest given with --manifest-path means the workspace too, as for Cargo.
+    let run = migrate_check(&ws.path("crates"), &["--manifest-path", "clean/Cargo.toml", "--format", "json"]);
+    assert_eq!((run.code, &run.stdout), (1, &from_root.stdout), "{}", run.stderr);
+}
+
+#[test]
+fn cargo_passes_the_subcommand_name_first() {
+    let ws = workspace(NAMES);
+    let direct = migrate_check(&ws.root, &["--format", "json"]);
+    let through_cargo = migrate_check(&ws.root, &["migrate-check", "--format", "json"]);
+    assert_eq!((through_cargo.code, &through_cargo.stdout), (1, &direct.stdout));
+}
+
+#[test]
+fn a_package_that_is_not_in_a_workspace_is_a_workspace_of_one() {
+    let package = Fixture::new(
+        r#"
+//- /Cargo.toml
+[package]
+name = "solo"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+legacy = { package = "old-core", path = "vendor/old-core" }
+
+[package.metadata.migrate-check]
+deprecated = "old-core"
+replacement = "new-core"
+//- /src/main.rs
+fn main() {
+    legacy::helper();
+}
+//- /vendor/old-core/Cargo.toml
+[package]
+name = "old-core"
+version = "1.0.0"
+edition = "2021"
+//- /vendor/old-core/src/lib.rs
+pub fn helper() {}
+"#,
+    );
+    let run = migrate_check(&package.path("src"), &["--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("a JSON report");
+    // The path dependency inside the package's directory is not a member: there is no workspace to join.
+    assert_eq!(report["packages_checked"], 1);
+    assert_eq!(violations(&run.stdout), pairs(&[("solo", "dependency"), ("solo", "source")]));
+}
+
+#[test]
+fn outside_any_package_it_says_where_it_looked() {
+    let empty = Fixture::new("//- /README.md\nnot a Cargo project\n");
+    let run = migrate_check(&empty.root, &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: could not find `Cargo.toml` in `{}` or any parent directory\n",
+            std::fs::canonicalize(&empty.root).expect("the fixture exists").display()
+        )
+    );
+}
+
+#[test]
+fn errors_are_rendered_in_the_format_asked_for() {
+    let ws = workspace("allowlist = []");
+    let expected = "error: Cargo.toml:6: unknown key `allowlist` in [workspace.metadata.migrate-check] (expected \
+                    `deprecated`, `replacement`, `allow`, `replacement-version` or `replacement-path`)\n";
+
+    let json = migrate_check(&ws.root, &["--format", "json"]);
+    assert_eq!((json.code, json.stderr.as_str()), (2, expected));
+    let error: Value = serde_json::from_str(&json.stdout).expect("one JSON object");
+    assert_eq!(error["error"]["code"], "config");
+    assert_eq!((error["error"]["file"].as_str(), error["error"]["line"].as_u64()), (Some("Cargo.toml"), Some(6)));
+
+    let github = migrate_check(&ws.root, &["--format", "github"]);
+    assert_eq!((github.code, github.stderr.as_str()), (2, expected));
+    assert!(github.stdout.starts_with("::error file=Cargo.toml,line=6,title=migrate-check config::unknown key"));
+
+    let sarif = migrate_check(&ws.root, &["--format", "sarif"]);
+    assert_eq!(sarif.code, 2);
+    let log: Value = serde_json::from_str(&sarif.stdout).expect("a SARIF log");
+    let invocation = &log["runs"][0]["invocations"][0];
+    assert_eq!(invocation["executionSuccessful"], false);
+    assert_eq!(invocation["toolExecutionNotifications"][0]["descriptor"]["id"], "config");
+    assert_eq!(log["runs"][0]["results"], serde_json::json!([]));
+}
+
+#[test]
+fn sarif_names_the_tool_its_version_and_its_documentation() {
+    let ws = workspace(NAMES);
+    let run = migrate_check(&ws.root, &["--format", "sarif"]);
+    assert_eq!(run.code, 1);
+    let log: Value = serde_json::from_str(&run.stdout).expect("a SARIF log");
+    let driver = &log["runs"][0]["tool"]["driver"];
+    assert_eq!(driver["name"], "migrate-check");
+    assert_eq!(driver["version"], env!("CARGO_PKG_VERSION"));
+    assert!(driver["informationUri"].as_str().is_some_and(|uri| uri.ends_with("docs/migrate-check.md")), "{driver}");
+}
+
+#[test]
+fn version_and_help() {
+    let ws = workspace(NAMES);
+    let run = migrate_check(&ws.root, &["--version"]);
+    assert_eq!((run.code, run.stdout), (0, format!("cargo migrate-check {}\n", env!("CARGO_PKG_VERSION"))));
+    let help = migrate_check(&ws.root, &["migrate-check", "--help"]);
+    assert_eq!(help.code, 0);
+    for needle in ["--deprecated", "--replacement", "--manifest-path", "--fix", "EXIT CODES", "docs/migrate-check.md"] {
+        assert!(help.stdout.contains(needle), "--help mentions {needle}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_2() {
+    let ws = workspace(NAMES);
+    for args in [&["--format", "xml"][..], &["--bogus"], &["--deprecated"], &["--deprecated", "no/such"], &["x"]] {
+        let run = migrate_check(&ws.root, args);
+        assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{args:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.ends_with("; run `cargo migrate-check --help`\n"), "{args:?}: {}", run.stderr);
+    }
+}

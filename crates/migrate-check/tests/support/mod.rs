@@ -1,0 +1,94 @@
+//! What the integration tests share: multi-file fixtures written to a temporary directory, and the built binary.
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of this module.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fixture written to its own directory under the system's temporary directory (outside any Cargo workspace, so
+/// that finding the workspace from a directory behaves as on a user's machine). Removed on drop.
+#[derive(Debug)]
+pub struct Fixture {
+    pub root: PathBuf,
+}
+
+impl Fixture {
+    /// Writes `text`: files separated by `//- /path` header lines, as rust-analyzer's fixtures are. Paths are relative
+    /// to the fixture's root; only blank lines may come before the first header.
+    #[track_caller]
+    pub fn new(text: &str) -> Fixture {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let root = std::env::temp_dir()
+            .join(format!("migrate-check-fixture-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut current: Option<(PathBuf, String)> = None;
+        let flush = |current: &mut Option<(PathBuf, String)>| {
+            if let Some((path, contents)) = current.take() {
+                std::fs::create_dir_all(path.parent().expect("a file has a directory")).expect("create a directory");
+                std::fs::write(&path, contents).expect("write a fixture file");
+            }
+        };
+        for line in text.lines() {
+            if let Some(path) = line.strip_prefix("//- /") {
+                flush(&mut current);
+                current = Some((root.join(path.trim()), String::new()));
+            } else if current.is_none() && line.trim().is_empty() {
+                continue;
+            } else {
+                let (_, contents) = current.as_mut().expect("a fixture starts with a `//- /path` line");
+                contents.push_str(line);
+                contents.push('\n');
+            }
+        }
+        flush(&mut current);
+        Fixture { root }
+    }
+
+    /// A path inside the fixture.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The text of a file of the fixture.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).expect("read a fixture file")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cargo-migrate-check <args>` in `dir`.
+pub fn migrate_check(dir: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-migrate-check"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("output is UTF-8");
+    Run { code: output.status.code().expect("not killed"), stdout: text(output.stdout), stderr: text(output.stderr) }
+}
+
+/// Runs `git <args>` in `dir`, asserting success.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
