@@ -82,6 +82,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
             name,
             description,
             help: "The compat crate may hold only #[deprecated] items that forward to core_registry.".to_owned(),
+            help_uri: None,
         })
         .collect();
     let krate = match load::load(&args.crate_dir) {

@@ -253,6 +253,8 @@ pub struct Rule {
     pub description: &'static str,
     /// What to do about a finding.
     pub help: String,
+    /// Where the rule is documented, if anywhere.
+    pub help_uri: Option<String>,
 }
 
 /// One SARIF result: a diagnostic, suppressed with a justification when it was allowed on purpose, with extra
@@ -328,14 +330,20 @@ pub fn sarif(tool: &Tool, rules: &[Rule], results: &[SarifResult<'_>], errors: &
                 "version": tool.version,
                 "semanticVersion": tool.version,
                 "informationUri": tool.information_uri,
-                "rules": rules.iter().map(|rule| json!({
-                    "id": rule.id,
-                    "name": rule.name,
-                    "shortDescription": { "text": rule.description },
-                    "fullDescription": { "text": rule.description },
-                    "help": { "text": rule.help },
-                    "defaultConfiguration": { "level": "error" },
-                })).collect::<Vec<_>>(),
+                "rules": rules.iter().map(|rule| {
+                    let mut value = json!({
+                        "id": rule.id,
+                        "name": rule.name,
+                        "shortDescription": { "text": rule.description },
+                        "fullDescription": { "text": rule.description },
+                        "help": { "text": rule.help },
+                        "defaultConfiguration": { "level": "error" },
+                    });
+                    if let Some(uri) = &rule.help_uri {
+                        value["helpUri"] = json!(uri);
+                    }
+                    value
+                }).collect::<Vec<_>>(),
             }},
             "invocations": [{
                 "executionSuccessful": errors.is_empty(),

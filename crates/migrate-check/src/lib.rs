@@ -141,7 +141,9 @@ impl Kind {
             Kind::StaleAllow => "Remove the entry from `allow` in the migrate-check configuration table.".to_owned(),
             _ => format!("Depend on and import `{replacement}` instead of `{deprecated}`."),
         };
-        diag::Rule { id: self.as_str(), name, description, help }
+        // docs/migrate-check.md has a heading per kind, named as the kind.
+        let help_uri = Some(format!("{}#{}", TOOL.information_uri, self.as_str()));
+        diag::Rule { id: self.as_str(), name, description, help, help_uri }
     }
 }
 
@@ -220,6 +222,26 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// Sorted by package.
     pub allowed: Vec<Allowed>,
+}
+
+/// A workspace member, as the check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its package name.
+    pub name: String,
+    /// Its manifest (absolute, normalized).
+    pub manifest_path: PathBuf,
+}
+
+/// The members of the workspace `options` name, sorted by manifest path: the packages every check is about. The
+/// configuration is read too, so its errors are errors here.
+pub fn members(options: &CheckOptions) -> Result<Vec<Member>, Diagnostic> {
+    let ws = load(options)?;
+    Ok(ws
+        .members
+        .iter()
+        .map(|member| Member { name: member.name.clone(), manifest_path: member.dir.join("Cargo.toml") })
+        .collect())
 }
 
 /// Checks the workspace `options` name.

@@ -18,8 +18,11 @@ impl Fixture {
     #[track_caller]
     pub fn new(text: &str) -> Fixture {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let root = std::env::temp_dir()
-            .join(format!("migrate-check-fixture-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        let root = std::env::temp_dir().join(format!(
+            "migrate-check-fixture-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&root);
         let mut current: Option<(PathBuf, String)> = None;
         let flush = |current: &mut Option<(PathBuf, String)>| {
