@@ -90,3 +90,34 @@ fn bad_arguments_exit_2() {
     let (code, output) = audit(&["--manifest-path", "crates/registry-compat"]);
     assert_eq!(code, 2, "{output}");
 }
+
+#[test]
+fn every_format_of_the_check_serves_the_audit_too() {
+    let dir = "tests/fixtures/compat-audit/bad-notes";
+    let (code, human) = audit(&["--crate-dir", dir]);
+    assert_eq!(code, 1);
+    let located = human.lines().filter(|line| line.trim_start().starts_with("--> ")).count();
+
+    let (code, json) = audit(&["--crate-dir", dir, "--format", "json"]);
+    assert_eq!(code, 1, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+    let findings = report["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), located, "one JSON finding per human diagnostic");
+    assert!(findings.iter().all(|f| f["file"].as_str().is_some_and(|file| file.starts_with(dir))), "{json}");
+
+    let (code, github) = audit(&["--crate-dir", dir, "--format", "github"]);
+    assert_eq!((code, github.lines().count()), (1, located), "{github}");
+    assert!(github.lines().all(|line| line.starts_with("::error file=tests/fixtures/compat-audit/bad-notes/")));
+
+    let (code, sarif) = audit(&["--crate-dir", dir, "--format", "sarif"]);
+    assert_eq!(code, 1);
+    let log: serde_json::Value = serde_json::from_str(&sarif).expect("a SARIF log");
+    let run = &log["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "compat-audit");
+    assert_eq!(run["results"].as_array().map(Vec::len), Some(located));
+    let rules: Vec<&str> =
+        run["tool"]["driver"]["rules"].as_array().expect("rules").iter().filter_map(|r| r["id"].as_str()).collect();
+    for result in run["results"].as_array().expect("results") {
+        assert!(rules.contains(&result["ruleId"].as_str().unwrap_or_default()), "a rule for {result}");
+    }
+}

@@ -65,7 +65,7 @@ fn help(program: &str) -> String {
 
 USAGE:
     {program} [--manifest-path PATH] [--format FORMAT] [--deprecated PKG --replacement PKG] [--no-source]
-    {program} --fix [--dry-run] [--allow-dirty] [--manifest-path PATH] [--format FORMAT]
+    {program} --fix [--dry-run] [--allow-dirty] [--manifest-path PATH] [--format FORMAT] [--deprecated PKG ..]
 
 OPTIONS:
     --manifest-path PATH  a Cargo.toml of the workspace to check (default: the workspace that contains the

@@ -270,17 +270,22 @@ pub struct SarifResult<'a> {
 }
 
 /// A SARIF 2.1.0 log of one run: `rules` in the driver, one result per finding, and `errors` (diagnostics that kept
-/// the tool from finishing) as tool execution notifications, which also mark the run as not successful.
+/// the tool from finishing) as tool execution notifications, which also mark the run as not successful. Results'
+/// files are relative to the analysed root (`uriBaseId` `%SRCROOT%`); errors' files are as the user named them.
 pub fn sarif(tool: &Tool, rules: &[Rule], results: &[SarifResult<'_>], errors: &[Diagnostic]) -> Value {
     let level = |severity: Severity| severity.as_str();
     let message = |d: &Diagnostic| match &d.help {
         Some(help) => format!("{}\nhelp: {help}", d.message),
         None => d.message.clone(),
     };
-    let locations = |d: &Diagnostic| -> Value {
+    // Results name files relative to the analysed root (`%SRCROOT%`); errors name them as the user sees them.
+    let location_of = |d: &Diagnostic, root_relative: bool| -> Value {
         let Some(file) = &d.file else { return json!([]) };
-        let mut location =
-            json!({ "physicalLocation": { "artifactLocation": { "uri": file, "uriBaseId": "%SRCROOT%" } } });
+        let mut artifact = json!({ "uri": file });
+        if root_relative {
+            artifact["uriBaseId"] = json!("%SRCROOT%");
+        }
+        let mut location = json!({ "physicalLocation": { "artifactLocation": artifact } });
         if let Some(line) = d.line {
             let mut region = json!({ "startLine": line });
             if let Some(column) = d.column {
@@ -300,7 +305,7 @@ pub fn sarif(tool: &Tool, rules: &[Rule], results: &[SarifResult<'_>], errors: &
             }
             value["level"] = json!(level(d.severity));
             value["message"] = json!({ "text": message(d) });
-            value["locations"] = locations(d);
+            value["locations"] = location_of(d, true);
             if result.properties.is_object() {
                 value["properties"] = result.properties.clone();
             }
@@ -316,7 +321,7 @@ pub fn sarif(tool: &Tool, rules: &[Rule], results: &[SarifResult<'_>], errors: &
             let mut value = json!({ "level": level(d.severity), "message": { "text": message(d) } });
             value["descriptor"] = json!({ "id": d.code });
             if d.file.is_some() {
-                value["locations"] = locations(d);
+                value["locations"] = location_of(d, false);
             }
             value
         })

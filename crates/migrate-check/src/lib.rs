@@ -218,6 +218,10 @@ pub struct Report {
     pub replacement: String,
     /// Members checked: all but the deprecated crate and the replacement (allowlisted ones count).
     pub packages_checked: usize,
+    /// Whether a package of the deprecated crate's name is anywhere in sight: a member, a path crate, a dependency
+    /// declaration or a `Cargo.lock` entry. `false` with no violations means either that the migration is complete
+    /// or that the name is not the package's: the report says so.
+    pub deprecated_found: bool,
     /// Sorted by (package, file, line, column, kind).
     pub violations: Vec<Violation>,
     /// Sorted by package.
@@ -259,6 +263,22 @@ pub(crate) fn load(options: &CheckOptions) -> Result<Workspace, Diagnostic> {
 pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report, Diagnostic> {
     let config = &ws.config;
     let deprecated = config.deprecated.as_str();
+    let known = known_packages(ws);
+    // A name that is one `-`/`_` away from a package in sight is a misspelling, not a finished migration: checking it
+    // would find nothing and say "ok".
+    for (key, name) in [("deprecated", deprecated), ("replacement", config.replacement.as_str())] {
+        let spelled = |candidate: &&&str| candidate.replace('_', "-") == name.replace('_', "-");
+        if !known.contains(name)
+            && let Some(near) = known.iter().find(spelled)
+        {
+            return Err(Diagnostic::error(
+                "config",
+                format!("no package is named `{name}` (the {key} crate); this workspace has `{near}`"),
+            )
+            .in_file(ws.root_shown.join("Cargo.toml").display().to_string())
+            .with_help(format!("name the package as its manifest does: `{near}`")));
+        }
+    }
     let deprecated_lib = ws.lib_name(deprecated);
     let replacement_lib = ws.lib_name(&config.replacement);
     let checked: Vec<&Package> =
@@ -303,8 +323,15 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         if allowed.iter().any(|a| a.package == entry.package) {
             continue;
         }
-        let is_member = checked.iter().any(|m| m.name == entry.package);
-        let problem = if is_member { "has no violation to allow" } else { "is not a checked workspace member" };
+        let problem = if checked.iter().any(|m| m.name == entry.package) {
+            "has no violation to allow"
+        } else if entry.package == deprecated {
+            "is the deprecated crate itself, which is never checked"
+        } else if entry.package == config.replacement {
+            "is the replacement, which is never checked"
+        } else {
+            "is not a workspace member"
+        };
         let diagnostic = Diagnostic::error(
             Kind::StaleAllow.as_str(),
             format!("allow entry for `{}` is stale: `{}` {problem}", entry.package, entry.package),
@@ -320,9 +347,19 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         deprecated: deprecated.to_owned(),
         replacement: config.replacement.clone(),
         packages_checked: checked.len(),
+        deprecated_found: known.contains(deprecated),
         violations,
         allowed,
     })
+}
+
+/// Every package name in sight: members, path crates, the packages their declarations name, and `Cargo.lock`'s.
+fn known_packages(ws: &Workspace) -> std::collections::HashSet<&str> {
+    let packages = ws.members.iter().chain(&ws.others);
+    let mut known: std::collections::HashSet<&str> = packages.clone().map(|p| p.name.as_str()).collect();
+    known.extend(packages.flat_map(|p| &p.decls).map(|d| d.package.as_str()));
+    known.extend(ws.registry.iter().flat_map(|(name, deps)| std::iter::once(name).chain(deps)).map(String::as_str));
+    known
 }
 
 fn sort(violations: &mut [Violation]) {

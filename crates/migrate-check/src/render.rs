@@ -37,6 +37,14 @@ fn human(report: &Report) -> String {
     let checked = plural(report.packages_checked, "checked package");
     if report.violations.is_empty() {
         let _ = writeln!(out, "migrate-check: ok: {checked}, none depends on or imports `{}`", report.deprecated);
+        if !report.deprecated_found {
+            let _ = writeln!(
+                out,
+                "note[migrate-check]: no package named `{}` is a member, a dependency or in Cargo.lock: if the \
+                 migration is not finished, check the name",
+                report.deprecated
+            );
+        }
     } else {
         let counts: Vec<String> = Kind::ALL
             .iter()
@@ -80,6 +88,7 @@ fn to_json(report: &Report) -> Value {
         "deprecated": report.deprecated,
         "replacement": report.replacement,
         "packages_checked": report.packages_checked,
+        "deprecated_found": report.deprecated_found,
         "violations": report.violations.iter().map(violation_json).collect::<Vec<_>>(),
         "allowed": report.allowed.iter().map(|a| json!({
             "package": a.package,

@@ -50,13 +50,27 @@ pub(crate) fn scan(
     let mut queue: Vec<Vec<ModuleFile>> =
         target_roots(package).into_iter().map(|p| vec![ModuleFile::root(p)]).collect();
     while let Some(candidates) = queue.pop() {
-        // A module whose file does not exist may be cfg'd out: skipped.
-        let Some((file, text)) = candidates.into_iter().find_map(|candidate| {
-            let text = std::fs::read_to_string(&candidate.path).ok()?;
-            Some((candidate, text))
-        }) else {
-            continue;
-        };
+        // A module whose file does not exist may be cfg'd out: skipped. A file that exists but cannot be read is
+        // not checked, so that is an error (rustc could not read it either).
+        let mut found_file = None;
+        for candidate in candidates {
+            match std::fs::read_to_string(&candidate.path) {
+                Ok(text) => {
+                    found_file = Some((candidate, text));
+                    break;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound || candidate.path.is_dir() => {}
+                Err(err) => {
+                    let problem = if err.kind() == std::io::ErrorKind::InvalidData {
+                        "cannot check it: it is not UTF-8 (rustc rejects it too)".to_owned()
+                    } else {
+                        format!("cannot read: {err}")
+                    };
+                    return Err(Diagnostic::error("io", problem).in_file(shown(&candidate.path)));
+                }
+            }
+        }
+        let Some((file, text)) = found_file else { continue };
         if !seen.insert(file.path.clone()) {
             continue;
         }

@@ -191,8 +191,21 @@ pub(crate) fn locate(manifest_path: Option<&Path>) -> Result<Located, Diagnostic
     if root.is_none() {
         for dir in start_dir.ancestors().skip(1) {
             let manifest = dir.join("Cargo.toml");
-            let Some(doc) = std::fs::read_to_string(&manifest).ok() else { continue };
-            let Ok(doc) = Document::parse(doc.as_str()) else { continue };
+            let text = match std::fs::read_to_string(&manifest) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    let shown = shown_from_cwd(dir).join("Cargo.toml").display().to_string();
+                    return Err(Diagnostic::error("io", format!("cannot read: {err}")).in_file(shown));
+                }
+            };
+            // A manifest above that does not parse may be the workspace root: Cargo stops there too.
+            let doc = Document::parse(text.as_str()).map_err(|err| {
+                let (line, column) = err.span().map_or((1, 1), |span| line_col(&text, span.start));
+                let message = err.message().trim_end().replace('\n', "; ");
+                let shown = shown_from_cwd(dir).join("Cargo.toml").display().to_string();
+                Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(shown, line, Some(column))
+            })?;
             if let Some(workspace) = doc.get("workspace").and_then(Item::as_table_like) {
                 let paths = |key: &str| -> Vec<PathBuf> {
                     let values = workspace.get(key).and_then(Item::as_array);

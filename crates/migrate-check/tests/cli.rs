@@ -242,3 +242,53 @@ fn bad_arguments_are_one_line_and_exit_2() {
         assert!(run.stderr.ends_with("; run `cargo migrate-check --help`\n"), "{args:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn a_name_one_dash_away_from_a_package_is_a_misspelling_not_an_ok() {
+    let ws = workspace("deprecated = \"old_core\"\nreplacement = \"new-core\"");
+    let run = migrate_check(&ws.root, &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert_eq!(
+        run.stderr,
+        "error: Cargo.toml: no package is named `old_core` (the deprecated crate); this workspace has `old-core`; \
+         name the package as its manifest does: `old-core`\n"
+    );
+}
+
+#[test]
+fn a_deprecated_crate_seen_nowhere_is_said_so_beside_the_ok() {
+    let ws = workspace("deprecated = \"nope\"\nreplacement = \"new-core\"");
+    let run = migrate_check(&ws.root, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "migrate-check: ok: 3 checked packages, none depends on or imports `nope`\nnote[migrate-check]: no package \
+         named `nope` is a member, a dependency or in Cargo.lock: if the migration is not finished, check the name\n"
+    );
+    let json = migrate_check(&ws.root, &["--format", "json"]);
+    let report: Value = serde_json::from_str(&json.stdout).expect("a JSON report");
+    assert_eq!(report["deprecated_found"], false);
+    let found = migrate_check(&ws.root, &["--deprecated", "old-core", "--format", "json"]);
+    let report: Value = serde_json::from_str(&found.stdout).expect("a JSON report");
+    assert_eq!(report["deprecated_found"], true);
+}
+
+#[test]
+fn a_root_manifest_that_does_not_parse_stops_the_search_from_a_member() {
+    let ws = workspace(NAMES);
+    let manifest = ws.path("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read the root manifest");
+    std::fs::write(&manifest, format!("{text}[broken\n")).expect("break it");
+    let run = migrate_check(&ws.path("crates/app"), &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(run.stderr.starts_with("error: ../../Cargo.toml:8:8: TOML does not parse: "), "{}", run.stderr);
+}
+
+#[test]
+fn a_source_file_that_cannot_be_read_is_an_error_not_a_skip() {
+    let ws = workspace(NAMES);
+    std::fs::write(ws.path("crates/clean/src/lib.rs"), b"pub fn f() {}\n// \xff\n").expect("write a non-UTF-8 file");
+    let run = migrate_check(&ws.root, &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert_eq!(run.stderr, "error: crates/clean/src/lib.rs: cannot check it: it is not UTF-8 (rustc rejects it too)\n");
+}
