@@ -1403,6 +1403,31 @@ fn fix_manifests(
     let mut docs: BTreeMap<PathBuf, (String, DocumentMut)> = BTreeMap::new();
     docs.insert(root_manifest.clone(), (ws.root_text.clone(), parse(&root_manifest, &ws.root_text)?));
     let spec = replacement_spec(ws, &docs[&root_manifest].1);
+    // A path that is not the replacement's would be written into every manifest, and only the check afterwards would
+    // notice: refuse it before anything is written.
+    if let Some(dir) = spec.as_ref().and_then(|spec| spec.path.as_ref()) {
+        let manifest = dir.join("Cargo.toml");
+        let name = std::fs::read_to_string(&manifest).ok().and_then(|text| {
+            let doc = text.parse::<DocumentMut>().ok()?;
+            Some(doc.get("package")?.get("name")?.as_str()?.to_owned())
+        });
+        if name.as_deref() != Some(replacement) {
+            let found = match name {
+                Some(name) => format!("holds the package `{name}`"),
+                None => "has no package manifest".to_owned(),
+            };
+            return Err(Diagnostic::error(
+                "fix",
+                format!(
+                    "--fix would point the members at `{}` for `{replacement}`, but that directory {found}; nothing \
+                     was written",
+                    rel_path(&ws.root, dir)
+                ),
+            )
+            .with_help(format!("set `replacement-path` in {} to the directory of `{replacement}`", ws.config.table))
+            .in_file(ws.root_shown.join("Cargo.toml").display().to_string()));
+        }
+    }
     let no_spec = || {
         Diagnostic::error(
             "fix",

@@ -24,8 +24,14 @@ members = ["crates/*"]
 name = "old-core"
 version = "1.0.0"
 edition = "2021"
+
+[dependencies]
+new-core = {{ path = "../new-core" }}
 //- /crates/old-core/src/lib.rs
-pub fn helper() {{}}
+#[deprecated(note = "use new_core::helper")]
+pub fn helper() {{
+    new_core::helper()
+}}
 //- /crates/new-core/Cargo.toml
 [package]
 name = "new-core"
@@ -291,4 +297,22 @@ fn a_source_file_that_cannot_be_read_is_an_error_not_a_skip() {
     let run = migrate_check(&ws.root, &[]);
     assert_eq!((run.code, run.stdout.as_str()), (2, ""));
     assert_eq!(run.stderr, "error: crates/clean/src/lib.rs: cannot check it: it is not UTF-8 (rustc rejects it too)\n");
+}
+
+#[test]
+fn fix_refuses_a_replacement_path_that_is_not_the_replacement_before_writing() {
+    let ws = workspace(&format!("{NAMES}\nreplacement-path = \"crates/nope\""));
+    let before = ws.read("crates/app/Cargo.toml");
+    for args in [&["--fix", "--dry-run"][..], &["--fix"]] {
+        let run = migrate_check(&ws.root, args);
+        assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{args:?}: {}", run.stderr);
+        assert_eq!(
+            run.stderr,
+            "error: Cargo.toml: --fix would point the members at `crates/nope` for `new-core`, but that directory has \
+             no package manifest; nothing was written; set `replacement-path` in [workspace.metadata.migrate-check] \
+             to the directory of `new-core`\n",
+            "{args:?}"
+        );
+    }
+    assert_eq!(ws.read("crates/app/Cargo.toml"), before);
 }
