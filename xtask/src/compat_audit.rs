@@ -1,9 +1,10 @@
 //! `cargo xtask compat-audit`: proves that the compat crate is nothing but deprecated forwarding shims onto
 //! core-registry.
 //!
-//! The crate is parsed with `syn` (its root and every out-of-line module); core-registry's exports are read from
-//! its crate root (`pub use` lists and `pub` items) and its members (methods, variants) from its `impl`, `enum` and
-//! `trait` items. Rules, each reported as `file:line:col: error[kind]: ...` with the source line, a caret and help:
+//! The crate is read by `migrate_check::deprecations` (its root and every out-of-line module, parsed with `syn`);
+//! core-registry's exports are read from its crate root (`pub use` lists and `pub` items) and its members (methods,
+//! variants) from its `impl`, `enum` and `trait` items. Each finding is a `migrate_check::Diagnostic` whose code is
+//! the rule, rendered as migrate-check renders its own (`--format human|json|github|sarif`). The rules:
 //!
 //! - `crate-not-deprecated`: the crate root has no `#![deprecated]`.
 //! - `missing-deprecated`: a public item has no `#[deprecated]`.
@@ -17,7 +18,8 @@
 //! - `bare-reexport`: a `pub use` (which warns nobody, rust-lang/rust#30827) without a deprecated `#[doc(hidden)]`
 //!   const twin of the same name. The one other exception is `#[doc(hidden)] pub use core_registry as __private;`.
 //!
-//! Exit codes: 0 clean, 1 findings, 2 the crate could not be read or parsed (one line on stderr).
+//! Exit codes: 0 clean, 1 findings, 2 the crate could not be read or parsed (one line on stderr, and the error in
+//! the machine formats on stdout).
 
 mod load;
 mod rules;

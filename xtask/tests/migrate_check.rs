@@ -1,5 +1,5 @@
 //! `cargo xtask migrate-check` end to end: the built binary on the standalone workspaces in
-//! `tests/fixtures/migrate-check/<case>/`, one case per clause of the contract (MIGRATE_CHECK.md).
+//! `tests/fixtures/migrate-check/<case>/`, one case per clause of the contract (docs/migrate-check.md).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -105,7 +105,9 @@ EXIT CODES:
     2  could not check: no manifest, TOML that does not parse, unknown config key, allow entry without a reason,
        no deprecated or replacement package named (one line on stderr names the file and the problem)
     With --fix: 0 nothing left, 1 violations left after fixing, 2 could not fix (as above, or a dirty work tree
-    without --allow-dirty, or the deprecated crate's source or the replacement's version cannot be found)
+    without --allow-dirty, the deprecated crate's source not found or its notes naming no replacement path, or
+    no version or path known for the replacement, or a replacement-path that does not hold it); nothing is
+    written when it exits 2 before writing. With --fix --dry-run: 0 when the diff could be computed.
 
 Reference: docs/migrate-check.md ({uri})
 ",
@@ -157,7 +159,7 @@ fn missing(err: lexopt::Error) -> String {
 }
 
 fn package(name: String) -> Result<String, String> {
-    if name.is_empty() || name.contains(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_')) {
+    if !crate::workspace::is_package_name(&name) {
         return Err(format!("`{name}` is not a package name"));
     }
     Ok(name)
@@ -216,7 +218,8 @@ fn fix(options: &CheckOptions, args: &Args, output: &mut Output) -> Result<(), D
         ));
         return Ok(());
     }
-    if !args.allow_dirty {
+    // Like `cargo fix`, refuse to write over uncommitted work; with nothing to write there is nothing to refuse.
+    if !args.allow_dirty && plan.changes().next().is_some() {
         plan.ensure_clean()?;
     }
     let written = plan.write()?;

@@ -323,6 +323,11 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         if allowed.iter().any(|a| a.package == entry.package) {
             continue;
         }
+        // Without the source scan, a member whose only violations are in its sources looks clean: its entry is not
+        // known to be stale.
+        if !scan_sources && checked.iter().any(|m| m.name == entry.package) {
+            continue;
+        }
         let problem = if checked.iter().any(|m| m.name == entry.package) {
             "has no violation to allow"
         } else if entry.package == deprecated {

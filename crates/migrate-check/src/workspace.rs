@@ -239,6 +239,11 @@ pub(crate) fn locate(manifest_path: Option<&Path>) -> Result<Located, Diagnostic
     })
 }
 
+/// Whether `name` can be a Cargo package name: letters, digits, `-` and `_`.
+pub(crate) fn is_package_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Whether `dir` is excluded from a workspace by `exclude` (unless a `members` entry names it explicitly), as Cargo
 /// decides it.
 fn excluded(dir: &Path, exclude: &[PathBuf], members: &[PathBuf]) -> bool {
@@ -445,8 +450,13 @@ impl Loader {
 
     /// A configuration error at `key` of the root manifest.
     fn error_at(&self, text: &str, key: &Key, problem: String) -> Diagnostic {
+        self.manifest_error_at("config", text, key, problem)
+    }
+
+    /// An error with `code` at `key` of the root manifest.
+    fn manifest_error_at(&self, code: &'static str, text: &str, key: &Key, problem: String) -> Diagnostic {
         let line = key.span().map_or(1, |span| line_col(text, span.start).0);
-        self.error("config", &self.root.join("Cargo.toml"), Some(line), problem)
+        self.error(code, &self.root.join("Cargo.toml"), Some(line), problem)
     }
 
     /// The configuration table (`[workspace.metadata.migrate-check]`, or `[package.metadata.migrate-check]` of a
@@ -478,7 +488,7 @@ impl Loader {
                 let key = table.key(name).expect("the key was just listed");
                 match name {
                     "deprecated" | "replacement" => {
-                        let Some(package) = value.as_str().filter(|s| !s.is_empty()) else {
+                        let Some(package) = value.as_str().filter(|s| is_package_name(s)) else {
                             let problem = format!("`{name}` in {table_name} must be a package name");
                             return Err(self.error_at(text, key, problem));
                         };
@@ -605,7 +615,7 @@ impl Loader {
         let Some(item) = table.get(name) else { return Ok(Vec::new()) };
         let bad = || {
             let key = table.key(name).expect("the key exists");
-            self.error_at(text, key, format!("`workspace.{name}` must be an array of strings"))
+            self.manifest_error_at("manifest", text, key, format!("`workspace.{name}` must be an array of strings"))
         };
         let array = item.as_array().ok_or_else(bad)?;
         let mut strings = Vec::new();
@@ -627,7 +637,8 @@ impl Loader {
                 (package, dep.get("path").and_then(Item::as_str).map(|p| normalize(&self.root.join(p))))
             } else {
                 let key = table.key(key).expect("the key was just listed");
-                return Err(self.error_at(text, key, "a dependency must be a version string or a table".to_owned()));
+                let problem = "a dependency must be a version string or a table".to_owned();
+                return Err(self.manifest_error_at("manifest", text, key, problem));
             };
             deps.insert(key.to_owned(), WsDep { package, path });
         }

@@ -316,3 +316,19 @@ fn fix_refuses_a_replacement_path_that_is_not_the_replacement_before_writing() {
     }
     assert_eq!(ws.read("crates/app/Cargo.toml"), before);
 }
+
+#[test]
+fn without_the_source_scan_an_allow_entry_is_not_called_stale() {
+    let ws = workspace(&format!("{NAMES}\nallow = [{{ package = \"clean\", reason = \"mentions the old crate\" }}]"));
+    std::fs::write(
+        ws.path("crates/clean/src/lib.rs"),
+        "pub use new_core::helper;\npub fn f() { old_core::helper() }\n",
+    )
+    .expect("write a source");
+    let full = migrate_check(&ws.root, &["--format", "json"]);
+    let report: Value = serde_json::from_str(&full.stdout).expect("a JSON report");
+    assert_eq!(report["allowed"][0]["package"], "clean", "{}", full.stdout);
+    // Manifests only: `clean` looks clean, but its entry is not known to be stale.
+    let manifests = migrate_check(&ws.root, &["--format", "json", "--no-source"]);
+    assert_eq!(violations(&manifests.stdout), pairs(&[("app", "dependency")]));
+}
