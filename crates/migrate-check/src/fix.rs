@@ -289,17 +289,8 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
 
 /// The directory of the deprecated crate's source: a `path` declaration of it, else a member of that name.
 fn compat_dir(ws: &Workspace, deprecated: &str) -> Result<PathBuf, Diagnostic> {
-    let declared = ws
-        .members
-        .iter()
-        .chain(&ws.others)
-        .flat_map(|p| &p.decls)
-        .find_map(|decl| (decl.package == deprecated).then(|| decl.path.clone()).flatten());
-    if let Some(dir) = declared {
+    if let Some(dir) = ws.source_dir(deprecated) {
         return Ok(dir);
-    }
-    if let Some(member) = ws.members.iter().find(|m| m.name == deprecated) {
-        return Ok(member.dir.clone());
     }
     Err(Diagnostic::error(
         "fix",

@@ -48,6 +48,7 @@ pub mod cli;
 pub mod deprecations;
 pub mod diag;
 mod fix;
+mod lex;
 pub mod modules;
 pub mod paths;
 mod render;
@@ -164,6 +165,8 @@ pub struct Violation {
     pub rename: Option<String>,
     /// `transitive`: package names from the member to the package that declares the deprecated crate.
     pub via: Option<Vec<String>>,
+    /// `source`: the occurrence is in a doctest (a code block of the library's documentation).
+    pub doctest: bool,
     /// Where and what: `file` (relative to the workspace root), `line`, `column`, `message`, `help`.
     pub diagnostic: Diagnostic,
 }
@@ -193,6 +196,7 @@ impl Violation {
             optional: None,
             rename: None,
             via: None,
+            doctest: false,
             diagnostic,
         }
     }
@@ -284,7 +288,14 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
     let checked: Vec<&Package> =
         ws.members.iter().filter(|p| p.name != deprecated && p.name != config.replacement).collect();
     let graph = Graph::new(ws, deprecated);
-    let texts = Texts { deprecated, replacement: &config.replacement, replacement_lib: &replacement_lib };
+    let notes = if scan_sources { deprecation_notes(ws, deprecated, &replacement_lib) } else { HashMap::new() };
+    let texts = Texts {
+        deprecated,
+        deprecated_lib: &deprecated_lib,
+        replacement: &config.replacement,
+        replacement_lib: &replacement_lib,
+        notes: &notes,
+    };
 
     let mut per_package: Vec<Vec<Violation>> = checked
         .iter()
@@ -394,14 +405,50 @@ fn source_names(member: &Package, deprecated: &str, deprecated_lib: &str) -> Vec
     names
 }
 
+/// The deprecated crate's notes, when its source is in sight: its full old paths (`old_core::a::Item`; macros also
+/// as `old_core::m`) to the new path each note names (rooted at the replacement's library name) and the note. Empty
+/// when the source cannot be seen or read: the help is then the general one.
+fn deprecation_notes(
+    ws: &Workspace,
+    deprecated: &str,
+    replacement_lib: &str,
+) -> HashMap<String, (Option<String>, String)> {
+    let Some(dir) = ws.source_dir(deprecated) else { return HashMap::new() };
+    let Ok(krate) = deprecations::CrateSource::load(&dir, &ws.root) else { return HashMap::new() };
+    deprecations::shims(&krate, replacement_lib)
+        .into_iter()
+        .filter(|shim| shim.kind != deprecations::ShimKind::Crate)
+        .map(|shim| (shim.old_path.trim_end_matches('!').to_owned(), (shim.new_path, shim.note)))
+        .collect()
+}
+
 /// Messages and fixes.
 struct Texts<'a> {
     deprecated: &'a str,
+    deprecated_lib: &'a str,
     replacement: &'a str,
     replacement_lib: &'a str,
+    notes: &'a HashMap<String, (Option<String>, String)>,
 }
 
 impl Texts<'_> {
+    /// What to write instead: the new path of the longest prefix of the occurrence's path that has a deprecation
+    /// note, else the replacement's library.
+    fn source_help(&self, hit: &source::Hit) -> String {
+        let mut old = vec![self.deprecated_lib.to_owned()];
+        old.extend(hit.path.iter().cloned());
+        for len in (2..=old.len()).rev() {
+            let Some((new, note)) = self.notes.get(&old[..len].join("::")) else { continue };
+            let written = [hit.name.as_str()].into_iter().chain(hit.path[..len - 1].iter().map(String::as_str));
+            let written = written.collect::<Vec<_>>().join("::");
+            return match new {
+                Some(new) => format!("use `{new}` instead of `{written}`, and depend on `{}`", self.replacement),
+                None => format!("`{written}` is deprecated: {note}"),
+            };
+        }
+        format!("use `{}` instead of `{}`, and depend on `{}`", self.replacement_lib, hit.name, self.replacement)
+    }
+
     fn dependency(&self, member: &Package, decl: &Decl) -> Violation {
         let rename = (decl.key != decl.package).then(|| decl.key.clone());
         let mut details = vec![format!("{} dependency", decl.kind.as_str())];
@@ -453,17 +500,15 @@ impl Texts<'_> {
     }
 
     fn source(&self, member: &Package, hit: source::Hit) -> Violation {
+        let place = if hit.doctest { " in a doctest" } else { "" };
         let diagnostic = Diagnostic::error(
             Kind::Source.as_str(),
-            format!("`{}` refers to deprecated `{}` as `{}`", member.name, self.deprecated, hit.name),
+            format!("`{}` refers to deprecated `{}` as `{}`{place}", member.name, self.deprecated, hit.name),
         )
-        .at(hit.file, hit.line, Some(hit.column))
-        .with_source(hit.line_text, hit.name.chars().count())
-        .with_help(format!(
-            "use `{}` instead of `{}`, and depend on `{}`",
-            self.replacement_lib, hit.name, self.replacement
-        ));
-        Violation::new(&member.name, Kind::Source, diagnostic)
+        .at(hit.file.clone(), hit.line, Some(hit.column))
+        .with_source(hit.line_text.clone(), hit.name.chars().count())
+        .with_help(self.source_help(&hit));
+        Violation { doctest: hit.doctest, ..Violation::new(&member.name, Kind::Source, diagnostic) }
     }
 }
 

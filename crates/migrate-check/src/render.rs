@@ -67,7 +67,7 @@ fn human(report: &Report) -> String {
 /// A violation as the JSON report has it: the kind's fields, then the diagnostic's location, message and help.
 fn violation_json(v: &Violation) -> Value {
     let d = &v.diagnostic;
-    json!({
+    let mut value = json!({
         "package": v.package,
         "kind": v.kind.as_str(),
         "dependency_kind": v.dependency_kind,
@@ -78,9 +78,14 @@ fn violation_json(v: &Violation) -> Value {
         "file": d.file,
         "line": d.line,
         "column": d.column,
-        "message": d.message,
-        "help": d.help,
-    })
+    });
+    // Present (and true) on doctest occurrences only.
+    if v.doctest {
+        value["doctest"] = json!(true);
+    }
+    value["message"] = json!(d.message);
+    value["help"] = json!(d.help);
+    value
 }
 
 fn to_json(report: &Report) -> Value {

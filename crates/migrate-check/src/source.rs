@@ -1,24 +1,27 @@
 //! The source scan: finds each occurrence of the deprecated crate's names as the root of a path, a `use` tree or an
-//! `extern crate` item in a member's Rust files, also inside macro invocations and `macro_rules!` bodies.
+//! `extern crate` item in a member's Rust files (also inside macro invocations and `macro_rules!` bodies, and in the
+//! code blocks of its library's doc comments, which rustdoc compiles as doctests).
 //!
-//! Files are the member's target roots and their module trees (`mod x;`, `#[path]`), found with a small lexer that
-//! skips comments and literals; where a module's file is comes from the one resolver, [`crate::modules`]. Only files in which one of the names occurs as an identifier are parsed with `syn`;
-//! comments, string literals and doc text never match because they are not identifiers.
+//! Everything runs on the tokens of [`crate::lex`], not on a parse: a file is read once, lexed only when it names
+//! one of the crate's names or may declare modules (a `memchr` pre-filter), and a path root is a token pattern.
+//! Module files are found by the rules of `docs/migrate-check.md` ("Source files"): `mod name;` wherever it appears
+//! in a reached file's tokens (item level, inline modules, macro invocations), `#[path]` and every
+//! `#[cfg_attr(.., path = "..")]` alternative, `include!("file.rs")`; where a module's file is comes from the one
+//! resolver, [`crate::modules`].
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use proc_macro2::{Spacing, TokenStream, TokenTree};
-use syn::ext::IdentExt;
-use syn::visit::{self, Visit};
+use memchr::memmem;
 
 use crate::diag::Diagnostic;
+use crate::lex::{self, DocComment, Tok, Token};
 use crate::modules::ModuleFile;
-use crate::paths::rel_path;
+use crate::paths::{line_col, normalize, rel_path};
 use crate::workspace::Package;
 
 /// One occurrence of the deprecated crate in a source file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Hit {
     /// Relative to the workspace root.
     pub(crate) file: String,
@@ -27,8 +30,30 @@ pub(crate) struct Hit {
     pub(crate) column: usize,
     /// The name as written (the library name or an alias).
     pub(crate) name: String,
+    /// The segments after the name (`["registry", "Registry"]` for `old::registry::Registry`), as far as they are
+    /// plain identifiers.
+    pub(crate) path: Vec<String>,
+    /// In a code block of a doc comment (or of a Markdown file included as documentation).
+    pub(crate) doctest: bool,
     /// The source line, for human output.
     pub(crate) line_text: String,
+}
+
+/// A file of the member, read.
+struct SourceText {
+    path: PathBuf,
+    text: String,
+    /// In the library target's module tree: its doc comments are doctests.
+    lib: bool,
+}
+
+/// A module (or included file) waiting to be read.
+struct Pending {
+    /// Its candidate files: the first that exists is the module's.
+    candidates: Vec<ModuleFile>,
+    /// For an `include!`d file: the module file it belongs to, whose directory its `mod` items use.
+    context: Option<ModuleFile>,
+    lib: bool,
 }
 
 /// Scans a member's sources for `names` (identifiers, `-` already turned into `_`).
@@ -43,17 +68,86 @@ pub(crate) fn scan(
         Err(_) => path.display().to_string(),
     };
     let mut names: Vec<String> = names.to_vec();
-    // (path, text, one of the names occurs as an identifier)
-    let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
+    let files = read_module_trees(package, &shown)?;
+
+    // `extern crate x as y` adds `y` for the whole member: collect aliases first, until no new one appears.
+    loop {
+        let finders: Vec<memmem::Finder<'_>> = names.iter().map(|n| memmem::Finder::new(n.as_bytes())).collect();
+        let mut added = Vec::new();
+        for file in &files {
+            if memmem::find(file.text.as_bytes(), b"extern").is_some() && mentions(&finders, &file.text) {
+                let lexed = lex::lex(&file.text);
+                for root in path_roots(&lexed.tokens, &names) {
+                    if let Some(alias) = root.alias.filter(|alias| !names.iter().any(|n| n == alias)) {
+                        added.push(alias.to_owned());
+                    }
+                }
+            }
+        }
+        if added.is_empty() {
+            break;
+        }
+        added.sort();
+        added.dedup();
+        names.extend(added);
+    }
+
+    let finders: Vec<memmem::Finder<'_>> = names.iter().map(|n| memmem::Finder::new(n.as_bytes())).collect();
+    let mut hits = Vec::new();
+    for file in &files {
+        let scan_docs = file.lib && package.doctest;
+        let includes_docs = scan_docs && memmem::find(file.text.as_bytes(), b"include_str").is_some();
+        if !mentions(&finders, &file.text) && !includes_docs {
+            continue;
+        }
+        let lexed = lex::lex(&file.text);
+        if let Some(at) = lex::unbalanced(&lexed.tokens) {
+            let (line, column) = line_col(&file.text, at);
+            let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
+            return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
+        }
+        let rel = rel_path(root, &file.path);
+        for found in path_roots(&lexed.tokens, &names) {
+            let (line, column) = line_col(&file.text, found.at);
+            hits.push(Hit {
+                file: rel.clone(),
+                line,
+                column,
+                name: found.name.to_owned(),
+                path: found.path,
+                doctest: false,
+                line_text: crate::paths::line_text(&file.text, line).to_owned(),
+            });
+        }
+        if scan_docs {
+            doctest_hits(file, &lexed, &names, &finders, root, &shown, &mut hits)?;
+        }
+    }
+    Ok(hits)
+}
+
+/// Whether one of the names occurs in `text` at all (in code, a comment or a literal: the lexer decides which).
+fn mentions(finders: &[memmem::Finder<'_>], text: &str) -> bool {
+    finders.iter().any(|finder| finder.find(text.as_bytes()).is_some())
+}
+
+/// Reads the member's target roots and every module and included file reached from them. The library's tree comes
+/// first, so that a file shared with another target is known to be the library's.
+fn read_module_trees(package: &Package, shown: &dyn Fn(&Path) -> String) -> Result<Vec<SourceText>, Diagnostic> {
+    let mut files: Vec<SourceText> = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    // Each entry: the candidate files of one module, the first that exists being the module's.
-    let mut queue: Vec<Vec<ModuleFile>> =
-        target_roots(package).into_iter().map(|p| vec![ModuleFile::root(p)]).collect();
-    while let Some(candidates) = queue.pop() {
+    // A stack: the library root is pushed last, so its whole tree is read before any other target.
+    let mut queue: Vec<Pending> = target_roots(package)
+        .into_iter()
+        .filter(|root| *root != package.lib_root)
+        .map(|root| Pending { candidates: vec![ModuleFile::root(root)], context: None, lib: false })
+        .collect();
+    queue.push(Pending { candidates: vec![ModuleFile::root(package.lib_root.clone())], context: None, lib: true });
+    while let Some(pending) = queue.pop() {
         // A module whose file does not exist may be cfg'd out: skipped. A file that exists but cannot be read is
         // not checked, so that is an error (rustc could not read it either).
         let mut found_file = None;
-        for candidate in candidates {
+        for candidate in pending.candidates {
             match std::fs::read_to_string(&candidate.path) {
                 Ok(text) => {
                     found_file = Some((candidate, text));
@@ -74,198 +168,17 @@ pub(crate) fn scan(
         if !seen.insert(file.path.clone()) {
             continue;
         }
-        let mut found = false;
-        if text.contains("mod") || names.iter().any(|n| text.contains(n.as_str())) {
-            let tokens = lex(&text);
-            found = mentions(&tokens, &names);
-            find_mods(&tokens, &file, &mut queue);
+        let bytes = text.as_bytes();
+        if memmem::find(bytes, b"mod").is_some() || memmem::find(bytes, b"include").is_some() {
+            let lexed = lex::lex(&text);
+            let context = pending.context.as_ref().unwrap_or(&file);
+            find_mods(&lexed.tokens, &file.path, context, pending.lib, &mut queue);
         }
-        files.push((file.path, text, found));
+        files.push(SourceText { path: file.path, text, lib: pending.lib });
     }
-    files.sort();
-
-    // `extern crate x as y` adds `y` for the whole member: collect aliases first, until no new one appears.
-    loop {
-        let mut added = Vec::new();
-        for (path, text, found) in &files {
-            if *found && text.contains("extern") {
-                added.extend(parse(path, text, &names, &shown)?.aliases.into_iter().filter(|a| !names.contains(a)));
-            }
-        }
-        if added.is_empty() {
-            break;
-        }
-        names.extend(added);
-        names.dedup();
-        for (_, text, found) in &mut files {
-            *found = *found || mentions(&lex(text), &names);
-        }
-    }
-
-    let mut hits = Vec::new();
-    for (path, text, _) in files.iter().filter(|(_, _, found)| *found) {
-        let finder = parse(path, text, &names, &shown)?;
-        let lines: Vec<&str> = text.lines().collect();
-        let file = rel_path(root, path);
-        for (line, column, name) in finder.hits {
-            let line_text = lines.get(line.wrapping_sub(1)).copied().unwrap_or("").to_owned();
-            hits.push(Hit { file: file.clone(), line, column, name, line_text });
-        }
-    }
-    Ok(hits)
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
 }
-
-/// A token of the cheap lexical pass: enough to find `mod` items and identifiers, with comments skipped and
-/// literals kept apart from code.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Tok<'a> {
-    Ident(&'a str),
-    /// The contents of a string literal, between its quotes.
-    Str(&'a str),
-    Punct(u8),
-}
-
-fn is_ident_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
-}
-
-/// Splits Rust source into identifiers, string literals and punctuation; skips whitespace, comments (nested block
-/// comments too), char and byte literals and numbers. It never fails: `syn` reports broken files later.
-fn lex(text: &str) -> Vec<Tok<'_>> {
-    let bytes = text.as_bytes();
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    // Index just past the closing quote of a string starting at `i` (after the opening quote).
-    let end_of_string = |mut i: usize| {
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += if bytes[i] == b'\\' { 2 } else { 1 };
-        }
-        (i.min(bytes.len()), (i + 1).min(bytes.len()))
-    };
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'/' if at(i + 1) == b'/' => {
-                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
-            }
-            b'/' if at(i + 1) == b'*' => {
-                let mut depth = 1;
-                i += 2;
-                while i < bytes.len() && depth > 0 {
-                    match (bytes[i], at(i + 1)) {
-                        (b'/', b'*') => (depth, i) = (depth + 1, i + 2),
-                        (b'*', b'/') => (depth, i) = (depth - 1, i + 2),
-                        _ => i += 1,
-                    }
-                }
-            }
-            b'"' => {
-                let (close, next) = end_of_string(i + 1);
-                tokens.push(Tok::Str(&text[i + 1..close]));
-                i = next;
-            }
-            b'\'' => {
-                // A char literal ('a', '\n', 'é') or a lifetime ('a), whose name is then lexed as an identifier.
-                if at(i + 1) == b'\\' {
-                    i += 3;
-                    while i < bytes.len() && bytes[i] != b'\'' {
-                        i += 1;
-                    }
-                    i += 1;
-                } else {
-                    let width = text[i + 1..].chars().next().map_or(1, char::len_utf8);
-                    i += if at(i + 1 + width) == b'\'' { width + 2 } else { 1 };
-                }
-            }
-            b'0'..=b'9' => {
-                while i < bytes.len() && is_ident_byte(bytes[i]) {
-                    i += 1;
-                }
-            }
-            _ if is_ident_byte(b) => {
-                let start = i;
-                while i < bytes.len() && is_ident_byte(bytes[i]) {
-                    i += 1;
-                }
-                let word = &text[start..i];
-                match (word, at(i)) {
-                    ("r" | "br" | "cr", b'"' | b'#') => {
-                        let hashes = bytes[i..].iter().take_while(|&&c| c == b'#').count();
-                        if at(i + hashes) == b'"' {
-                            let closing = format!("\"{}", "#".repeat(hashes));
-                            let body = i + hashes + 1;
-                            let close = text[body..].find(&closing).map_or(bytes.len(), |n| body + n);
-                            tokens.push(Tok::Str(&text[body..close]));
-                            i = (close + closing.len()).min(bytes.len());
-                        } else if word == "r" && hashes == 1 {
-                            // A raw identifier: r#name.
-                            let start = i + 1;
-                            i = start;
-                            while i < bytes.len() && is_ident_byte(bytes[i]) {
-                                i += 1;
-                            }
-                            tokens.push(Tok::Ident(&text[start..i]));
-                        } else {
-                            tokens.push(Tok::Ident(word));
-                        }
-                    }
-                    ("b" | "c", b'"') => {
-                        let (close, next) = end_of_string(i + 1);
-                        tokens.push(Tok::Str(&text[i + 1..close]));
-                        i = next;
-                    }
-                    ("b", b'\'') => {
-                        i += if at(i + 1) == b'\\' { 3 } else { 2 };
-                        while i < bytes.len() && bytes[i] != b'\'' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    _ => tokens.push(Tok::Ident(word)),
-                }
-            }
-            _ if b.is_ascii_whitespace() => i += 1,
-            _ => {
-                tokens.push(Tok::Punct(b));
-                i += 1;
-            }
-        }
-    }
-    tokens
-}
-
-/// Whether one of `names` occurs as an identifier (so the file is worth a full parse).
-fn mentions(tokens: &[Tok<'_>], names: &[String]) -> bool {
-    tokens.iter().any(|t| matches!(t, Tok::Ident(word) if names.iter().any(|n| n == word)))
-}
-
-fn parse<'n>(
-    path: &Path,
-    text: &str,
-    names: &'n [String],
-    shown: &dyn Fn(&Path) -> String,
-) -> Result<Finder<'n>, Diagnostic> {
-    let file = syn::parse_file(text).map_err(|err| {
-        let start = err.span().start();
-        let mut problem = err.to_string();
-        if problem == "cannot parse string into token stream" {
-            problem = "unbalanced delimiters or an invalid token".to_owned();
-        }
-        Diagnostic::error("syntax", format!("Rust source does not parse: {problem}")).at(
-            shown(path),
-            start.line,
-            Some(start.column + 1),
-        )
-    });
-    let mut finder = Finder { names, hits: Vec::new(), aliases: Vec::new() };
-    if let Ok(file) = &file {
-        finder.visit_file(file);
-    }
-    proc_macro2::extra::invalidate_current_thread_spans();
-    file.map(|_| finder)
-}
-
 /// Target roots: the Cargo conventions (`src/lib.rs`, `src/main.rs`, `src/bin/`, `tests/`, `examples/`, `benches/`,
 /// `build.rs`) plus the paths the manifest names. Over-including a target that auto-discovery turned off is harmless;
 /// a root that does not exist is skipped when it cannot be read. Directory listings instead of `stat` calls keep this
@@ -323,192 +236,195 @@ fn target_roots(package: &Package) -> Vec<PathBuf> {
     roots
 }
 
-/// Finds `mod x;` items (outside function bodies) in `file`'s tokens and queues the candidate files of each.
-fn find_mods(tokens: &[Tok<'_>], file: &ModuleFile, queue: &mut Vec<Vec<ModuleFile>>) {
-    // One entry per open brace: the name and `#[path]` of an inline module, or `None` for any other block.
-    let mut blocks: Vec<Option<(&str, Option<&str>)>> = Vec::new();
+/// What an open brace opened, for module discovery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block<'a> {
+    /// `mod name {`, with the module's own `#[path]`.
+    Inline(&'a str, Option<&'a str>),
+    /// The token tree of a macro invocation or definition: `mod` items in it are the enclosing module's.
+    Macro,
+    /// Any other block (a function body, an `impl`, a struct): no module can be declared in it.
+    Opaque,
+}
+
+/// The identifier at `i` (raw or not).
+fn ident<'a>(tokens: &[Token<'a>], i: usize) -> Option<&'a str> {
+    match tokens.get(i) {
+        Some(Token { tok: Tok::Ident(word) | Tok::RawIdent(word), .. }) => Some(word),
+        _ => None,
+    }
+}
+
+fn string<'a>(tokens: &[Token<'a>], i: usize) -> Option<&'a str> {
+    match tokens.get(i) {
+        Some(Token { tok: Tok::Str(text), .. }) => Some(text),
+        _ => None,
+    }
+}
+
+fn punct(tokens: &[Token<'_>], i: usize, c: u8) -> bool {
+    matches!(tokens.get(i), Some(Token { tok: Tok::Punct(p), .. }) if *p == c)
+}
+
+fn path_sep(tokens: &[Token<'_>], i: usize) -> bool {
+    matches!(tokens.get(i), Some(Token { tok: Tok::PathSep, .. }))
+}
+
+/// The index just past a balanced group that opens at `open` (a `(`), or the end.
+fn close_of(tokens: &[Token<'_>], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, token) in tokens.iter().enumerate().skip(open) {
+        match token.tok {
+            Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
+            Tok::Punct(b')' | b']' | b'}') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    tokens.len()
+}
+
+/// Finds the `mod name;` items of a file (in `context`'s module: the file itself, or the module that `include!`s
+/// it) and its `include!("..")` files, and queues their candidate files.
+fn find_mods(tokens: &[Token<'_>], file: &Path, context: &ModuleFile, lib: bool, queue: &mut Vec<Pending>) {
+    let mut blocks: Vec<Block<'_>> = Vec::new();
+    // The `#[path]` and `#[cfg_attr(.., path = ..)]` values of the item being read.
     let mut path_attr: Option<&str> = None;
+    let mut alternatives: Vec<&str> = Vec::new();
+    let unescape = |path: &str| path.replace("\\\\", "\\");
     let mut i = 0;
     while i < tokens.len() {
-        let in_items = blocks.iter().all(Option::is_some);
-        match tokens[i..] {
-            [
-                Tok::Punct(b'#'),
-                Tok::Punct(b'['),
-                Tok::Ident("path"),
-                Tok::Punct(b'='),
-                Tok::Str(path),
-                Tok::Punct(b']'),
-                ..,
-            ] => {
-                path_attr = Some(path);
-                i += 6;
-                continue;
+        let in_items = !blocks.contains(&Block::Opaque);
+        if punct(tokens, i, b'#') {
+            let open = if punct(tokens, i + 1, b'!') { i + 2 } else { i + 1 };
+            if punct(tokens, open, b'[') {
+                if ident(tokens, open + 1) == Some("path")
+                    && punct(tokens, open + 2, b'=')
+                    && let Some(path) = string(tokens, open + 3)
+                {
+                    path_attr = Some(path);
+                    i = open + 4;
+                    continue;
+                }
+                if ident(tokens, open + 1) == Some("cfg_attr") && punct(tokens, open + 2, b'(') {
+                    let end = close_of(tokens, open + 2);
+                    for j in open + 3..end {
+                        if ident(tokens, j) == Some("path")
+                            && punct(tokens, j + 1, b'=')
+                            && let Some(path) = string(tokens, j + 2)
+                        {
+                            alternatives.push(path);
+                        }
+                    }
+                    i = end;
+                    continue;
+                }
             }
-            [Tok::Ident("mod"), Tok::Ident(name), Tok::Punct(b';'), ..] => {
+        }
+        match tokens[i].tok {
+            Tok::Ident("mod") if ident(tokens, i + 1).is_some() && punct(tokens, i + 2, b';') => {
+                let name = ident(tokens, i + 1).unwrap_or_default();
                 if in_items {
-                    let inline: Vec<(&str, Option<&str>)> = blocks.iter().flatten().copied().collect();
-                    let path = path_attr.map(|p| p.replace("\\\\", "\\"));
-                    queue.push(file.child(&inline, name, path.as_deref()));
+                    let inline: Vec<(&str, Option<&str>)> = blocks
+                        .iter()
+                        .filter_map(|block| if let Block::Inline(n, p) = block { Some((*n, *p)) } else { None })
+                        .collect();
+                    // The default file (or the `#[path]` one), and each `cfg_attr` alternative that exists.
+                    let default = path_attr.map(unescape);
+                    queue.push(Pending {
+                        candidates: context.child(&inline, name, default.as_deref()),
+                        context: None,
+                        lib,
+                    });
+                    for alternative in alternatives.drain(..) {
+                        let candidates = context.child(&inline, name, Some(&unescape(alternative)));
+                        queue.push(Pending { candidates, context: None, lib });
+                    }
                 }
                 i += 3;
             }
-            [Tok::Ident("mod"), Tok::Ident(name), Tok::Punct(b'{'), ..] => {
-                blocks.push(in_items.then_some((name, path_attr)));
+            Tok::Ident("mod") if ident(tokens, i + 1).is_some() && punct(tokens, i + 2, b'{') => {
+                let name = ident(tokens, i + 1).unwrap_or_default();
+                blocks.push(if in_items { Block::Inline(name, path_attr) } else { Block::Opaque });
                 i += 3;
             }
-            [Tok::Punct(b'{'), ..] => {
-                blocks.push(None);
+            Tok::Ident("include")
+                if punct(tokens, i + 1, b'!') && punct(tokens, i + 2, b'(') && string(tokens, i + 3).is_some() =>
+            {
+                // `include!("x.rs")` is relative to the file that has it; its items belong to this module.
+                let included = string(tokens, i + 3).unwrap_or_default();
+                let path = normalize(&file.parent().unwrap_or(Path::new("")).join(unescape(included)));
+                let candidates = vec![ModuleFile { path, mod_rs: context.mod_rs }];
+                queue.push(Pending { candidates, context: Some(context.clone()), lib });
+                i += 4;
+            }
+            Tok::Punct(b'{') => {
+                let after_bang = punct(tokens, i.wrapping_sub(1), b'!')
+                    || (ident(tokens, i.wrapping_sub(1)).is_some() && punct(tokens, i.wrapping_sub(2), b'!'));
+                let macro_tree = blocks.last() == Some(&Block::Macro) || after_bang;
+                blocks.push(if macro_tree { Block::Macro } else { Block::Opaque });
                 i += 1;
             }
-            [Tok::Punct(b'}'), ..] => {
+            Tok::Punct(b'}') => {
                 blocks.pop();
                 i += 1;
             }
             _ => i += 1,
         }
-        if matches!(tokens[i - 1], Tok::Punct(b';' | b'{' | b'}')) {
+        if matches!(tokens[i - 1].tok, Tok::Punct(b';' | b'{' | b'}')) {
             path_attr = None;
+            alternatives.clear();
         }
     }
 }
 
-/// The syntax-tree visitor: paths, `use` trees and `extern crate` items; macro token streams go to [`scan_tokens`].
-struct Finder<'n> {
-    names: &'n [String],
-    /// (line, 1-based column, name)
-    hits: Vec<(usize, usize, String)>,
-    aliases: Vec<String>,
+/// The index just past the `<..>` that opens at `open`.
+fn after_generics(tokens: &[Token<'_>], open: usize) -> usize {
+    let mut depth = 0usize;
+    // `(` and `[` inside the arguments (`[u8; 4]`, `Fn(A) -> B`), where `;` and `>` are not the arguments' own.
+    let mut nested = 0usize;
+    for (i, token) in tokens.iter().enumerate().skip(open) {
+        match token.tok {
+            Tok::Punct(b'(' | b'[') => nested += 1,
+            Tok::Punct(b')' | b']') if nested > 0 => nested -= 1,
+            _ if nested > 0 => {}
+            Tok::Punct(b'<') => depth += 1,
+            // `->` inside generics (`Fn() -> T`) is not a closing angle.
+            Tok::Punct(b'>') if !(i > 0 && punct(tokens, i - 1, b'-') && tokens[i - 1].at + 1 == token.at) => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            Tok::Punct(b';' | b'{' | b'}') => return i,
+            _ => {}
+        }
+    }
+    tokens.len()
 }
 
-impl Finder<'_> {
-    fn check(&mut self, ident: &proc_macro2::Ident) -> bool {
-        let name = ident.unraw().to_string();
-        if !self.names.contains(&name) {
-            return false;
-        }
-        let start = ident.span().start();
-        self.hits.push((start.line, start.column + 1, name));
-        true
-    }
-
-    fn use_root(&mut self, tree: &syn::UseTree) {
-        match tree {
-            syn::UseTree::Path(p) => _ = self.check(&p.ident),
-            syn::UseTree::Name(n) => _ = self.check(&n.ident),
-            syn::UseTree::Rename(r) => _ = self.check(&r.ident),
-            syn::UseTree::Group(g) => g.items.iter().for_each(|t| self.use_root(t)),
-            syn::UseTree::Glob(_) => {}
-        }
-    }
-}
-
-impl<'ast> Visit<'ast> for Finder<'_> {
-    fn visit_path(&mut self, path: &'ast syn::Path) {
-        if (path.leading_colon.is_some() || path.segments.len() > 1)
-            && let Some(first) = path.segments.first()
-        {
-            self.check(&first.ident);
-        }
-        visit::visit_path(self, path);
-    }
-
-    fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
-        self.use_root(&item.tree);
-        visit::visit_item_use(self, item);
-    }
-
-    fn visit_item_extern_crate(&mut self, item: &'ast syn::ItemExternCrate) {
-        if self.check(&item.ident)
-            && let Some((_, alias)) = &item.rename
-        {
-            self.aliases.push(alias.unraw().to_string());
-        }
-        visit::visit_item_extern_crate(self, item);
-    }
-
-    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
-        visit::visit_macro(self, mac);
-        scan_tokens(mac.tokens.clone(), Group::Plain, self);
-    }
-
-    fn visit_meta_list(&mut self, list: &'ast syn::MetaList) {
-        visit::visit_meta_list(self, list);
-        scan_tokens(list.tokens.clone(), Group::Plain, self);
-    }
+/// One path root found in tokens.
+#[derive(Debug)]
+struct Root<'a> {
+    at: usize,
+    name: &'a str,
+    path: Vec<String>,
+    /// `extern crate name as alias`.
+    alias: Option<&'a str>,
 }
 
 /// Where a token group sits, for deciding what a path root is inside it.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Group {
     Plain,
     /// `use {a, b}` or `use ::{a, b}`: each item's first identifier is a root.
     UseRoot,
     /// `a::{b, c}`: items continue a path, nothing at their start is a root.
     Relative,
-}
-
-/// Token-level matching for macro arguments and `macro_rules!` bodies, where there is no syntax tree: an identifier is
-/// a root when it starts a `::` path (not after `x::`, `.`, `$` or `'`), follows `use`, or follows `extern crate`.
-fn scan_tokens(tokens: TokenStream, group: Group, finder: &mut Finder<'_>) {
-    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
-    let colons_before = |i: usize| {
-        i >= 2
-            && matches!(&tokens[i - 2], TokenTree::Punct(p) if p.as_char() == ':' && p.spacing() == Spacing::Joint)
-            && matches!(&tokens[i - 1], TokenTree::Punct(p) if p.as_char() == ':')
-    };
-    let ident_at =
-        |i: Option<usize>, word: &str| matches!(i.map(|i| &tokens[i]), Some(TokenTree::Ident(id)) if id == word);
-    // After `x::`, the token before the `::` ends a path segment unless it is a keyword such as `use` or `return`.
-    let continues_path = |i: usize| match i.checked_sub(3).map(|j| &tokens[j]) {
-        Some(TokenTree::Ident(id)) => !KEYWORDS.contains(&id.to_string().as_str()),
-        Some(TokenTree::Punct(p)) => p.as_char() == '>',
-        _ => false,
-    };
-    for i in 0..tokens.len() {
-        let prev = i.checked_sub(1);
-        let item_start = prev.is_none() || matches!(&tokens[i - 1], TokenTree::Punct(p) if p.as_char() == ',');
-        match &tokens[i] {
-            TokenTree::Group(inner) => {
-                let kind = if colons_before(i) && continues_path(i) {
-                    Group::Relative
-                } else if ident_at(prev, "use") || (colons_before(i) && ident_at(i.checked_sub(3), "use")) {
-                    Group::UseRoot
-                } else {
-                    Group::Plain
-                };
-                scan_tokens(inner.stream(), kind, finder);
-            }
-            TokenTree::Ident(ident) => {
-                if !finder.names.contains(&ident.unraw().to_string()) {
-                    continue;
-                }
-                if matches!(prev.map(|j| &tokens[j]), Some(TokenTree::Punct(p)) if matches!(p.as_char(), '.' | '$' | '\''))
-                    || ident_at(prev, "as")
-                    || (group == Group::Relative && item_start)
-                {
-                    continue;
-                }
-                let is_extern = ident_at(prev, "crate") && ident_at(i.checked_sub(2), "extern");
-                let root = if colons_before(i) {
-                    !continues_path(i)
-                } else {
-                    let colons_after = matches!(tokens.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == ':' && p.spacing() == Spacing::Joint)
-                        && matches!(tokens.get(i + 2), Some(TokenTree::Punct(p)) if p.as_char() == ':');
-                    is_extern || ident_at(prev, "use") || (group == Group::UseRoot && item_start) || colons_after
-                };
-                if root
-                    && finder.check(ident)
-                    && is_extern
-                    && ident_at(Some(i + 1).filter(|&j| j < tokens.len()), "as")
-                    && let Some(TokenTree::Ident(alias)) = tokens.get(i + 2)
-                {
-                    finder.aliases.push(alias.unraw().to_string());
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Keywords that can stand right before a leading `::` (so the path after them is rooted).
@@ -518,39 +434,583 @@ const KEYWORDS: &[&str] = &[
     "yield",
 ];
 
+/// Each occurrence of one of `names` as the root of a path, a `use` tree or an `extern crate` item: an identifier
+/// that starts a `::` path (not one after `x::`, `.` or `$`), follows `use` or `extern crate`, starts an item of a
+/// `use {..}` group, or follows `as` and starts a path (`<T as name::Trait>`). The same rules hold in code, macro
+/// arguments and `macro_rules!` bodies: they are all tokens.
+fn path_roots<'a>(tokens: &[Token<'a>], names: &[String]) -> Vec<Root<'a>> {
+    let mut roots = Vec::new();
+    let mut groups: Vec<(Group, usize)> = Vec::new();
+    let ident_at = |i: Option<usize>, word: &str| i.and_then(|i| ident(tokens, i)) == Some(word);
+    // The token before the `::` at `i - 1` ends a path segment (so the `::` continues a path).
+    let continues_path = |i: usize| match i.checked_sub(2).map(|j| tokens[j].tok) {
+        Some(Tok::Ident(word)) => !KEYWORDS.contains(&word),
+        Some(Tok::RawIdent(_)) => true,
+        // `Vec<T>::x` continues a path; `-> ::x` and `=> ::x` start one.
+        Some(Tok::Punct(b'>')) => {
+            !(i >= 3
+                && matches!(tokens[i - 3].tok, Tok::Punct(b'-' | b'='))
+                && tokens[i - 3].at + 1 == tokens[i - 2].at)
+        }
+        _ => false,
+    };
+    for i in 0..tokens.len() {
+        let prev = i.checked_sub(1);
+        match tokens[i].tok {
+            Tok::Punct(open @ (b'{' | b'(' | b'[')) => {
+                let after_sep = prev.is_some_and(|p| path_sep(tokens, p));
+                let kind = if open != b'{' {
+                    Group::Plain
+                } else if after_sep && continues_path(i) {
+                    Group::Relative
+                } else if ident_at(prev, "use") || (after_sep && ident_at(i.checked_sub(2), "use")) {
+                    Group::UseRoot
+                } else {
+                    Group::Plain
+                };
+                groups.push((kind, i));
+            }
+            Tok::Punct(b'}' | b')' | b']') => _ = groups.pop(),
+            Tok::Ident(word) | Tok::RawIdent(word) if names.iter().any(|n| n == word) => {
+                let (group, open) = groups.last().copied().unwrap_or((Group::Plain, usize::MAX));
+                let item_start = prev.is_none_or(|p| p == open || punct(tokens, p, b','));
+                // After `.` (a field or method) or `$` (a macro variable), not a root; after `..` (a range or a
+                // struct's base), it may be.
+                let range =
+                    prev.is_some_and(|p| p > 0 && punct(tokens, p - 1, b'.') && tokens[p - 1].at + 1 == tokens[p].at);
+                if prev.is_some_and(|p| (punct(tokens, p, b'.') && !range) || punct(tokens, p, b'$')) {
+                    continue;
+                }
+                // `name::x` starts a path; `name::<T>` is one segment with generic arguments, unless `::x` follows.
+                let next_sep = path_sep(tokens, i + 1)
+                    && (!punct(tokens, i + 2, b'<') || path_sep(tokens, after_generics(tokens, i + 2)));
+                // After `as`, a name is an alias (`use x as name;`) unless a path goes on from it: `as name::Trait`,
+                // or `<T as name>::Item`, which is the path `name::Item` with a self type.
+                let after_name = if punct(tokens, i + 1, b'<') { after_generics(tokens, i + 1) } else { i + 1 };
+                let qualified = punct(tokens, after_name, b'>') && path_sep(tokens, after_name + 1);
+                if ident_at(prev, "as") && !next_sep && !qualified {
+                    continue;
+                }
+                if group == Group::Relative && item_start {
+                    continue;
+                }
+                let is_extern = ident_at(prev, "crate") && ident_at(i.checked_sub(2), "extern");
+                let root = if prev.is_some_and(|p| path_sep(tokens, p)) {
+                    !continues_path(i)
+                } else {
+                    is_extern
+                        || ident_at(prev, "use")
+                        || (group == Group::UseRoot && item_start)
+                        || next_sep
+                        || (qualified && ident_at(prev, "as"))
+                };
+                if !root {
+                    continue;
+                }
+                let mut path = Vec::new();
+                let mut j = i;
+                while path_sep(tokens, j + 1)
+                    && let Some(segment) = ident(tokens, j + 2)
+                {
+                    path.push(segment.to_owned());
+                    j += 2;
+                }
+                let alias = if is_extern && ident(tokens, i + 1) == Some("as") { ident(tokens, i + 2) } else { None };
+                roots.push(Root { at: tokens[i].at, name: word, path, alias });
+            }
+            _ => {}
+        }
+    }
+    roots
+}
+
+/// One line of documentation text: where it is written and what it says.
+#[derive(Debug, Clone, Copy)]
+struct DocLine<'t> {
+    /// 1-based line in the file that holds the text.
+    line: usize,
+    /// 1-based column (in characters) of `text`'s first character.
+    column: usize,
+    text: &'t str,
+}
+
+/// The documentation of a file, in runs of lines that rustdoc reads as one Markdown text: consecutive line doc
+/// comments of one style, each block doc comment, each `#[doc = ".."]` string, each Markdown file included with
+/// `#[doc = include_str!("..")]` (returned with its path and text).
+fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
+    let mut runs: Vec<Vec<DocLine<'t>>> = Vec::new();
+    let lines_of = |body: &'t str, at: usize| -> Vec<DocLine<'t>> {
+        let (line, column) = line_col(text, at);
+        body.split('\n')
+            .enumerate()
+            .map(|(k, part)| DocLine {
+                line: line + k,
+                column: if k == 0 { column } else { 1 },
+                text: part.strip_suffix('\r').unwrap_or(part),
+            })
+            .collect()
+    };
+    let mut previous: Option<(usize, bool)> = None;
+    for DocComment { body, at, block, inner } in lexed.docs.iter().copied() {
+        let mut lines = lines_of(body, at);
+        if block {
+            // rustdoc drops a ` * ` decoration when every line after the first has one.
+            let decorated = lines.len() > 1 && lines[1..].iter().all(|l| l.text.trim_start().starts_with('*'));
+            if decorated {
+                for l in &mut lines[1..] {
+                    let lead = l.text.len() - l.text.trim_start().len();
+                    l.column += l.text[..lead].chars().count() + 1;
+                    l.text = &l.text[lead + 1..];
+                }
+            }
+            runs.push(lines);
+            previous = None;
+            continue;
+        }
+        let line = lines[0].line;
+        match (previous, runs.last_mut()) {
+            (Some((last, was_inner)), Some(run)) if last + 1 == line && was_inner == inner => run.extend(lines),
+            _ => runs.push(lines),
+        }
+        previous = Some((line, inner));
+    }
+    let mut included = Vec::new();
+    let tokens = &lexed.tokens;
+    for i in 0..tokens.len() {
+        if !punct(tokens, i, b'#') {
+            continue;
+        }
+        let open = if punct(tokens, i + 1, b'!') { i + 2 } else { i + 1 };
+        if !(punct(tokens, open, b'[') && ident(tokens, open + 1) == Some("doc") && punct(tokens, open + 2, b'=')) {
+            continue;
+        }
+        if let Some(body) = string(tokens, open + 3) {
+            runs.push(lines_of(body, tokens[open + 3].at));
+        } else if ident(tokens, open + 3) == Some("include_str")
+            && punct(tokens, open + 4, b'!')
+            && punct(tokens, open + 5, b'(')
+            && let Some(file) = string(tokens, open + 6)
+        {
+            included.push(PathBuf::from(file.replace("\\\\", "\\")));
+        }
+    }
+    (runs, included)
+}
+
+/// Whether rustdoc compiles a fenced block with this info string.
+fn compiled(info: &str) -> bool {
+    info.split(|c: char| c == ',' || c.is_whitespace()).filter(|word| !word.is_empty()).all(|word| {
+        matches!(word, "rust" | "no_run" | "should_panic" | "compile_fail" | "standalone_crate" | "test_harness")
+            || word
+                .strip_prefix("edition")
+                .is_some_and(|year| !year.is_empty() && year.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The code lines of the doctests in one run of documentation, as rustdoc compiles them: fenced blocks whose info
+/// string [`compiled`] accepts, with the run's common indentation removed and lines hidden with `# ` kept.
+fn doctest_blocks<'t>(run: &[DocLine<'t>]) -> Vec<Vec<DocLine<'t>>> {
+    let indent = |text: &str| text.len() - text.trim_start_matches([' ', '\t']).len();
+    let common = run.iter().filter(|l| !l.text.trim().is_empty()).map(|l| indent(l.text)).min().unwrap_or(0);
+    let mut blocks = Vec::new();
+    // The open fence: its character, its length, whether it is compiled, and the lines so far.
+    let mut open: Option<(u8, usize, bool, Vec<DocLine<'t>>)> = None;
+    for l in run {
+        let cut = common.min(indent(l.text));
+        let line = DocLine { line: l.line, column: l.column + cut, text: &l.text[cut..] };
+        let fence_text = line.text.trim_start_matches(' ');
+        let fence_indent = line.text.len() - fence_text.len();
+        let fence = fence_text.as_bytes().first().copied().filter(|c| *c == b'`' || *c == b'~');
+        let fence_len = fence.map_or(0, |c| fence_text.bytes().take_while(|b| *b == c).count());
+        match &mut open {
+            Some((c, len, is_code, lines)) => {
+                if fence == Some(*c) && fence_len >= *len && fence_text[fence_len..].trim().is_empty() {
+                    if *is_code {
+                        blocks.push(std::mem::take(lines));
+                    }
+                    open = None;
+                } else if *is_code {
+                    // `# code` is hidden from the rendered docs but compiled; `##` stands for a literal `#`.
+                    let trimmed = line.text.trim_start();
+                    let lead = line.text.len() - trimmed.len();
+                    let skip = if trimmed == "#" {
+                        1
+                    } else if trimmed.starts_with("# ") || trimmed.starts_with("##") {
+                        if trimmed.starts_with("##") { 1 } else { 2 }
+                    } else {
+                        0
+                    };
+                    let shown = if skip > 0 { lead + skip } else { 0 };
+                    lines.push(DocLine { line: line.line, column: line.column + shown, text: &line.text[shown..] });
+                }
+            }
+            None if fence_indent <= 3 && fence_len >= 3 => {
+                let info = &fence_text[fence_len..];
+                open = Some((fence.unwrap_or(b'`'), fence_len, compiled(info), Vec::new()));
+            }
+            None => {}
+        }
+    }
+    // A block left open ends with the documentation.
+    if let Some((_, _, true, lines)) = open {
+        blocks.push(lines);
+    }
+    blocks
+}
+
+/// The occurrences of `names` in the doctests of a library file (and of the Markdown files it includes as docs).
+fn doctest_hits(
+    file: &SourceText,
+    lexed: &lex::Lexed<'_>,
+    names: &[String],
+    finders: &[memmem::Finder<'_>],
+    root: &Path,
+    shown: &dyn Fn(&Path) -> String,
+    hits: &mut Vec<Hit>,
+) -> Result<(), Diagnostic> {
+    let (runs, included) = doc_runs(&file.text, lexed);
+    let mut found = |runs: &[Vec<DocLine<'_>>], path: &Path, text: &str| {
+        let rel = rel_path(root, path);
+        for run in runs {
+            for block in doctest_blocks(run) {
+                let code: String = block.iter().map(|l| format!("{}\n", l.text)).collect();
+                if !mentions(finders, &code) {
+                    continue;
+                }
+                let starts: Vec<usize> = block
+                    .iter()
+                    .scan(0, |offset, l| {
+                        let start = *offset;
+                        *offset += l.text.len() + 1;
+                        Some(start)
+                    })
+                    .collect();
+                let lexed = lex::lex(&code);
+                for found in path_roots(&lexed.tokens, names) {
+                    let k = starts.partition_point(|start| *start <= found.at) - 1;
+                    let l = block[k];
+                    let column = l.column + code[starts[k]..found.at].chars().count();
+                    hits.push(Hit {
+                        file: rel.clone(),
+                        line: l.line,
+                        column,
+                        name: found.name.to_owned(),
+                        path: found.path,
+                        doctest: true,
+                        line_text: crate::paths::line_text(text, l.line).to_owned(),
+                    });
+                }
+            }
+        }
+    };
+    found(&runs, &file.path, &file.text);
+    for markdown in included {
+        let path = normalize(&file.path.parent().unwrap_or(Path::new("")).join(markdown));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // rustc reports a missing file; a cfg'd-out attribute may name one.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(Diagnostic::error("io", format!("cannot read: {err}")).in_file(shown(&path))),
+        };
+        let lines: Vec<DocLine<'_>> = text
+            .split('\n')
+            .enumerate()
+            .map(|(k, part)| DocLine { line: k + 1, column: 1, text: part.strip_suffix('\r').unwrap_or(part) })
+            .collect();
+        found(&[lines], &path, &text);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn idents(text: &str) -> Vec<&str> {
-        lex(text).into_iter().filter_map(|t| if let Tok::Ident(w) = t { Some(w) } else { None }).collect()
+    fn mods(text: &str, file: &str, mod_rs: bool) -> Vec<Vec<String>> {
+        let mut queue = Vec::new();
+        let context = ModuleFile { path: file.into(), mod_rs };
+        find_mods(&lex::lex(text).tokens, Path::new(file), &context, false, &mut queue);
+        queue
+            .into_iter()
+            .map(|pending| pending.candidates.iter().map(|c| c.path.display().to_string()).collect())
+            .collect()
     }
 
-    #[test]
-    fn lexing_skips_comments_and_literals() {
-        let text = r##"/* a /* nested */ b */ x // y
-            let s = "q \" r"; let t = r#"u "v" w"#; let c = '"'; let d = b'\''; fn f<'a>(v: &'a str) {} br"z" é1"##;
-        assert_eq!(
-            idents(text),
-            ["x", "let", "s", "let", "t", "let", "c", "let", "d", "fn", "f", "a", "v", "a", "str", "é1"]
-        );
-        assert!(lex(text).contains(&Tok::Str(r#"u "v" w"#)));
-        assert_eq!(idents("r#type::x"), ["type", "x"]);
+    fn first(text: &str) -> Vec<String> {
+        mods(text, "/d/m.rs", false).into_iter().map(|candidates| candidates[0].clone()).collect()
     }
 
     #[test]
     fn mod_items_in_inline_modules_and_path_attributes() {
-        let mut queue = Vec::new();
         let text = "mod a; pub(crate) mod b { mod c; fn f() { mod inner; } } #[path = \"x/y.rs\"] mod d;";
-        let file = ModuleFile { path: "/d/m.rs".into(), mod_rs: false };
-        find_mods(&lex(text), &file, &mut queue);
-        let found: Vec<(String, bool)> = queue
-            .into_iter()
-            .map(|candidates| (candidates[0].path.display().to_string(), candidates[0].mod_rs))
-            .collect();
+        assert_eq!(first(text), ["/d/m/a.rs", "/d/m/b/c.rs", "/d/x/y.rs"]);
+        assert_eq!(mods("mod a;", "/d/m.rs", false), [["/d/m/a.rs", "/d/m/a/mod.rs"]]);
+    }
+
+    #[test]
+    fn mod_items_in_macro_invocations_of_every_shape() {
+        let text = "cfg_if::cfg_if! { if #[cfg(unix)] { mod unix; } else { mod other; } }\n\
+                    cfg_rt! { pub(crate) mod rt; }\n\
+                    cfg_select! { unix => { mod sel; } _ => {} }\n\
+                    m!(mod paren;); m![mod bracket;];\n\
+                    macro_rules! local { () => { mod in_def; } }\n\
+                    fn f() { g! { mod in_fn_body; } }";
         assert_eq!(
-            found,
-            [("/d/m/a.rs".to_owned(), false), ("/d/m/b/c.rs".to_owned(), false), ("/d/x/y.rs".to_owned(), true)]
+            first(text),
+            [
+                "/d/m/unix.rs",
+                "/d/m/other.rs",
+                "/d/m/rt.rs",
+                "/d/m/sel.rs",
+                "/d/m/paren.rs",
+                "/d/m/bracket.rs",
+                "/d/m/in_def.rs"
+            ]
         );
+        // Inside an inline module, a macro's modules are that module's.
+        assert_eq!(first("mod outer { cfg_rt! { mod inner; } }"), ["/d/m/outer/inner.rs"]);
+    }
+
+    #[test]
+    fn every_cfg_attr_path_and_the_default_file() {
+        let text = "#[cfg_attr(unix, path = \"os/unix.rs\")]\n#[cfg_attr(windows, path = \"os/windows.rs\")]\nmod os;";
+        assert_eq!(first(text), ["/d/m/os.rs", "/d/os/unix.rs", "/d/os/windows.rs"]);
+        assert_eq!(
+            first("#[cfg_attr(any(a, b), cfg_attr(c, path = \"deep.rs\"))] mod x;"),
+            ["/d/m/x.rs", "/d/deep.rs"]
+        );
+    }
+
+    #[test]
+    fn include_is_relative_to_the_file_and_keeps_the_module() {
+        let queued = {
+            let mut queue = Vec::new();
+            let context = ModuleFile { path: "/d/src/lib.rs".into(), mod_rs: true };
+            find_mods(&lex::lex("include!(\"gen/items.rs\");").tokens, &context.path, &context, true, &mut queue);
+            queue
+        };
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].candidates[0].path, Path::new("/d/src/gen/items.rs"));
+        assert_eq!(queued[0].context.as_ref().map(|c| c.path.as_path()), Some(Path::new("/d/src/lib.rs")));
+    }
+
+    fn roots(text: &str) -> Vec<(usize, usize, String)> {
+        let names = ["old".to_owned(), "alias".to_owned()];
+        path_roots(&lex::lex(text).tokens, &names)
+            .into_iter()
+            .map(|root| {
+                let (line, column) = line_col(text, root.at);
+                (line, column, [root.name.to_owned()].into_iter().chain(root.path).collect::<Vec<_>>().join("::"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn path_roots_in_code() {
+        let text = "use old::a::b; use ::old::X as Y; use {old::c, std::fmt}; use old; use x::{old::z};\n\
+                    extern crate old as alias; fn f(v: old::T) -> ::old::U { <S as old::Tr>::K; x.old::<u8>(); old }\n\
+                    use a::b as old; x::old::y; self::old::y; $old::y; \"old::y\"; // old::y";
+        let found: Vec<String> = roots(text).into_iter().map(|(_, _, path)| path).collect();
+        assert_eq!(found, ["old::a::b", "old::X", "old::c", "old", "old", "old::T", "old::U", "old::Tr"]);
+    }
+
+    #[test]
+    fn doctests_by_info_string_with_hidden_lines() {
+        let text = "/// ```\n/// old::a();\n/// ```\n/// ```rust,no_run\n/// # use old::b;\n/// ```\n\
+                    /// ```ignore\n/// old::c();\n/// ```\n/// ```text\n/// old::d\n/// ```\n\
+                    /// ~~~edition2021\n/// old::e();\n/// ~~~\n/// prose about old::f\nfn x() {}\n";
+        let lexed = lex::lex(text);
+        let (runs, _) = doc_runs(text, &lexed);
+        let blocks: Vec<Vec<(usize, usize, &str)>> = runs
+            .iter()
+            .flat_map(|run| doctest_blocks(run))
+            .map(|block| block.iter().map(|l| (l.line, l.column, l.text)).collect())
+            .collect();
+        assert_eq!(blocks, [vec![(2, 5, "old::a();")], vec![(5, 7, "use old::b;")], vec![(14, 5, "old::e();")]]);
+    }
+
+    /// The same occurrences, found from a full parse (`syn`) and from tokens, on every Rust file of this repository:
+    /// the token rules agree with the grammar on the files that exist.
+    #[test]
+    fn path_roots_agree_with_a_parse_on_every_file_of_the_repository() {
+        // `MIGRATE_CHECK_AGREEMENT_ROOT` points the test at another tree (a real public workspace, say).
+        let repository = std::env::var_os("MIGRATE_CHECK_AGREEMENT_ROOT").map_or_else(
+            || std::env::current_dir().expect("the test runs in the package").join("../.."),
+            PathBuf::from,
+        );
+        let mut files = Vec::new();
+        let mut stack = vec![repository.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read a directory") {
+                let path = entry.expect("an entry").path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if path.is_dir() && name != "target" && !name.starts_with('.') {
+                    stack.push(path);
+                } else if name.ends_with(".rs") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 100, "the walk found the repository's files");
+        // Every identifier of a file is a name to look for, so every path root of the repository is compared.
+        const KEYWORDS: &[&str] = &[
+            "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false", "fn",
+            "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "static",
+            "struct", "trait", "true", "type", "unsafe", "use", "where", "while", "yield",
+        ];
+        fn idents(tokens: proc_macro2::TokenStream, out: &mut Vec<String>) {
+            for token in tokens {
+                match token {
+                    proc_macro2::TokenTree::Group(group) => idents(group.stream(), out),
+                    proc_macro2::TokenTree::Ident(ident) => {
+                        out.push(syn::ext::IdentExt::unraw(&ident).to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (mut compared, mut roots, mut disagreements) = (0, 0, Vec::new());
+        for path in files {
+            let text = std::fs::read_to_string(&path).expect("read a file");
+            let Ok(parsed) = syn::parse_file(&text) else { continue };
+            let mut names = Vec::new();
+            idents(text.parse().expect("a file that parses lexes"), &mut names);
+            names.retain(|name| !KEYWORDS.contains(&name.as_str()));
+            names.sort();
+            names.dedup();
+            let mut finder = syn_finder::Finder { text: &text, names: &names, hits: Vec::new() };
+            syn::visit::Visit::visit_file(&mut finder, &parsed);
+            proc_macro2::extra::invalidate_current_thread_spans();
+            let mut expected: Vec<(usize, usize)> = finder.hits;
+            let mut found: Vec<(usize, usize)> =
+                path_roots(&lex::lex(&text).tokens, &names).iter().map(|root| line_col(&text, root.at)).collect();
+            expected.sort();
+            expected.dedup();
+            found.sort();
+            let only_tokens: Vec<_> = found.iter().filter(|at| !expected.contains(at)).collect();
+            let only_parse: Vec<_> = expected.iter().filter(|at| !found.contains(at)).collect();
+            if !only_tokens.is_empty() || !only_parse.is_empty() {
+                disagreements.push(format!(
+                    "{}: (line, column) found only by the token rules: {only_tokens:?}; only by the parse: \
+                     {only_parse:?}",
+                    path.display()
+                ));
+            }
+            roots += expected.len();
+            compared += 1;
+        }
+        assert!(compared > 100, "{compared} files compared");
+        assert!(
+            disagreements.is_empty(),
+            "{} of {compared} files ({roots} roots):\n{}",
+            disagreements.len(),
+            disagreements.join("\n")
+        );
+    }
+
+    /// The syntax-tree finder the scan used before the token rules: paths with two or more segments or a leading
+    /// `::`, `use` tree roots and `extern crate` items, and the token rules only inside macros.
+    mod syn_finder {
+        use syn::ext::IdentExt;
+        use syn::visit::{self, Visit};
+
+        pub(super) struct Finder<'n> {
+            pub(super) text: &'n str,
+            pub(super) names: &'n [String],
+            /// (line, 1-based column)
+            pub(super) hits: Vec<(usize, usize)>,
+        }
+
+        impl Finder<'_> {
+            fn check(&mut self, ident: &proc_macro2::Ident) {
+                if self.names.contains(&ident.unraw().to_string()) {
+                    let start = ident.span().start();
+                    self.hits.push((start.line, start.column + 1));
+                }
+            }
+
+            fn use_root(&mut self, tree: &syn::UseTree) {
+                match tree {
+                    syn::UseTree::Path(p) => self.check(&p.ident),
+                    syn::UseTree::Name(n) => self.check(&n.ident),
+                    syn::UseTree::Rename(r) => self.check(&r.ident),
+                    syn::UseTree::Group(g) => g.items.iter().for_each(|t| self.use_root(t)),
+                    syn::UseTree::Glob(_) => {}
+                }
+            }
+
+            /// Macro bodies have no syntax tree: the token rules, on the macro's text between its delimiters.
+            fn tokens(&mut self, delimiter: &syn::MacroDelimiter) {
+                let span = match delimiter {
+                    syn::MacroDelimiter::Paren(d) => d.span,
+                    syn::MacroDelimiter::Brace(d) => d.span,
+                    syn::MacroDelimiter::Bracket(d) => d.span,
+                };
+                let (start, end) = (self.offset(span.open().end()), self.offset(span.close().start()));
+                let body = &self.text[start..end];
+                for root in super::path_roots(&crate::lex::lex(body).tokens, self.names) {
+                    self.hits.push(crate::paths::line_col(self.text, start + root.at));
+                }
+            }
+
+            fn offset(&self, at: proc_macro2::LineColumn) -> usize {
+                let line_start: usize = self.text.split_inclusive('\n').take(at.line - 1).map(str::len).sum();
+                let line = &self.text[line_start..];
+                line_start + line.char_indices().nth(at.column).map_or(line.len(), |(i, _)| i)
+            }
+        }
+
+        impl<'ast> Visit<'ast> for Finder<'_> {
+            fn visit_path(&mut self, path: &'ast syn::Path) {
+                if (path.leading_colon.is_some() || path.segments.len() > 1)
+                    && let Some(first) = path.segments.first()
+                {
+                    self.check(&first.ident);
+                }
+                visit::visit_path(self, path);
+            }
+
+            // `<T>::name` is `name` of the type `T`: syn writes it as a path with a leading `::`, which is no crate
+            // root.
+            fn visit_expr_path(&mut self, expr: &'ast syn::ExprPath) {
+                match &expr.qself {
+                    Some(qself) if qself.position == 0 => {
+                        self.visit_qself(qself);
+                        expr.path.segments.iter().for_each(|segment| self.visit_path_segment(segment));
+                    }
+                    _ => visit::visit_expr_path(self, expr),
+                }
+            }
+
+            fn visit_type_path(&mut self, ty: &'ast syn::TypePath) {
+                match &ty.qself {
+                    Some(qself) if qself.position == 0 => {
+                        self.visit_qself(qself);
+                        ty.path.segments.iter().for_each(|segment| self.visit_path_segment(segment));
+                    }
+                    _ => visit::visit_type_path(self, ty),
+                }
+            }
+
+            fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+                self.use_root(&item.tree);
+                visit::visit_item_use(self, item);
+            }
+
+            fn visit_item_extern_crate(&mut self, item: &'ast syn::ItemExternCrate) {
+                self.check(&item.ident);
+                visit::visit_item_extern_crate(self, item);
+            }
+
+            fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+                visit::visit_macro(self, mac);
+                self.tokens(&mac.delimiter);
+            }
+
+            fn visit_meta_list(&mut self, list: &'ast syn::MetaList) {
+                visit::visit_meta_list(self, list);
+                self.tokens(&list.delimiter);
+            }
+        }
     }
 }

@@ -67,6 +67,10 @@ pub(crate) struct Package {
     pub(crate) explicit_roots: Vec<PathBuf>,
     /// `package.build = false`.
     pub(crate) build_disabled: bool,
+    /// The library target's root file: `[lib] path`, else `src/lib.rs` (which may not exist).
+    pub(crate) lib_root: PathBuf,
+    /// `[lib] doctest = false` turns rustdoc's tests of the library off.
+    pub(crate) doctest: bool,
     pub(crate) decls: Vec<Decl>,
 }
 
@@ -251,6 +255,18 @@ fn excluded(dir: &Path, exclude: &[PathBuf], members: &[PathBuf]) -> bool {
 }
 
 impl Workspace {
+    /// The directory of `package`'s source, when the workspace can see it: a `path` declaration of it, else a member
+    /// of that name.
+    pub(crate) fn source_dir(&self, package: &str) -> Option<PathBuf> {
+        let declared = self
+            .members
+            .iter()
+            .chain(&self.others)
+            .flat_map(|p| &p.decls)
+            .find_map(|decl| (decl.package == package).then(|| decl.path.clone()).flatten());
+        declared.or_else(|| self.members.iter().find(|m| m.name == package).map(|m| m.dir.clone()))
+    }
+
     /// The library name of `package` as written in source (`[lib] name`, else the package name), with `-` as `_`.
     /// A package that is neither a member nor a path crate is assumed to use its package name.
     pub(crate) fn lib_name(&self, package: &str) -> String {
@@ -681,6 +697,12 @@ impl Loader {
             explicit_roots.push(normalize(&dir.join(path)));
         }
         let build_disabled = build.and_then(Item::as_bool) == Some(false);
+        let lib = root.get("lib");
+        let lib_root = match lib.and_then(|l| l.get("path")).and_then(Item::as_str) {
+            Some(path) => normalize(&dir.join(path)),
+            None => dir.join("src/lib.rs"),
+        };
+        let doctest = lib.and_then(|l| l.get("doctest")).and_then(Item::as_bool) != Some(false);
 
         let mut decls = Vec::new();
         let mut collect = |table: &dyn TableLike, target: Option<&str>| -> Result<(), Diagnostic> {
@@ -716,6 +738,8 @@ impl Loader {
             lib_name,
             explicit_roots,
             build_disabled,
+            lib_root,
+            doctest,
             decls,
         })
     }
