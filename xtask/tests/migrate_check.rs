@@ -9,7 +9,7 @@ use serde_json::Value;
 const FORMATS: [&str; 4] = ["human", "json", "github", "sarif"];
 
 /// The cases that find something, with their exit code.
-const VIOLATING: [&str; 6] = ["dependency", "transitive", "source", "allow", "config", "layout"];
+const VIOLATING: [&str; 7] = ["dependency", "transitive", "source", "allow", "config", "layout", "revisions"];
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/migrate-check")
@@ -111,6 +111,53 @@ fn configured_names_and_library_name() {
 #[test]
 fn members_are_what_cargo_says() {
     snapshots("layout", 1);
+}
+
+#[test]
+fn modules_wherever_declared_the_graph_cargo_builds_doctests_and_help_with_the_new_path() {
+    snapshots("revisions", 1);
+    let report = json("revisions");
+    let violations = report["violations"].as_array().expect("violations");
+    let at = |v: &Value| format!("{}:{}", v["file"].as_str().unwrap_or_default(), v["line"]);
+    let sources: Vec<String> = violations.iter().filter(|v| v["kind"] == "source").map(at).collect();
+    // Macro-declared modules, `#[path]` in a non-mod.rs file and in an inline module, every `cfg_attr` alternative
+    // with the default file, `include!`.
+    for file in [
+        "crates/macros/src/unix.rs",
+        "crates/macros/src/other.rs",
+        "crates/macros/src/rt.rs",
+        "crates/macros/src/paren.rs",
+        "crates/paths/src/b_impl.rs",
+        "crates/paths/src/a/inline/deep.rs",
+        "crates/paths/src/os.rs",
+        "crates/paths/src/os/unix.rs",
+        "crates/paths/src/os/windows.rs",
+        "crates/paths/src/generated.rs",
+    ] {
+        assert!(sources.iter().any(|s| s.starts_with(&format!("{file}:"))), "{file} is scanned: {sources:?}");
+    }
+    // Doctests: each compiled info string, a hidden line, a block comment, a doc attribute, the included README;
+    // never `ignore`, `text` or another language, prose, a binary's or a test's doc comments.
+    let doctests: Vec<String> = violations.iter().filter(|v| v["doctest"] == true).map(at).collect();
+    let lines = |file: &str, lines: &[u64]| lines.iter().map(|l| format!("{file}:{l}")).collect::<Vec<_>>();
+    let mut expected = lines("crates/docs/README.md", &[4]);
+    expected.extend(lines("crates/docs/src/lib.rs", &[3, 9, 12, 15, 18, 21, 24, 27, 46, 51]));
+    assert_eq!(doctests, expected);
+    assert!(violations.iter().filter(|v| v["doctest"] != true).all(|v| v.get("doctest").is_none()));
+    // `[patch]` onto a path crate, and version-exact lockfile edges: `sdk 1` reaches nothing, `sdk 2` does.
+    let via = |package: &str| {
+        violations.iter().find(|v| v["package"] == package && v["kind"] == "transitive").map(|v| v["via"].clone())
+    };
+    assert_eq!(via("patched-user"), Some(serde_json::json!(["patched-user", "legacy-sdk"])));
+    assert_eq!(via("pinned-new"), Some(serde_json::json!(["pinned-new", "sdk", "sdk-compat-layer"])));
+    assert!(!violations.iter().any(|v| v["package"] == "pinned-old" || v["package"] == "tool"));
+    // The help names the item's new path, read from the deprecation notes.
+    let unix = violations.iter().find(|v| v["file"] == "crates/macros/src/unix.rs").expect("unix.rs");
+    assert_eq!(
+        unix["help"],
+        "use `core_registry::DEFAULT_EVENT_BUFFER` instead of `registry_compat::EVENT_BUFFER_SIZE`, and depend on \
+         `core-registry`"
+    );
 }
 
 #[test]

@@ -223,6 +223,7 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
     type Hits = HashSet<(usize, usize)>;
     let mut source_hits: BTreeMap<&str, BTreeMap<String, Hits>> = BTreeMap::new();
     let mut to_fix: Vec<&Package> = Vec::new();
+    let mut doctests: HashMap<&str, usize> = HashMap::new();
     for violation in &report.violations {
         if !matches!(violation.kind, Kind::Dependency | Kind::Source) {
             continue;
@@ -231,7 +232,10 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
         if !to_fix.iter().any(|m| m.name == member.name) {
             to_fix.push(member);
         }
-        if violation.kind == Kind::Source {
+        if violation.doctest {
+            // Doc text is not rewritten yet: the occurrence stays, and so does the member's old dependency.
+            *doctests.entry(member.name.as_str()).or_default() += 1;
+        } else if violation.kind == Kind::Source {
             source_hits
                 .entry(member.name.as_str())
                 .or_default()
@@ -281,6 +285,9 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
             changes.insert(path, FileChange { old: text, new, edits });
         }
         member_sources.insert(member, (left, rewrote));
+    }
+    for (member, count) in doctests {
+        member_sources.entry(member).or_insert((0, false)).0 += count;
     }
 
     fix_manifests(ws, &to_fix, &member_sources, &mut changes)?;

@@ -65,7 +65,7 @@ pub use fix::{FileChange, FixPlan, Unfixed, plan_fix};
 pub use render::render;
 pub use workspace::Names;
 
-use workspace::{Decl, DepKind, Package, Workspace};
+use workspace::{Decl, DepKind, Lock, Package, Workspace};
 
 /// The tool's name, version and documentation, as SARIF output reports them.
 pub const TOOL: diag::Tool = diag::Tool {
@@ -374,7 +374,7 @@ fn known_packages(ws: &Workspace) -> std::collections::HashSet<&str> {
     let packages = ws.members.iter().chain(&ws.others);
     let mut known: std::collections::HashSet<&str> = packages.clone().map(|p| p.name.as_str()).collect();
     known.extend(packages.flat_map(|p| &p.decls).map(|d| d.package.as_str()));
-    known.extend(ws.registry.iter().flat_map(|(name, deps)| std::iter::once(name).chain(deps)).map(String::as_str));
+    known.extend(ws.lock.packages.iter().map(|p| p.name.as_str()));
     known
 }
 
@@ -530,36 +530,71 @@ impl<'w> Graph<'w> {
         let mut names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
         let member_index: HashMap<&OsStr, usize> =
             packages.iter().enumerate().map(|(i, p)| (p.dir.as_os_str(), i)).collect();
-        let mut registry_names: Vec<&str> = ws.registry.keys().map(String::as_str).collect();
-        registry_names.sort_unstable();
-        let registry_index: HashMap<&str, usize> =
-            registry_names.iter().enumerate().map(|(i, name)| (*name, packages.len() + i)).collect();
-        names.extend(&registry_names);
+        // Registry and git packages of Cargo.lock, one node per locked version.
+        let lock = &ws.lock;
+        let mut node_of_lock: Vec<Option<usize>> = vec![None; lock.packages.len()];
+        for (k, locked) in lock.packages.iter().enumerate() {
+            if locked.source.is_some() {
+                node_of_lock[k] = Some(names.len());
+                names.push(locked.name.as_str());
+            }
+        }
+        let path_packages = |name: &str| -> Vec<usize> {
+            packages.iter().enumerate().filter(|(_, p)| p.name == name).map(|(i, _)| i).collect()
+        };
+        // The nodes a lockfile dependency names: its registry version, or the path package of that name.
+        let targets = |dep: &str| -> Vec<usize> {
+            lock.resolve(dep)
+                .flat_map(|k| match node_of_lock[k] {
+                    Some(node) => vec![node],
+                    None => path_packages(&lock.packages[k].name),
+                })
+                .collect()
+        };
 
         let mut edges: Vec<Vec<(usize, DepKind, Option<&Decl>)>> = vec![Vec::new(); names.len()];
         let mut terminal = vec![false; names.len()];
         for (i, package) in packages.iter().enumerate() {
+            let locked = lock.path_package(&package.name);
             for decl in &package.decls {
                 if decl.package == deprecated {
                     terminal[i] |= decl.kind != DepKind::Dev;
                     continue;
                 }
-                let target = match &decl.path {
-                    Some(dir) => member_index.get(dir.as_os_str()).copied(),
-                    None => registry_index.get(decl.package.as_str()).copied(),
+                let found: Vec<usize> = match decl.dir() {
+                    Some(dir) => member_index.get(dir.as_os_str()).copied().into_iter().collect(),
+                    None => {
+                        // The version the lockfile chose for this package; every locked version when it does not say.
+                        let exact: Vec<usize> = locked
+                            .into_iter()
+                            .flat_map(|l| &l.deps)
+                            .filter(|dep| Lock::dep_name(dep) == decl.package)
+                            .flat_map(|dep| targets(dep))
+                            .collect();
+                        if exact.is_empty() {
+                            (0..lock.packages.len())
+                                .filter(|&k| lock.packages[k].name == decl.package)
+                                .filter_map(|k| node_of_lock[k])
+                                .collect()
+                        } else {
+                            exact
+                        }
+                    }
                 };
-                if let Some(target) = target {
+                for target in found {
                     edges[i].push((target, decl.kind, Some(decl)));
                 }
             }
         }
-        for (name, deps) in &ws.registry {
-            let i = registry_index[name.as_str()];
-            for dep in deps {
-                if dep == deprecated {
+        for (k, locked) in lock.packages.iter().enumerate() {
+            let Some(i) = node_of_lock[k] else { continue };
+            for dep in &locked.deps {
+                if Lock::dep_name(dep) == deprecated {
                     terminal[i] = true;
-                } else if let Some(&target) = registry_index.get(dep.as_str()) {
-                    edges[i].push((target, DepKind::Normal, None));
+                } else {
+                    for target in targets(dep) {
+                        edges[i].push((target, DepKind::Normal, None));
+                    }
                 }
             }
         }

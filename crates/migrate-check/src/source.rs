@@ -555,9 +555,13 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
         let mut lines = lines_of(body, at);
         if block {
             // rustdoc drops a ` * ` decoration when every line after the first has one.
-            let decorated = lines.len() > 1 && lines[1..].iter().all(|l| l.text.trim_start().starts_with('*'));
+            let decorated = lines.len() > 1
+                && lines[1..]
+                    .iter()
+                    .filter(|l| !l.text.trim().is_empty())
+                    .all(|l| l.text.trim_start().starts_with('*'));
             if decorated {
-                for l in &mut lines[1..] {
+                for l in lines[1..].iter_mut().filter(|l| !l.text.trim().is_empty()) {
                     let lead = l.text.len() - l.text.trim_start().len();
                     l.column += l.text[..lead].chars().count() + 1;
                     l.text = &l.text[lead + 1..];
@@ -585,7 +589,7 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
             continue;
         }
         if let Some(body) = string(tokens, open + 3) {
-            runs.push(lines_of(body, tokens[open + 3].at));
+            runs.push(attribute_lines(text, body, tokens[open + 3].at));
         } else if ident(tokens, open + 3) == Some("include_str")
             && punct(tokens, open + 4, b'!')
             && punct(tokens, open + 5, b'(')
@@ -595,6 +599,41 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
         }
     }
     (runs, included)
+}
+
+/// The lines of a `#[doc = ".."]` string as rustdoc reads them: a `\n` escape breaks a line like a newline does.
+/// Other escapes stay as written (two characters), so that columns stay those of the file.
+fn attribute_lines<'t>(text: &'t str, body: &'t str, at: usize) -> Vec<DocLine<'t>> {
+    let (mut line, mut column) = line_col(text, at);
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut start_column = column;
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let char_width = body[i..].chars().next().map_or(1, char::len_utf8);
+        let (breaks, width) = match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'n')) => (true, 2),
+            (b'\n', _) => (true, 1),
+            (b'\\', Some(b'\\' | b'"' | b'\'' | b't' | b'r' | b'0')) => (false, 2),
+            _ => (false, char_width),
+        };
+        if breaks {
+            lines.push(DocLine { line, column: start_column, text: &body[start..i] });
+            if width == 1 {
+                (line, column) = (line + 1, 1);
+            } else {
+                column += 2;
+            }
+            start = i + width;
+            start_column = column;
+        } else {
+            column += body[i..i + width].chars().count();
+        }
+        i += width;
+    }
+    lines.push(DocLine { line, column: start_column, text: &body[start..] });
+    lines
 }
 
 /// Whether rustdoc compiles a fenced block with this info string.

@@ -45,9 +45,18 @@ pub(crate) struct Decl {
     pub(crate) optional: bool,
     /// Directory of a path dependency, absolute and normalised.
     pub(crate) path: Option<PathBuf>,
+    /// For a dependency that is not a path: the directory a `[patch]` or `[replace]` of the root puts in its place.
+    pub(crate) patch: Option<PathBuf>,
     /// 1-based line and character column of the key in the declaring manifest.
     pub(crate) line: usize,
     pub(crate) column: usize,
+}
+
+impl Decl {
+    /// The directory the dependency is built from, when it is a path (given, or put there by a patch).
+    pub(crate) fn dir(&self) -> Option<PathBuf> {
+        self.path.clone().or_else(|| self.patch.clone())
+    }
 }
 
 /// A package manifest that was read: a member or a non-member path crate.
@@ -118,9 +127,8 @@ pub(crate) struct Workspace {
     pub(crate) members: Vec<Package>,
     /// Non-member path crates reachable from the members.
     pub(crate) others: Vec<Package>,
-    /// Registry and git packages from `Cargo.lock`: name -> names of their (normal and build) dependencies, all
-    /// versions merged. Empty without a lockfile.
-    pub(crate) registry: HashMap<String, Vec<String>>,
+    /// `Cargo.lock`, when the graph needs it (some dependency is not a path) and there is one.
+    pub(crate) lock: Lock,
 }
 
 /// Where the names of the deprecated crate and its replacement come from, besides the configuration table: flags
@@ -375,23 +383,33 @@ impl Workspace {
         }
         members.sort_by_cached_key(|package| path_order_key(&package.dir));
 
-        // Non-member path crates: read their manifests too, to follow the graph through them.
+        // `[patch.<source>]` and `[replace]` of the root: a dependency on a patched package is built from the path.
+        let patches = loader.patches(doc.as_table());
+        let patch = |package: &mut Package| {
+            for decl in package.decls.iter_mut().filter(|d| d.path.is_none()) {
+                decl.patch = patches.get(&decl.package).cloned();
+            }
+        };
+        members.iter_mut().for_each(patch);
+
+        // Non-member path crates (patches included): read their manifests too, to follow the graph through them.
         let mut others: Vec<Package> = Vec::new();
-        let mut queue: Vec<PathBuf> =
-            members.iter().flat_map(|m| m.decls.iter().filter_map(|d| d.path.clone())).collect();
+        let mut queue: Vec<PathBuf> = members.iter().flat_map(|m| m.decls.iter().filter_map(Decl::dir)).collect();
+        queue.extend(patches.values().cloned());
         while let Some(dir) = queue.pop() {
             if !seen.insert(dir.as_os_str().to_owned()) {
                 continue;
             }
-            let package = loader.package(&dir, &root_text, None, false)?;
-            queue.extend(package.decls.iter().filter_map(|d| d.path.clone()));
+            let mut package = loader.package(&dir, &root_text, None, false)?;
+            patch(&mut package);
+            queue.extend(package.decls.iter().filter_map(Decl::dir));
             others.push(package);
         }
         others.sort_by_cached_key(|package| path_order_key(&package.dir));
 
-        let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.path.is_none()));
+        let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.dir().is_none()));
         let lock_path = root.join("Cargo.lock");
-        let registry = if needs_lock && lock_path.is_file() { loader.lock(&lock_path)? } else { HashMap::new() };
+        let lock = if needs_lock && lock_path.is_file() { loader.lock(&lock_path)? } else { Lock::default() };
 
         if let Some((start, start_shown)) = &located.start
             && let Some(dir) = start.parent()
@@ -409,7 +427,7 @@ impl Workspace {
             )
             .in_file(start_shown.clone()));
         }
-        Ok(Workspace { root, root_shown, root_text, config, members, others, registry })
+        Ok(Workspace { root, root_shown, root_text, config, members, others, lock })
     }
 }
 
@@ -787,6 +805,7 @@ impl Loader {
             out.push(Decl {
                 key: key.to_owned(),
                 package,
+                patch: None,
                 kind,
                 target: target.map(str::to_owned),
                 optional,
@@ -798,30 +817,97 @@ impl Loader {
         Ok(())
     }
 
-    /// Registry and git packages of `Cargo.lock`, with the names of their dependencies.
-    fn lock(&self, path: &Path) -> Result<HashMap<String, Vec<String>>, Diagnostic> {
-        let text = self.read(path)?;
-        let doc = self.parse(path, &text)?;
-        let mut registry: HashMap<String, Vec<String>> = HashMap::new();
-        let Some(packages) = doc.as_table().get("package").and_then(Item::as_array_of_tables) else {
-            return Ok(registry);
+    /// The root's `[patch.<source>]` and `[replace]` entries that put a path in place of a package: package name ->
+    /// directory. Git and registry patches change no edge of the graph: Cargo.lock has them.
+    fn patches(&self, root: &toml_edit::Table) -> HashMap<String, PathBuf> {
+        let mut patches = HashMap::new();
+        let mut add = |name: &str, item: &Item| {
+            if let Some(path) = item.as_table_like().and_then(|entry| entry.get("path")).and_then(Item::as_str) {
+                patches.insert(name.to_owned(), normalize(&self.root.join(path)));
+            }
         };
-        for package in packages.iter() {
-            let (Some(name), true) = (package.get("name").and_then(Item::as_str), package.contains_key("source"))
-            else {
-                continue;
-            };
-            let entry = registry.entry(name.to_owned()).or_default();
-            if let Some(deps) = package.get("dependencies").and_then(Item::as_array) {
-                for dep in deps.iter().filter_map(|d| d.as_str()) {
-                    let dep = dep.split(' ').next().unwrap_or(dep).to_owned();
-                    if !entry.contains(&dep) {
-                        entry.push(dep);
-                    }
+        if let Some(sources) = root.get("patch").and_then(Item::as_table_like) {
+            for (_, source) in sources.iter() {
+                for (name, item) in source.as_table_like().into_iter().flat_map(|t| t.iter()) {
+                    add(name, item);
                 }
             }
         }
-        Ok(registry)
+        if let Some(replace) = root.get("replace").and_then(Item::as_table_like) {
+            // Keys are package ids: `name:version` or `registry/name:version`.
+            for (id, item) in replace.iter() {
+                let name = id.split(':').next().unwrap_or(id).rsplit('/').next().unwrap_or(id);
+                add(name, item);
+            }
+        }
+        patches
+    }
+
+    /// Every package of `Cargo.lock`, with its dependencies as the lockfile writes them.
+    fn lock(&self, path: &Path) -> Result<Lock, Diagnostic> {
+        let text = self.read(path)?;
+        let doc = self.parse(path, &text)?;
+        let mut lock = Lock::default();
+        let Some(packages) = doc.as_table().get("package").and_then(Item::as_array_of_tables) else {
+            return Ok(lock);
+        };
+        for package in packages.iter() {
+            let text = |key: &str| package.get(key).and_then(Item::as_str).map(str::to_owned);
+            let Some(name) = text("name") else { continue };
+            let deps = package.get("dependencies").and_then(Item::as_array);
+            lock.packages.push(LockPackage {
+                name,
+                version: text("version").unwrap_or_default(),
+                source: text("source"),
+                deps: deps.into_iter().flat_map(|d| d.iter()).filter_map(|d| d.as_str().map(str::to_owned)).collect(),
+            });
+        }
+        Ok(lock)
+    }
+}
+
+/// `Cargo.lock`, version for version: where a package is locked in several versions, each keeps its own edges.
+#[derive(Debug, Default)]
+pub(crate) struct Lock {
+    /// Every `[[package]]`, in file order.
+    pub(crate) packages: Vec<LockPackage>,
+}
+
+/// One `[[package]]` of `Cargo.lock`.
+#[derive(Debug)]
+pub(crate) struct LockPackage {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    /// `registry+..` or `git+..`; `None` for a path package (a member or a path crate).
+    pub(crate) source: Option<String>,
+    /// As written: `name`, `name version` or `name version (source)`.
+    pub(crate) deps: Vec<String>,
+}
+
+impl Lock {
+    /// The packages a dependency of the lockfile names: `name` (the only package of that name), `name version`, or
+    /// `name version (source)`.
+    pub(crate) fn resolve(&self, dep: &str) -> impl Iterator<Item = usize> + '_ {
+        let mut parts = dep.splitn(3, ' ');
+        let name = parts.next().unwrap_or_default().to_owned();
+        let version = parts.next().map(str::to_owned);
+        let source = parts.next().map(|s| s.trim_start_matches('(').trim_end_matches(')').to_owned());
+        self.packages.iter().enumerate().filter_map(move |(i, p)| {
+            let matches = p.name == name
+                && version.as_ref().is_none_or(|v| *v == p.version)
+                && source.as_ref().is_none_or(|s| p.source.as_ref() == Some(s));
+            matches.then_some(i)
+        })
+    }
+
+    /// The entry of the path package `name` (locked without a source).
+    pub(crate) fn path_package(&self, name: &str) -> Option<&LockPackage> {
+        self.packages.iter().find(|p| p.source.is_none() && p.name == name)
+    }
+
+    /// The name of the package a dependency string names.
+    pub(crate) fn dep_name(dep: &str) -> &str {
+        dep.split(' ').next().unwrap_or(dep)
     }
 }
 

@@ -332,3 +332,23 @@ fn without_the_source_scan_an_allow_entry_is_not_called_stale() {
     let manifests = migrate_check(&ws.root, &["--format", "json", "--no-source"]);
     assert_eq!(violations(&manifests.stdout), pairs(&[("app", "dependency")]));
 }
+
+#[test]
+fn a_doctest_is_code_the_check_counts_and_fix_leaves_with_its_dependency() {
+    let ws = workspace(NAMES);
+    let lib = "/// ```\n/// old_core::helper();\n/// ```\npub fn run() {}\n";
+    std::fs::write(ws.path("crates/app/src/lib.rs"), lib).expect("write a doc comment");
+    let run = migrate_check(&ws.root, &["--format", "json"]);
+    let report: Value = serde_json::from_str(&run.stdout).expect("a JSON report");
+    let doctest = &report["violations"][1];
+    assert_eq!((doctest["kind"].as_str(), doctest["doctest"].as_bool()), (Some("source"), Some(true)), "{doctest}");
+    assert_eq!((doctest["line"].as_u64(), doctest["column"].as_u64()), (Some(2), Some(5)));
+    assert_eq!(doctest["help"], "use `new_core::helper` instead of `old_core::helper`, and depend on `new-core`");
+
+    let fixed = migrate_check(&ws.root, &["--fix", "--format", "json"]);
+    assert_eq!(fixed.code, 1, "{}", fixed.stderr);
+    // The doc text is not rewritten, so the member keeps the crate its doctest needs.
+    assert_eq!(ws.read("crates/app/src/lib.rs"), lib);
+    assert!(ws.read("crates/app/Cargo.toml").contains("old-core = { path = \"../old-core\" }"));
+    assert_eq!(violations(&fixed.stdout), pairs(&[("app", "dependency"), ("app", "source")]));
+}
