@@ -217,7 +217,262 @@ fn migrate_check_figures(quick: bool, rows: &mut Vec<Row>) -> Result<(), String>
             println!("{}", row.bench_line());
         }
     }
+    realistic_figures(&xtask, quick, rows)
+}
+
+/// The full check on a workspace of realistic size and shape ([`generate_realistic`]) against `cargo metadata
+/// --no-deps` and against `grep -rc` of the crate's name over the same files (the cost of reading them), alternating
+/// the three, the median of the repetitions; and the peak memory of the check and of `cargo metadata`, where GNU
+/// `time` is installed.
+fn realistic_figures(xtask: &Path, quick: bool, rows: &mut Vec<Row>) -> Result<(), String> {
+    let (members, repetitions) = if quick { (12, 1) } else { (320, 9) };
+    let dir = std::env::temp_dir().join(format!("xtask-bench-realistic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let shape = generate_realistic(&dir, members)
+        .map_err(|err| format!("cannot generate the workspace in {}: {err}", dir.display()))?;
+    let manifest = dir.join("Cargo.toml");
+    let mut check = Command::new(xtask);
+    check.args(["migrate-check", "--format", "json", "--manifest-path"]).arg(&manifest);
+    let mut metadata = Command::new(cargo());
+    metadata.args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"]).arg(&manifest);
+    let mut grep = Command::new("grep");
+    grep.args(["-rc", "--include=*.rs", "registry_compat"]).arg(&dir);
+    let result = (|| {
+        let times =
+            alternating(&mut [(&mut check, Some(1)), (&mut metadata, Some(0)), (&mut grep, None)], repetitions)?;
+        let what = format!(
+            "{} members, {} files, {:.1} MB, {}% naming it",
+            members,
+            shape.files,
+            shape.bytes as f64 / 1e6,
+            shape.naming_percent
+        );
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+        let (ours, theirs, read) = (times[0], times[1], times[2]);
+        rows.push(Row {
+            figure: format!("migrate-check full check / cargo metadata, realistic ({what})"),
+            measured: format!("{} vs {}", ms(ours), ms(theirs)),
+            ratio: format!("{:.2}", ratio(ours, theirs)),
+            target: "<= 1.0".to_owned(),
+            met: if ratio(ours, theirs) <= 1.0 { "yes" } else { "no" }.to_owned(),
+        });
+        rows.push(Row {
+            figure: "migrate-check full check / grep -rc NAME, realistic".to_owned(),
+            measured: format!("{} vs {}", ms(ours), ms(read)),
+            ratio: format!("{:.2}", ratio(ours, read)),
+            target: "<= 2.0".to_owned(),
+            met: if ratio(ours, read) <= 2.0 { "yes" } else { "no" }.to_owned(),
+        });
+        let memory = "peak memory: migrate-check / cargo metadata, realistic";
+        match (peak_kib(&mut check), peak_kib(&mut metadata)) {
+            (Some(ours), Some(theirs)) => rows.push(Row {
+                figure: memory.to_owned(),
+                measured: format!("{ours} KiB vs {theirs} KiB"),
+                ratio: format!("{:.2}", ours as f64 / theirs.max(1) as f64),
+                target: "<= 1.0".to_owned(),
+                met: if ours <= theirs { "yes" } else { "no" }.to_owned(),
+            }),
+            _ => rows.push(Row::skipped(memory, "skipped: GNU time (/usr/bin/time) is not installed".to_owned())),
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    for row in &rows[rows.len() - 3..] {
+        println!("{}", row.bench_line());
+    }
     Ok(())
+}
+
+/// Runs the commands in turn, `repetitions` rounds after one warm-up round (none for a single repetition), and returns
+/// each one's median wall time. Each command must exit with its code, when one is given.
+fn alternating(commands: &mut [(&mut Command, Option<i32>)], repetitions: usize) -> Result<Vec<Duration>, String> {
+    let warm_up = usize::from(repetitions > 1);
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); commands.len()];
+    for round in 0..warm_up + repetitions {
+        for (k, (command, expected)) in commands.iter_mut().enumerate() {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            let start = Instant::now();
+            let status = command.status().map_err(|err| format!("cannot run {command:?}: {err}"))?;
+            let elapsed = start.elapsed();
+            if expected.is_some_and(|code| status.code() != Some(code)) {
+                return Err(format!("{command:?} exited with {status}"));
+            }
+            if round >= warm_up {
+                times[k].push(elapsed);
+            }
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect())
+}
+
+/// The peak resident memory of one run of `command`, in KiB, measured by GNU `time`, if it is installed.
+fn peak_kib(command: &mut Command) -> Option<u64> {
+    let time = Path::new("/usr/bin/time");
+    if !time.is_file() {
+        return None;
+    }
+    let output = Command::new(time)
+        .args(["-f", "%M"])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdout(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stderr).lines().last()?.trim().parse().ok()
+}
+
+/// What [`generate_realistic`] wrote.
+struct Shape {
+    files: usize,
+    bytes: usize,
+    naming_percent: usize,
+}
+
+/// Writes a workspace of realistic size and shape below `dir`: `members` crates of ten module files each (about 10 KB
+/// of Rust per file: items, impls, comments, string literals and doc comments with code blocks), with module trees
+/// in both styles (`model.rs` + `model/types.rs`, `service/mod.rs` + `service/handlers.rs`), a `#[path]` module, and
+/// modules declared inside a `cfg_if!` invocation. 55% of the members declare `registry-compat` (as rust-analyzer's
+/// declare `stdx`), and half of all files name it in code, some in a doctest; the rest mention it only in comments
+/// and strings, which must not count.
+fn generate_realistic(dir: &Path, members: usize) -> std::io::Result<Shape> {
+    let mut shape = Shape { files: 0, bytes: 0, naming_percent: 0 };
+    let mut naming = 0;
+    let mut write = |path: &str, text: &str, names_it: bool| -> std::io::Result<()> {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
+        if path.extension().is_some_and(|e| e == "rs") {
+            shape.files += 1;
+            shape.bytes += text.len();
+            naming += usize::from(names_it);
+        }
+        std::fs::write(path, text)
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"2\"\nmembers = [\"crates/*\"]\n\n[workspace.package]\nversion = \"0.1.0\"\n\
+         edition = \"2021\"\n\n[workspace.dependencies]\ncore-registry = { path = \"crates/core-registry\" }\n\
+         registry-compat = { path = \"crates/registry-compat\" }\n",
+        false,
+    )?;
+    for name in ["registry-compat", "core-registry"] {
+        let manifest = format!("[package]\nname = \"{name}\"\nversion.workspace = true\nedition.workspace = true\n");
+        write(&format!("crates/{name}/Cargo.toml"), &manifest, false)?;
+        write(&format!("crates/{name}/src/lib.rs"), "//! Shared code.\n\npub fn helper() {}\n", false)?;
+    }
+    // (path, declarations of child modules)
+    let files: [(&str, &str); 10] = [
+        (
+            "lib.rs",
+            "mod model;\nmod service;\n#[path = \"generated/codegen.rs\"]\nmod codegen;\nmod util;\nmod parse;\n\
+             cfg_if::cfg_if! {\n    if #[cfg(unix)] {\n        mod unix;\n    } else {\n        mod other;\n    }\n}\n",
+        ),
+        ("model.rs", "pub mod types;\n"),
+        ("model/types.rs", ""),
+        ("service/mod.rs", "mod handlers;\n"),
+        ("service/handlers.rs", ""),
+        ("generated/codegen.rs", ""),
+        ("util.rs", ""),
+        ("parse.rs", ""),
+        ("unix.rs", ""),
+        ("other.rs", ""),
+    ];
+    for m in 0..members {
+        let name = format!("member{m:04}");
+        let declares = m % 20 < 11;
+        let mut manifest = format!(
+            "[package]\nname = \"{name}\"\nversion.workspace = true\nedition.workspace = true\n\n[dependencies]\n\
+             core-registry.workspace = true\n"
+        );
+        if declares {
+            manifest.push_str("registry-compat.workspace = true\n");
+        }
+        write(&format!("crates/{name}/Cargo.toml"), &manifest, false)?;
+        for (k, (file, children)) in files.iter().enumerate() {
+            // Half of the files name the crate in code (in the members that declare it, more of theirs).
+            let names_it = declares && (k + m) % 10 < 9 || !declares && (k + m) % 10 == 0;
+            let text = realistic_source(&name, k, children, names_it);
+            write(&format!("crates/{name}/src/{file}"), &text, names_it)?;
+        }
+    }
+    shape.naming_percent = naming * 100 / shape.files.max(1);
+    Ok(shape)
+}
+
+/// About 10 KB of Rust for file `k` of `member`.
+fn realistic_source(member: &str, k: usize, children: &str, names_it: bool) -> String {
+    let mut text = format!("//! Module {k} of `{member}`: generated for the benchmark.\n//!\n");
+    text.push_str("//! ```\n");
+    if names_it && k == 0 {
+        text.push_str("//! let limit = registry_compat::helper();\n");
+    } else {
+        text.push_str("//! let limit = core_registry::helper();\n");
+    }
+    text.push_str("//! ```\n\n");
+    text.push_str(children);
+    text.push_str("\nuse std::collections::BTreeMap;\nuse std::fmt;\n\n");
+    if names_it {
+        text.push_str("use registry_compat::helper as old_helper;\n\n");
+    }
+    let mut n = 0;
+    while text.len() < 10_000 {
+        let item = format!(
+            r#"/// A record of kind {n}: see [`Registry{n}::lookup`].
+///
+/// ```no_run
+/// let registry = {member}::Registry{n}::default();
+/// assert!(registry.lookup("echo").is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Registry{n} {{
+    entries: BTreeMap<String, (u64, &'static str)>,
+    // Migrated from registry_compat::AgentRegistry in 0.10; see "registry_compat::helper".
+    label: Option<String>,
+}}
+
+impl Registry{n} {{
+    /// Registers `name` with a weight; the label says where from ("registry_compat" in old data).
+    pub fn register(&mut self, name: &str, weight: u64) -> &mut Self {{
+        let from = if weight > {n} {{ "core_registry" }} else {{ "registry_compat" }};
+        self.entries.insert(name.to_owned(), (weight, from));
+        self
+    }}
+
+    /// The entry of `name`, if any.
+    pub fn lookup(&self, name: &str) -> Option<&(u64, &'static str)> {{
+        self.entries.get(name).filter(|(weight, _)| *weight != u64::MAX)
+    }}
+
+    fn total<'a>(&'a self, prefix: &str) -> impl Iterator<Item = u64> + 'a {{
+        let prefix = prefix.to_owned();
+        self.entries.iter().filter(move |(n, _)| n.starts_with(&prefix)).map(|(_, (w, _))| *w)
+    }}
+}}
+
+impl fmt::Display for Registry{n} {{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {{
+        write!(f, "{{}} entries, label {{:?}}, total {{}}", self.entries.len(), self.label, self.total("").sum::<u64>())
+    }}
+}}
+
+"#
+        );
+        text.push_str(&item);
+        if names_it && n % 3 == 0 {
+            text.push_str(&format!(
+                "/// Calls the old helper.\npub fn legacy_{n}() -> usize {{\n    registry_compat::helper();\n    old_helper();\n    {n}\n}}\n\n"
+            ));
+        }
+        n += 1;
+    }
+    text
 }
 
 /// Runs `command` once to warm caches (unless `repetitions` is 1), then `repetitions` times; the median wall time. `expected_exit`: the exit

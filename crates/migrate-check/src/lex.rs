@@ -49,8 +49,35 @@ pub(crate) struct Lexed<'a> {
     pub(crate) docs: Vec<DocComment<'a>>,
 }
 
+/// Byte classes: identifier bytes (ASCII letters, digits, `_`, and every byte of a non-ASCII character) and
+/// whitespace, looked up once per byte.
+const IDENT: u8 = 1;
+const SPACE: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 {
+            class[b] = IDENT;
+        } else if c.is_ascii_whitespace() {
+            class[b] = SPACE;
+        }
+        b += 1;
+    }
+    class
+};
+
 fn is_ident_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+    CLASS[b as usize] == IDENT
+}
+
+/// The index of the first byte at or after `i` that is not of `class`.
+fn skip(bytes: &[u8], mut i: usize, class: u8) -> usize {
+    while i < bytes.len() && CLASS[bytes[i] as usize] == class {
+        i += 1;
+    }
+    i
 }
 
 /// Lexes `text`.
@@ -59,10 +86,14 @@ pub(crate) fn lex(text: &str) -> Lexed<'_> {
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     // Index of the closing quote of a string whose contents start at `i`, and the index just past it.
     let end_of_string = |mut i: usize| {
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        while let Some(n) = memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+            i += n;
+            if bytes[i] == b'"' {
+                return (i, i + 1);
+            }
+            i += 2;
         }
-        (i.min(bytes.len()), (i + 1).min(bytes.len()))
+        (bytes.len(), bytes.len())
     };
     let mut out = Lexed { tokens: Vec::with_capacity(text.len() / 5), docs: Vec::new() };
     let mut i = 0;
@@ -131,20 +162,14 @@ pub(crate) fn lex(text: &str) -> Lexed<'_> {
                     }
                 }
             }
-            b'0'..=b'9' => {
-                while i < bytes.len() && is_ident_byte(bytes[i]) {
-                    i += 1;
-                }
-            }
+            b'0'..=b'9' => i = skip(bytes, i, IDENT),
             b':' if at(i + 1) == b':' => {
                 push(&mut out, Tok::PathSep, i);
                 i += 2;
             }
             _ if is_ident_byte(b) => {
                 let start = i;
-                while i < bytes.len() && is_ident_byte(bytes[i]) {
-                    i += 1;
-                }
+                i = skip(bytes, i, IDENT);
                 let word = &text[start..i];
                 match (word, at(i)) {
                     ("r" | "br" | "cr", b'"' | b'#') => {
@@ -182,7 +207,7 @@ pub(crate) fn lex(text: &str) -> Lexed<'_> {
                     _ => push(&mut out, Tok::Ident(word), start),
                 }
             }
-            _ if b.is_ascii_whitespace() => i += 1,
+            _ if CLASS[b as usize] == SPACE => i = skip(bytes, i + 1, SPACE),
             _ => {
                 push(&mut out, Tok::Punct(b), i);
                 i += 1;

@@ -288,7 +288,20 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
     let checked: Vec<&Package> =
         ws.members.iter().filter(|p| p.name != deprecated && p.name != config.replacement).collect();
     let graph = Graph::new(ws, deprecated);
-    let notes = if scan_sources { deprecation_notes(ws, deprecated, &replacement_lib) } else { HashMap::new() };
+    // The sources are scanned on all cores while another thread reads the deprecation notes for the help.
+    let (notes, scans) = std::thread::scope(|scope| {
+        let notes = scan_sources.then(|| scope.spawn(|| deprecation_notes(ws, deprecated, &replacement_lib)));
+        let scans = if scan_sources {
+            par_map(&checked, |member| {
+                let names = source_names(member, deprecated, &deprecated_lib);
+                source::scan(member, &ws.root, &ws.root_shown, &names)
+            })
+        } else {
+            Vec::new()
+        };
+        let notes = notes.map(|notes| notes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (notes.unwrap_or_default(), scans)
+    });
     let texts = Texts {
         deprecated,
         deprecated_lib: &deprecated_lib,
@@ -309,14 +322,8 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         })
         .collect();
 
-    if scan_sources {
-        let scans = par_map(&checked, |member| {
-            let names = source_names(member, deprecated, &deprecated_lib);
-            source::scan(member, &ws.root, &ws.root_shown, &names)
-        });
-        for ((member, scan), violations) in checked.iter().zip(scans).zip(&mut per_package) {
-            violations.extend(scan?.into_iter().map(|hit| texts.source(member, hit)));
-        }
+    for ((member, scan), violations) in checked.iter().zip(scans).zip(&mut per_package) {
+        violations.extend(scan?.into_iter().map(|hit| texts.source(member, hit)));
     }
 
     let mut violations = Vec::new();

@@ -39,14 +39,6 @@ pub(crate) struct Hit {
     pub(crate) line_text: String,
 }
 
-/// A file of the member, read.
-struct SourceText {
-    path: PathBuf,
-    text: String,
-    /// In the library target's module tree: its doc comments are doctests.
-    lib: bool,
-}
-
 /// A module (or included file) waiting to be read.
 struct Pending {
     /// Its candidate files: the first that exists is the module's.
@@ -68,75 +60,33 @@ pub(crate) fn scan(
         Err(_) => path.display().to_string(),
     };
     let mut names: Vec<String> = names.to_vec();
-    let files = read_module_trees(package, &shown)?;
-
-    // `extern crate x as y` adds `y` for the whole member: collect aliases first, until no new one appears.
     loop {
-        let finders: Vec<memmem::Finder<'_>> = names.iter().map(|n| memmem::Finder::new(n.as_bytes())).collect();
-        let mut added = Vec::new();
-        for file in &files {
-            if memmem::find(file.text.as_bytes(), b"extern").is_some() && mentions(&finders, &file.text) {
-                let lexed = lex::lex(&file.text);
-                for root in path_roots(&lexed.tokens, &names) {
-                    if let Some(alias) = root.alias.filter(|alias| !names.iter().any(|n| n == alias)) {
-                        added.push(alias.to_owned());
-                    }
-                }
-            }
-        }
+        let (hits, aliases) = scan_with(package, root, &shown, &names)?;
+        // `extern crate x as y` adds `y` for the whole member: with a new alias, everything is scanned again (rare).
+        let mut added: Vec<String> = aliases.into_iter().filter(|alias| !names.contains(alias)).collect();
         if added.is_empty() {
-            break;
+            return Ok(hits);
         }
         added.sort();
         added.dedup();
         names.extend(added);
     }
+}
 
+/// One pass over the member's files: each is read once and lexed at most once, for its modules and for its
+/// occurrences of `names`. Returns the occurrences and the `extern crate` aliases seen.
+fn scan_with(
+    package: &Package,
+    root: &Path,
+    shown: &dyn Fn(&Path) -> String,
+    names: &[String],
+) -> Result<(Vec<Hit>, Vec<String>), Diagnostic> {
     let finders: Vec<memmem::Finder<'_>> = names.iter().map(|n| memmem::Finder::new(n.as_bytes())).collect();
     let mut hits = Vec::new();
-    for file in &files {
-        let scan_docs = file.lib && package.doctest;
-        let includes_docs = scan_docs && memmem::find(file.text.as_bytes(), b"include_str").is_some();
-        if !mentions(&finders, &file.text) && !includes_docs {
-            continue;
-        }
-        let lexed = lex::lex(&file.text);
-        if let Some(at) = lex::unbalanced(&lexed.tokens) {
-            let (line, column) = line_col(&file.text, at);
-            let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
-            return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
-        }
-        let rel = rel_path(root, &file.path);
-        for found in path_roots(&lexed.tokens, &names) {
-            let (line, column) = line_col(&file.text, found.at);
-            hits.push(Hit {
-                file: rel.clone(),
-                line,
-                column,
-                name: found.name.to_owned(),
-                path: found.path,
-                doctest: false,
-                line_text: crate::paths::line_text(&file.text, line).to_owned(),
-            });
-        }
-        if scan_docs {
-            doctest_hits(file, &lexed, &names, &finders, root, &shown, &mut hits)?;
-        }
-    }
-    Ok(hits)
-}
-
-/// Whether one of the names occurs in `text` at all (in code, a comment or a literal: the lexer decides which).
-fn mentions(finders: &[memmem::Finder<'_>], text: &str) -> bool {
-    finders.iter().any(|finder| finder.find(text.as_bytes()).is_some())
-}
-
-/// Reads the member's target roots and every module and included file reached from them. The library's tree comes
-/// first, so that a file shared with another target is known to be the library's.
-fn read_module_trees(package: &Package, shown: &dyn Fn(&Path) -> String) -> Result<Vec<SourceText>, Diagnostic> {
-    let mut files: Vec<SourceText> = Vec::new();
+    let mut aliases = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    // A stack: the library root is pushed last, so its whole tree is read before any other target.
+    // A stack: the library root is pushed last, so its whole tree is read before any other target and a file shared
+    // with another target is known to be the library's.
     let mut queue: Vec<Pending> = target_roots(package)
         .into_iter()
         .filter(|root| *root != package.lib_root)
@@ -144,41 +94,131 @@ fn read_module_trees(package: &Package, shown: &dyn Fn(&Path) -> String) -> Resu
         .collect();
     queue.push(Pending { candidates: vec![ModuleFile::root(package.lib_root.clone())], context: None, lib: true });
     while let Some(pending) = queue.pop() {
-        // A module whose file does not exist may be cfg'd out: skipped. A file that exists but cannot be read is
-        // not checked, so that is an error (rustc could not read it either).
-        let mut found_file = None;
-        for candidate in pending.candidates {
-            match std::fs::read_to_string(&candidate.path) {
-                Ok(text) => {
-                    found_file = Some((candidate, text));
-                    break;
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound || candidate.path.is_dir() => {}
-                Err(err) => {
-                    let problem = if err.kind() == std::io::ErrorKind::InvalidData {
-                        "cannot check it: it is not UTF-8 (rustc rejects it too)".to_owned()
-                    } else {
-                        format!("cannot read: {err}")
-                    };
-                    return Err(Diagnostic::error("io", problem).in_file(shown(&candidate.path)));
-                }
-            }
-        }
-        let Some((file, text)) = found_file else { continue };
+        let Some((file, text)) = read_first(pending.candidates, shown)? else { continue };
         if !seen.insert(file.path.clone()) {
             continue;
         }
         let bytes = text.as_bytes();
-        if memmem::find(bytes, b"mod").is_some() || memmem::find(bytes, b"include").is_some() {
-            let lexed = lex::lex(&text);
+        let declares = declares_files(bytes);
+        let scan_docs = pending.lib && package.doctest;
+        let mentioned = mentions(&finders, &text) || (scan_docs && memmem::find(bytes, b"include_str").is_some());
+        if !declares && !mentioned {
+            continue;
+        }
+        let lexed = lex::lex(&text);
+        if declares {
             let context = pending.context.as_ref().unwrap_or(&file);
             find_mods(&lexed.tokens, &file.path, context, pending.lib, &mut queue);
         }
-        files.push(SourceText { path: file.path, text, lib: pending.lib });
+        if mentioned {
+            if let Some(at) = lex::unbalanced(&lexed.tokens) {
+                let (line, column) = line_col(&text, at);
+                let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
+                return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
+            }
+            let rel = rel_path(root, &file.path);
+            let lines = LineIndex::new(&text);
+            for found in path_roots(&lexed.tokens, names) {
+                let (line, column) = lines.line_col(found.at);
+                aliases.extend(found.alias.map(str::to_owned));
+                hits.push(Hit {
+                    file: rel.clone(),
+                    line,
+                    column,
+                    name: found.name.to_owned(),
+                    path: found.path,
+                    doctest: false,
+                    line_text: lines.line_text(line).to_owned(),
+                });
+            }
+            if scan_docs {
+                doctest_hits(&file.path, &text, &lexed, names, &finders, root, shown, &mut hits)?;
+            }
+        }
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    Ok((hits, aliases))
 }
+
+/// The first of a module's candidate files that exists, read. A module whose file does not exist may be cfg'd out:
+/// `None`. A file that exists but cannot be read is not checked, so that is an error (rustc could not read it either).
+fn read_first(
+    candidates: Vec<ModuleFile>,
+    shown: &dyn Fn(&Path) -> String,
+) -> Result<Option<(ModuleFile, String)>, Diagnostic> {
+    for candidate in candidates {
+        match std::fs::read_to_string(&candidate.path) {
+            Ok(text) => return Ok(Some((candidate, text))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound || candidate.path.is_dir() => {}
+            Err(err) => {
+                let problem = if err.kind() == std::io::ErrorKind::InvalidData {
+                    "cannot check it: it is not UTF-8 (rustc rejects it too)".to_owned()
+                } else {
+                    format!("cannot read: {err}")
+                };
+                return Err(Diagnostic::error("io", problem).in_file(shown(&candidate.path)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `text` may declare an out-of-line module or include a file: it has `mod <name>;` or `include` somewhere,
+/// even in a comment. Tokens are made of the text, so a file without either declares neither, and need not be lexed
+/// to find its modules.
+fn declares_files(bytes: &[u8]) -> bool {
+    if memmem::find(bytes, b"include").is_some() {
+        return true;
+    }
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+    let space = |b: &u8| b.is_ascii_whitespace();
+    memmem::find_iter(bytes, b"mod").any(|at| {
+        if at > 0 && ident(bytes[at - 1]) {
+            return false;
+        }
+        let rest = &bytes[at + 3..];
+        let gap = rest.iter().take_while(|b| space(b)).count();
+        if gap == 0 {
+            return false;
+        }
+        let rest = &rest[gap..];
+        let rest = rest.strip_prefix(b"r#").unwrap_or(rest);
+        let name = rest.iter().take_while(|b| ident(**b)).count();
+        name > 0 && rest[name..].iter().find(|b| !space(b)) == Some(&b';')
+    })
+}
+
+/// Line starts of a text, for many offset -> (line, column) conversions (one [`line_col`] scans from the start).
+struct LineIndex<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str) -> LineIndex<'t> {
+        let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1)).collect();
+        LineIndex { text, starts }
+    }
+
+    /// The text of the 1-based `line`, without its line break.
+    fn line_text(&self, line: usize) -> &'t str {
+        let start = self.starts[line - 1];
+        let end = self.starts.get(line).map_or(self.text.len(), |next| next - 1);
+        self.text[start..end].strip_suffix('\r').unwrap_or(&self.text[start..end])
+    }
+
+    /// 1-based line and 1-based character column of a byte offset.
+    fn line_col(&self, at: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|start| *start <= at);
+        let start = self.starts[line - 1];
+        (line, self.text[start..at].chars().count() + 1)
+    }
+}
+
+/// Whether one of the names occurs in `text` at all (in code, a comment or a literal: the lexer decides which).
+fn mentions(finders: &[memmem::Finder<'_>], text: &str) -> bool {
+    finders.iter().any(|finder| finder.find(text.as_bytes()).is_some())
+}
+
 /// Target roots: the Cargo conventions (`src/lib.rs`, `src/main.rs`, `src/bin/`, `tests/`, `examples/`, `benches/`,
 /// `build.rs`) plus the paths the manifest names. Over-including a target that auto-discovery turned off is harmless;
 /// a root that does not exist is skipped when it cannot be read. Directory listings instead of `stat` calls keep this
@@ -698,8 +738,10 @@ fn doctest_blocks<'t>(run: &[DocLine<'t>]) -> Vec<Vec<DocLine<'t>>> {
 }
 
 /// The occurrences of `names` in the doctests of a library file (and of the Markdown files it includes as docs).
+#[allow(clippy::too_many_arguments)] // The scan's state, passed as it is; a struct would only rename it.
 fn doctest_hits(
-    file: &SourceText,
+    path: &Path,
+    text: &str,
     lexed: &lex::Lexed<'_>,
     names: &[String],
     finders: &[memmem::Finder<'_>],
@@ -707,7 +749,7 @@ fn doctest_hits(
     shown: &dyn Fn(&Path) -> String,
     hits: &mut Vec<Hit>,
 ) -> Result<(), Diagnostic> {
-    let (runs, included) = doc_runs(&file.text, lexed);
+    let (runs, included) = doc_runs(text, lexed);
     let mut found = |runs: &[Vec<DocLine<'_>>], path: &Path, text: &str| {
         let rel = rel_path(root, path);
         for run in runs {
@@ -742,9 +784,9 @@ fn doctest_hits(
             }
         }
     };
-    found(&runs, &file.path, &file.text);
+    found(&runs, path, text);
     for markdown in included {
-        let path = normalize(&file.path.parent().unwrap_or(Path::new("")).join(markdown));
+        let path = normalize(&path.parent().unwrap_or(Path::new("")).join(markdown));
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             // rustc reports a missing file; a cfg'd-out attribute may name one.
@@ -777,6 +819,16 @@ mod tests {
 
     fn first(text: &str) -> Vec<String> {
         mods(text, "/d/m.rs", false).into_iter().map(|candidates| candidates[0].clone()).collect()
+    }
+
+    #[test]
+    fn only_files_with_a_mod_item_or_an_include_are_lexed_for_modules() {
+        for text in ["mod a;", "pub mod  b ;", "mod\n r#c\n;", "// mod d;", "include!(\"x\");"] {
+            assert!(declares_files(text.as_bytes()), "{text}");
+        }
+        for text in ["mod tests { }", "model;", "fn module() {}", "a.mod_x;", "mod x = 1;"] {
+            assert!(!declares_files(text.as_bytes()), "{text}");
+        }
     }
 
     #[test]
