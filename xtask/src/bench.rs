@@ -21,10 +21,13 @@ cargo xtask bench: run the benchmarks and print one table of their figures
 USAGE:
     cargo xtask bench [--quick]
     cargo xtask bench --generate DIR N
+    cargo xtask bench --generate-realistic DIR N
 
 OPTIONS:
     --quick             small sizes and one repetition (a smoke test of the benchmarks, not a measurement)
     --generate DIR N    only write the generated N-member workspace to DIR (to time other tools on it)
+    --generate-realistic DIR N
+                        the same for the workspace of realistic size and shape (320 members in the benchmark)
     -h, --help          print this help
 
 Figures: migrate-check (manifest-only and with sources) against `cargo metadata --no-deps` on generated
@@ -76,7 +79,7 @@ impl Row {
 /// What the command line asks for.
 enum Mode {
     Run { quick: bool },
-    Generate { dir: PathBuf, members: usize },
+    Generate { dir: PathBuf, members: usize, realistic: bool },
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
@@ -87,7 +90,8 @@ fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
         match arg {
             Short('h') | Long("help") => return Ok(None),
             Long("quick") => quick = true,
-            Long("generate") => {
+            Long(flag @ ("generate" | "generate-realistic")) => {
+                let realistic = flag == "generate-realistic";
                 let mut values = parser.values().map_err(|_| "`--generate DIR N` needs a directory and a number")?;
                 let (Some(dir), Some(members), None) = (values.next(), values.next(), values.next()) else {
                     return Err("`--generate DIR N` needs a directory and a number of members".to_owned());
@@ -96,7 +100,7 @@ fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
                 let members = members
                     .parse()
                     .map_err(|_| format!("`--generate DIR N` needs a number of members, not `{members}`"))?;
-                return Ok(Some(Mode::Generate { dir: PathBuf::from(dir), members }));
+                return Ok(Some(Mode::Generate { dir: PathBuf::from(dir), members, realistic }));
             }
             other => return Err(other.unexpected().to_string()),
         }
@@ -108,8 +112,10 @@ fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
 pub(crate) fn main(args: &[String]) -> ExitCode {
     let quick = match crate::parsed_or_exit(parse_args(args), HELP, "bench") {
         Ok(Mode::Run { quick }) => quick,
-        Ok(Mode::Generate { dir, members }) => {
-            return match generate(&dir, members) {
+        Ok(Mode::Generate { dir, members, realistic }) => {
+            let written =
+                if realistic { generate_realistic(&dir, members).map(|_| ()) } else { generate(&dir, members) };
+            return match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("error: cannot generate the workspace in {}: {err}", dir.display());

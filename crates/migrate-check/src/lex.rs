@@ -95,7 +95,7 @@ pub(crate) fn lex(text: &str) -> Lexed<'_> {
         }
         (bytes.len(), bytes.len())
     };
-    let mut out = Lexed { tokens: Vec::with_capacity(text.len() / 5), docs: Vec::new() };
+    let mut out = Lexed { tokens: Vec::with_capacity(text.len() / 4), docs: Vec::new() };
     let mut i = 0;
     // A shebang line is not Rust (`#![attr]` is).
     if text.starts_with("#!") && !text[2..].trim_start().starts_with('[') {

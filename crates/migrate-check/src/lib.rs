@@ -9,12 +9,14 @@
 //!   found as Cargo finds it, members come from `members` globs, `exclude`, a root `[package]` and path dependencies
 //!   inside the root. A root manifest with `[package]` and no `[workspace]` is a one-member workspace. Member
 //!   manifests are parsed on all cores.
-//! - `transitive` follows members, non-member path crates (their manifests are read too) and registry or git
-//!   crates, whose edges come from `Cargo.lock` when there is one (by name, all versions merged; without a lockfile
-//!   registry crates are leaves). Optional dependencies count at every step: a feature can turn them on.
-//! - The source scan walks each member's target roots and module trees with a small lexer; only files in which one
-//!   of the crate's names occurs as an identifier are parsed with `syn`. A file that `syn` cannot parse cannot be
-//!   checked: that is an error, naming the file, line and column.
+//! - `transitive` follows the graph Cargo builds: members, non-member path crates (their manifests are read too,
+//!   `[patch]` and `[replace]` paths included) and registry or git crates, one node per version locked in
+//!   `Cargo.lock`, each with its own edges (without a lockfile, registry crates are leaves). Optional dependencies
+//!   count at every step: a feature can turn them on.
+//! - The source scan reads each member's target roots and module trees once, lexes a
+//!   file only when its text may declare modules or names the crate, and finds path roots and `mod` items as token
+//!   patterns, in code, macro token trees and the library's doctests alike. A file whose delimiters do not balance
+//!   cannot be checked: that is an error, naming the file, line and column.
 //! - The library name of the deprecated crate comes from its manifest (`[lib] name`) when it is a member or path
 //!   crate, else it is the package name with `-` as `_`. A dependency key of another package that takes that name
 //!   (`old-core = { package = "new-core" }`) shadows it in that member's sources.

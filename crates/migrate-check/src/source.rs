@@ -132,7 +132,7 @@ fn scan_with(
                 });
             }
             if scan_docs {
-                doctest_hits(&file.path, &text, &lexed, names, &finders, root, shown, &mut hits)?;
+                doctest_hits(&file.path, &text, &lines, &lexed, names, &finders, root, shown, &mut hits)?;
             }
         }
     }
@@ -577,10 +577,10 @@ struct DocLine<'t> {
 /// The documentation of a file, in runs of lines that rustdoc reads as one Markdown text: consecutive line doc
 /// comments of one style, each block doc comment, each `#[doc = ".."]` string, each Markdown file included with
 /// `#[doc = include_str!("..")]` (returned with its path and text).
-fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
+fn doc_runs<'t>(index: &LineIndex<'t>, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
     let mut runs: Vec<Vec<DocLine<'t>>> = Vec::new();
     let lines_of = |body: &'t str, at: usize| -> Vec<DocLine<'t>> {
-        let (line, column) = line_col(text, at);
+        let (line, column) = index.line_col(at);
         body.split('\n')
             .enumerate()
             .map(|(k, part)| DocLine {
@@ -592,8 +592,19 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
     };
     let mut previous: Option<(usize, bool)> = None;
     for DocComment { body, at, block, inner } in lexed.docs.iter().copied() {
+        if !block {
+            // One line: appended to the run it continues, without a vector of its own.
+            let (line, column) = index.line_col(at);
+            let doc_line = DocLine { line, column, text: body.strip_suffix('\r').unwrap_or(body) };
+            match (previous, runs.last_mut()) {
+                (Some((last, was_inner)), Some(run)) if last + 1 == line && was_inner == inner => run.push(doc_line),
+                _ => runs.push(vec![doc_line]),
+            }
+            previous = Some((line, inner));
+            continue;
+        }
         let mut lines = lines_of(body, at);
-        if block {
+        {
             // rustdoc drops a ` * ` decoration when every line after the first has one.
             let decorated = lines.len() > 1
                 && lines[1..]
@@ -609,14 +620,7 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
             }
             runs.push(lines);
             previous = None;
-            continue;
         }
-        let line = lines[0].line;
-        match (previous, runs.last_mut()) {
-            (Some((last, was_inner)), Some(run)) if last + 1 == line && was_inner == inner => run.extend(lines),
-            _ => runs.push(lines),
-        }
-        previous = Some((line, inner));
     }
     let mut included = Vec::new();
     let tokens = &lexed.tokens;
@@ -629,7 +633,7 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
             continue;
         }
         if let Some(body) = string(tokens, open + 3) {
-            runs.push(attribute_lines(text, body, tokens[open + 3].at));
+            runs.push(attribute_lines(index, body, tokens[open + 3].at));
         } else if ident(tokens, open + 3) == Some("include_str")
             && punct(tokens, open + 4, b'!')
             && punct(tokens, open + 5, b'(')
@@ -643,8 +647,8 @@ fn doc_runs<'t>(text: &'t str, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>
 
 /// The lines of a `#[doc = ".."]` string as rustdoc reads them: a `\n` escape breaks a line like a newline does.
 /// Other escapes stay as written (two characters), so that columns stay those of the file.
-fn attribute_lines<'t>(text: &'t str, body: &'t str, at: usize) -> Vec<DocLine<'t>> {
-    let (mut line, mut column) = line_col(text, at);
+fn attribute_lines<'t>(index: &LineIndex<'_>, body: &'t str, at: usize) -> Vec<DocLine<'t>> {
+    let (mut line, mut column) = index.line_col(at);
     let mut lines = Vec::new();
     let mut start = 0;
     let mut start_column = column;
@@ -689,6 +693,9 @@ fn compiled(info: &str) -> bool {
 /// The code lines of the doctests in one run of documentation, as rustdoc compiles them: fenced blocks whose info
 /// string [`compiled`] accepts, with the run's common indentation removed and lines hidden with `# ` kept.
 fn doctest_blocks<'t>(run: &[DocLine<'t>]) -> Vec<Vec<DocLine<'t>>> {
+    if !run.iter().any(|l| l.text.contains("```") || l.text.contains("~~~")) {
+        return Vec::new();
+    }
     let indent = |text: &str| text.len() - text.trim_start_matches([' ', '\t']).len();
     let common = run.iter().filter(|l| !l.text.trim().is_empty()).map(|l| indent(l.text)).min().unwrap_or(0);
     let mut blocks = Vec::new();
@@ -739,17 +746,18 @@ fn doctest_blocks<'t>(run: &[DocLine<'t>]) -> Vec<Vec<DocLine<'t>>> {
 
 /// The occurrences of `names` in the doctests of a library file (and of the Markdown files it includes as docs).
 #[allow(clippy::too_many_arguments)] // The scan's state, passed as it is; a struct would only rename it.
-fn doctest_hits(
+fn doctest_hits<'t>(
     path: &Path,
-    text: &str,
-    lexed: &lex::Lexed<'_>,
+    text: &'t str,
+    lines: &LineIndex<'t>,
+    lexed: &lex::Lexed<'t>,
     names: &[String],
     finders: &[memmem::Finder<'_>],
     root: &Path,
     shown: &dyn Fn(&Path) -> String,
     hits: &mut Vec<Hit>,
 ) -> Result<(), Diagnostic> {
-    let (runs, included) = doc_runs(text, lexed);
+    let (runs, included) = doc_runs(lines, lexed);
     let mut found = |runs: &[Vec<DocLine<'_>>], path: &Path, text: &str| {
         let rel = rel_path(root, path);
         for run in runs {
@@ -911,7 +919,7 @@ mod tests {
                     /// ```ignore\n/// old::c();\n/// ```\n/// ```text\n/// old::d\n/// ```\n\
                     /// ~~~edition2021\n/// old::e();\n/// ~~~\n/// prose about old::f\nfn x() {}\n";
         let lexed = lex::lex(text);
-        let (runs, _) = doc_runs(text, &lexed);
+        let (runs, _) = doc_runs(&LineIndex::new(text), &lexed);
         let blocks: Vec<Vec<(usize, usize, &str)>> = runs
             .iter()
             .flat_map(|run| doctest_blocks(run))
