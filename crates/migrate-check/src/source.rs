@@ -1052,6 +1052,14 @@ mod tests {
                 }
             }
 
+            /// Visits `<T>::name` without taking `name` as a root; whether the path was one.
+            fn self_type_path(&mut self, qself: Option<&syn::QSelf>, path: &syn::Path) -> bool {
+                let Some(qself) = qself.filter(|qself| qself.position == 0) else { return false };
+                self.visit_qself(qself);
+                path.segments.iter().for_each(|segment| self.visit_path_segment(segment));
+                true
+            }
+
             fn offset(&self, at: proc_macro2::LineColumn) -> usize {
                 let line_start: usize = self.text.split_inclusive('\n').take(at.line - 1).map(str::len).sum();
                 let line = &self.text[line_start..];
@@ -1072,22 +1080,14 @@ mod tests {
             // `<T>::name` is `name` of the type `T`: syn writes it as a path with a leading `::`, which is no crate
             // root.
             fn visit_expr_path(&mut self, expr: &'ast syn::ExprPath) {
-                match &expr.qself {
-                    Some(qself) if qself.position == 0 => {
-                        self.visit_qself(qself);
-                        expr.path.segments.iter().for_each(|segment| self.visit_path_segment(segment));
-                    }
-                    _ => visit::visit_expr_path(self, expr),
+                if !self.self_type_path(expr.qself.as_ref(), &expr.path) {
+                    visit::visit_expr_path(self, expr);
                 }
             }
 
             fn visit_type_path(&mut self, ty: &'ast syn::TypePath) {
-                match &ty.qself {
-                    Some(qself) if qself.position == 0 => {
-                        self.visit_qself(qself);
-                        ty.path.segments.iter().for_each(|segment| self.visit_path_segment(segment));
-                    }
-                    _ => visit::visit_type_path(self, ty),
+                if !self.self_type_path(ty.qself.as_ref(), &ty.path) {
+                    visit::visit_type_path(self, ty);
                 }
             }
 
