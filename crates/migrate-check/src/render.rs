@@ -11,7 +11,7 @@ use crate::{Kind, Report, TOOL, Violation};
 pub fn render(report: &Report, format: Format) -> String {
     match format {
         Format::Human => human(report),
-        Format::Json => diag::pretty(&to_json(report)),
+        Format::Json => json_report(report),
         Format::Github => report.violations.iter().map(|v| diag::github(&v.diagnostic, TOOL.name)).collect(),
         Format::Sarif => diag::pretty(&sarif(report)),
     }
@@ -64,43 +64,155 @@ fn human(report: &Report) -> String {
     out
 }
 
-/// A violation as the JSON report has it: the kind's fields, then the diagnostic's location, message and help.
-fn violation_json(v: &Violation) -> Value {
-    let d = &v.diagnostic;
-    let mut value = json!({
-        "package": v.package,
-        "kind": v.kind.as_str(),
-        "dependency_kind": v.dependency_kind,
-        "target": v.target,
-        "optional": v.optional,
-        "rename": v.rename,
-        "via": v.via,
-        "file": d.file,
-        "line": d.line,
-        "column": d.column,
-    });
-    // Present (and true) on doctest occurrences only.
-    if v.doctest {
-        value["doctest"] = json!(true);
+/// The JSON report, written directly (a report can hold tens of thousands of violations: building a
+/// `serde_json::Value` tree for it was a sixth of the check's time). The output is what `serde_json`'s pretty printer
+/// writes for the same object, key for key; a test holds the two together.
+fn json_report(report: &Report) -> String {
+    let mut w = JsonWriter { out: String::with_capacity(256 + report.violations.len() * 512), empty: Vec::new() };
+    w.open('{');
+    w.field("deprecated", &report.deprecated.as_str());
+    w.field("replacement", &report.replacement.as_str());
+    w.field("packages_checked", &report.packages_checked);
+    w.field("deprecated_found", &report.deprecated_found);
+    w.key("violations");
+    w.violations(&report.violations);
+    w.key("allowed");
+    w.open('[');
+    for allowed in &report.allowed {
+        w.item();
+        w.open('{');
+        w.field("package", &allowed.package.as_str());
+        w.field("reason", &allowed.reason.as_str());
+        w.key("violations");
+        w.violations(&allowed.violations);
+        w.close('}');
     }
-    value["message"] = json!(d.message);
-    value["help"] = json!(d.help);
-    value
+    w.close(']');
+    w.close('}');
+    w.out.push('\n');
+    w.out
 }
 
-fn to_json(report: &Report) -> Value {
-    json!({
-        "deprecated": report.deprecated,
-        "replacement": report.replacement,
-        "packages_checked": report.packages_checked,
-        "deprecated_found": report.deprecated_found,
-        "violations": report.violations.iter().map(violation_json).collect::<Vec<_>>(),
-        "allowed": report.allowed.iter().map(|a| json!({
-            "package": a.package,
-            "reason": a.reason,
-            "violations": a.violations.iter().map(violation_json).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+/// A JSON value [`JsonWriter::field`] can write.
+trait JsonValue {
+    fn write(&self, w: &mut JsonWriter);
+}
+
+impl JsonValue for &str {
+    fn write(&self, w: &mut JsonWriter) {
+        // serde_json's escaping, on a string alone.
+        w.out.push_str(&serde_json::to_string(self).unwrap_or_default());
+    }
+}
+
+impl JsonValue for usize {
+    fn write(&self, w: &mut JsonWriter) {
+        w.out.push_str(&self.to_string());
+    }
+}
+
+impl JsonValue for bool {
+    fn write(&self, w: &mut JsonWriter) {
+        w.out.push_str(if *self { "true" } else { "false" });
+    }
+}
+
+impl<T: JsonValue> JsonValue for Option<T> {
+    fn write(&self, w: &mut JsonWriter) {
+        match self {
+            Some(value) => value.write(w),
+            None => w.out.push_str("null"),
+        }
+    }
+}
+
+impl JsonValue for &[String] {
+    fn write(&self, w: &mut JsonWriter) {
+        w.open('[');
+        for item in *self {
+            w.item();
+            item.as_str().write(w);
+        }
+        w.close(']');
+    }
+}
+
+/// Pretty JSON as `serde_json` writes it: two spaces a level, `"key": value`, `[]` and `{}` when empty.
+struct JsonWriter {
+    out: String,
+    /// One entry per open object or array: whether nothing is in it yet.
+    empty: Vec<bool>,
+}
+
+impl JsonWriter {
+    fn open(&mut self, bracket: char) {
+        self.out.push(bracket);
+        self.empty.push(true);
+    }
+
+    fn close(&mut self, bracket: char) {
+        if self.empty.pop() == Some(false) {
+            self.newline();
+        }
+        self.out.push(bracket);
+    }
+
+    fn newline(&mut self) {
+        self.out.push('\n');
+        for _ in 0..self.empty.len() {
+            self.out.push_str("  ");
+        }
+    }
+
+    /// Starts the next array element or object entry.
+    fn item(&mut self) {
+        if let Some(empty) = self.empty.last_mut() {
+            if !*empty {
+                self.out.push(',');
+            }
+            *empty = false;
+        }
+        self.newline();
+    }
+
+    fn key(&mut self, key: &str) {
+        self.item();
+        key.write(self);
+        self.out.push_str(": ");
+    }
+
+    fn field(&mut self, key: &str, value: &impl JsonValue) {
+        self.key(key);
+        value.write(self);
+    }
+
+    /// An array of violations, each with its kind's fields, then where and what.
+    fn violations(&mut self, violations: &[Violation]) {
+        self.open('[');
+        for v in violations {
+            let d = &v.diagnostic;
+            self.item();
+            self.open('{');
+            self.field("package", &v.package.as_str());
+            self.field("kind", &v.kind.as_str());
+            self.field("dependency_kind", &v.dependency_kind);
+            self.field("target", &v.target.as_deref());
+            self.field("optional", &v.optional);
+            self.field("rename", &v.rename.as_deref());
+            self.field("via", &v.via.as_deref());
+            self.field("file", &d.file.as_deref());
+            self.field("line", &d.line);
+            self.field("column", &d.column);
+            // Present (and true) on doctest occurrences only.
+            if v.doctest {
+                self.field("doctest", &true);
+            }
+            self.field("message", &d.message.as_str());
+            self.field("help", &d.help.as_deref());
+            self.close('}');
+        }
+        self.close(']');
+    }
 }
 
 /// The SARIF rules of the check, one per violation kind.
@@ -133,4 +245,81 @@ fn sarif(report: &Report) -> Value {
         }
     }
     diag::sarif(&TOOL, &rules(&report.deprecated, &report.replacement), &results, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Diagnostic;
+    use crate::{Allowed, Kind};
+
+    /// The report written directly is what serde_json's pretty printer writes for the same object.
+    #[test]
+    fn the_json_writer_writes_what_serde_json_writes() {
+        let violation = |kind: Kind, via: Option<Vec<String>>, doctest: bool| Violation {
+            package: "a\"b".to_owned(),
+            kind,
+            dependency_kind: Some("dev"),
+            target: Some("cfg(unix)".to_owned()),
+            optional: Some(true),
+            rename: None,
+            via,
+            doctest,
+            diagnostic: Diagnostic::error(kind.as_str(), "tab\there, é and \\ and \u{1}")
+                .at("crates/a/Cargo.toml", 3, Some(7))
+                .with_help("do this"),
+        };
+        let report = Report {
+            deprecated: "old".to_owned(),
+            replacement: "new".to_owned(),
+            packages_checked: 3,
+            deprecated_found: false,
+            violations: vec![
+                violation(Kind::Transitive, Some(vec!["a".to_owned(), "b".to_owned()]), false),
+                violation(Kind::Source, None, true),
+                violation(Kind::Transitive, Some(Vec::new()), false),
+            ],
+            allowed: vec![
+                Allowed { package: "c".to_owned(), reason: "why".to_owned(), violations: Vec::new() },
+                Allowed {
+                    package: "d".to_owned(),
+                    reason: "because".to_owned(),
+                    violations: vec![violation(Kind::Dependency, None, false)],
+                },
+            ],
+        };
+        assert_eq!(json_report(&report), diag::pretty(&to_json(&report)));
+        let empty = Report { violations: Vec::new(), allowed: Vec::new(), ..report };
+        assert_eq!(json_report(&empty), diag::pretty(&to_json(&empty)));
+    }
+
+    /// The same object through `serde_json::Value`.
+    fn to_json(report: &Report) -> Value {
+        let violation = |v: &Violation| {
+            let d = &v.diagnostic;
+            let mut value = json!({
+                "package": v.package, "kind": v.kind.as_str(), "dependency_kind": v.dependency_kind,
+                "target": v.target, "optional": v.optional, "rename": v.rename, "via": v.via,
+                "file": d.file, "line": d.line, "column": d.column,
+            });
+            if v.doctest {
+                value["doctest"] = json!(true);
+            }
+            value["message"] = json!(d.message);
+            value["help"] = json!(d.help);
+            value
+        };
+        json!({
+            "deprecated": report.deprecated,
+            "replacement": report.replacement,
+            "packages_checked": report.packages_checked,
+            "deprecated_found": report.deprecated_found,
+            "violations": report.violations.iter().map(violation).collect::<Vec<_>>(),
+            "allowed": report.allowed.iter().map(|a| json!({
+                "package": a.package,
+                "reason": a.reason,
+                "violations": a.violations.iter().map(violation).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
 }

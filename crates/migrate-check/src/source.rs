@@ -101,7 +101,8 @@ fn scan_with(
         let bytes = text.as_bytes();
         let declares = declares_files(bytes);
         let scan_docs = pending.lib && package.doctest;
-        let mentioned = mentions(&finders, &text) || (scan_docs && memmem::find(bytes, b"include_str").is_some());
+        let mentioned = mentions_outside_comments(&finders, bytes, scan_docs)
+            || (scan_docs && memmem::find(bytes, b"include_str").is_some());
         if !declares && !mentioned {
             continue;
         }
@@ -212,6 +213,25 @@ impl<'t> LineIndex<'t> {
         let start = self.starts[line - 1];
         (line, self.text[start..at].chars().count() + 1)
     }
+}
+
+/// Whether one of the names occurs in `bytes` other than on a line that is a plain comment: a line whose first
+/// non-blank characters are `//` holds no code whatever comes before it (if it is inside a string or a block comment,
+/// it is not code either). Lines of doc comments (`///`, `//!`) count where `docs` says they are doctested.
+fn mentions_outside_comments(finders: &[memmem::Finder<'_>], bytes: &[u8], docs: bool) -> bool {
+    finders.iter().any(|finder| {
+        finder.find_iter(bytes).any(|at| {
+            let start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |n| n + 1);
+            let line = &bytes[start..at];
+            let code = line.iter().position(|b| !b.is_ascii_whitespace()).map_or(&line[line.len()..], |n| &line[n..]);
+            match code {
+                [b'/', b'/', b'/', b'/', ..] => false,
+                [b'/', b'/', b'/' | b'!', ..] => docs,
+                [b'/', b'/', ..] => false,
+                _ => true,
+            }
+        })
+    })
 }
 
 /// Whether one of the names occurs in `text` at all (in code, a comment or a literal: the lexer decides which).
@@ -693,7 +713,9 @@ fn compiled(info: &str) -> bool {
 /// The code lines of the doctests in one run of documentation, as rustdoc compiles them: fenced blocks whose info
 /// string [`compiled`] accepts, with the run's common indentation removed and lines hidden with `# ` kept.
 fn doctest_blocks<'t>(run: &[DocLine<'t>]) -> Vec<Vec<DocLine<'t>>> {
-    if !run.iter().any(|l| l.text.contains("```") || l.text.contains("~~~")) {
+    // A fence starts its line (after at most the run's indentation and three spaces).
+    let fence = |text: &str| matches!(text.trim_start().as_bytes(), [b'`', b'`', b'`', ..] | [b'~', b'~', b'~', ..]);
+    if !run.iter().any(|l| fence(l.text)) {
         return Vec::new();
     }
     let indent = |text: &str| text.len() - text.trim_start_matches([' ', '\t']).len();
@@ -760,7 +782,7 @@ fn doctest_hits<'t>(
     let (runs, included) = doc_runs(lines, lexed);
     let mut found = |runs: &[Vec<DocLine<'_>>], path: &Path, text: &str| {
         let rel = rel_path(root, path);
-        for run in runs {
+        for run in runs.iter().filter(|run| run.iter().any(|l| mentions(finders, l.text))) {
             for block in doctest_blocks(run) {
                 let code: String = block.iter().map(|l| format!("{}\n", l.text)).collect();
                 if !mentions(finders, &code) {
@@ -827,6 +849,16 @@ mod tests {
 
     fn first(text: &str) -> Vec<String> {
         mods(text, "/d/m.rs", false).into_iter().map(|candidates| candidates[0].clone()).collect()
+    }
+
+    #[test]
+    fn names_on_plain_comment_lines_do_not_make_a_file_worth_lexing() {
+        let finders = [memmem::Finder::new(b"old")];
+        assert!(!mentions_outside_comments(&finders, b"fn f() {}\n  // migrated from old::x\n//// old\n", true));
+        assert!(mentions_outside_comments(&finders, b"// a\nuse old::x;\n", false));
+        assert!(mentions_outside_comments(&finders, b"let s = \"old\"; // the lexer decides\n", false));
+        assert!(mentions_outside_comments(&finders, b"/// ```\n/// old::x();\n", true));
+        assert!(!mentions_outside_comments(&finders, b"/// ```\n/// old::x();\n", false));
     }
 
     #[test]
