@@ -88,7 +88,8 @@ OPTIONS:
 VIOLATIONS:
     dependency   a member's Cargo.toml declares the deprecated package (any table, renamed, inherited, optional)
     transitive   a member reaches it through other packages (`via` is one shortest chain)
-    source       a member's Rust source names it (or an alias) as the root of a path, `use` tree or `extern crate`
+    source       a member's Rust source names it (or an alias) as the root of a path, `use` tree or `extern crate`,
+                 also in macros and in the library's doctests (`doctest: true` in JSON)
     stale-allow  an `allow` entry names a package without violations, or a non-member
 
 CONFIGURATION (in the root Cargo.toml; [package.metadata.migrate-check] for a single package):
