@@ -490,25 +490,10 @@ impl fmt::Display for Registry{n} {{
     text
 }
 
-/// Runs `command` once to warm caches (unless `repetitions` is 1), then `repetitions` times; the median wall time. `expected_exit`: the exit
-/// code a run must have (any if `None`, but it must start).
+/// Runs `command` once to warm caches (unless `repetitions` is 1), then `repetitions` times; the median wall time.
+/// `expected_exit`: the exit code a run must have (any if `None`, but it must start).
 fn median(mut command: Command, repetitions: usize, expected_exit: Option<i32>) -> Result<Duration, String> {
-    command.stdout(Stdio::null()).stderr(Stdio::null());
-    let warm_up = usize::from(repetitions > 1);
-    let mut times = Vec::new();
-    for run in 0..warm_up + repetitions {
-        let start = Instant::now();
-        let status = command.status().map_err(|err| format!("cannot run {command:?}: {err}"))?;
-        let elapsed = start.elapsed();
-        if expected_exit.is_some_and(|code| status.code() != Some(code)) {
-            return Err(format!("{command:?} exited with {status}"));
-        }
-        if run >= warm_up {
-            times.push(elapsed);
-        }
-    }
-    times.sort();
-    Ok(times[times.len() / 2])
+    Ok(alternating(&mut [(&mut command, expected_exit)], repetitions)?[0])
 }
 
 fn ratio_row(figure: &str, ours: Duration, theirs: Duration, target: f64) -> Row {
