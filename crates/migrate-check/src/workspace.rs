@@ -382,6 +382,20 @@ impl Workspace {
             }
         }
         members.sort_by_cached_key(|package| path_order_key(&package.dir));
+        // Cargo refuses two members of one name; every lookup by name here would take the first.
+        let mut by_name: HashMap<&str, &Package> = HashMap::new();
+        for member in &members {
+            if let Some(first) = by_name.insert(&member.name, member) {
+                return Err(Diagnostic::error(
+                    "manifest",
+                    format!(
+                        "two packages named `{}` in this workspace: {} and {}",
+                        member.name, first.manifest_rel, member.manifest_rel
+                    ),
+                )
+                .in_file(loader.shown(absolute)));
+            }
+        }
 
         // `[patch.<source>]` and `[replace]` of the root: a dependency on a patched package is built from the path.
         let patches = loader.patches(doc.as_table());

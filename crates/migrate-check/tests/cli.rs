@@ -352,3 +352,17 @@ fn a_doctest_is_code_the_check_counts_and_fix_leaves_with_its_dependency() {
     assert!(ws.read("crates/app/Cargo.toml").contains("old-core = { path = \"../old-core\" }"));
     assert_eq!(violations(&fixed.stdout), pairs(&[("app", "dependency"), ("app", "source")]));
 }
+
+#[test]
+fn two_members_of_one_name_are_refused_as_cargo_refuses_them() {
+    let ws = workspace(NAMES);
+    let manifest = ws.read("crates/clean/Cargo.toml").replace("name = \"clean\"", "name = \"app\"");
+    std::fs::write(ws.path("crates/clean/Cargo.toml"), manifest).expect("rename a member");
+    let run = migrate_check(&ws.root, &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert_eq!(
+        run.stderr,
+        "error: Cargo.toml: two packages named `app` in this workspace: crates/app/Cargo.toml and \
+         crates/clean/Cargo.toml\n"
+    );
+}
