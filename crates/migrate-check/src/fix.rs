@@ -39,7 +39,7 @@ use toml_edit::{DocumentMut, Item, Key, TableLike, Value};
 
 use crate::deprecations::{self, CrateSource, ShimKind};
 use crate::diag::Diagnostic;
-use crate::paths::{line_col, normalize, rel_path, relative};
+use crate::paths::{LineIndex, line_col, normalize, rel_path, relative};
 use crate::render::plural;
 use crate::workspace::{Decl, DepKind, Package, Workspace};
 use crate::{CheckOptions, Kind, Report};
@@ -531,25 +531,6 @@ fn macro_forwards(def: &syn::ItemMacro, new_path: &str) -> bool {
 // ---------------------------------------------------------------------------------------------------------------------
 // Sources.
 
-/// Byte offsets of lines, to turn span positions (1-based line, 0-based character column) into offsets.
-struct LineIndex<'t> {
-    text: &'t str,
-    starts: Vec<usize>,
-}
-
-impl<'t> LineIndex<'t> {
-    fn new(text: &'t str) -> LineIndex<'t> {
-        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        LineIndex { text, starts }
-    }
-
-    fn offset(&self, at: proc_macro2::LineColumn) -> usize {
-        let Some(&start) = self.starts.get(at.line.wrapping_sub(1)) else { return self.text.len() };
-        let line = &self.text[start..];
-        start + line.char_indices().nth(at.column).map_or(line.len(), |(i, _)| i)
-    }
-}
-
 /// The names of one module scope.
 #[derive(Debug, Default)]
 struct Scope {
@@ -615,7 +596,7 @@ fn fix_source(
     let mut left: Vec<&(usize, usize)> = hits.iter().filter(|h| !fixer.handled.contains(h)).collect();
     left.sort();
     for &(line, column) in left {
-        let offset = fixer.index.offset(proc_macro2::LineColumn { line, column: column - 1 });
+        let offset = fixer.index.offset(line, column - 1);
         fixer.unfixed.push((offset, format!("rewrite this path by hand with `{replacement_lib}`")));
     }
     let mut edits = fixer.edits;
@@ -722,7 +703,7 @@ enum Decision {
 
 impl FileFix<'_> {
     fn offset(&self, at: proc_macro2::LineColumn) -> usize {
-        self.index.offset(at)
+        self.index.offset(at.line, at.column)
     }
 
     fn edit(&mut self, start: proc_macro2::LineColumn, end: proc_macro2::LineColumn, text: String) {

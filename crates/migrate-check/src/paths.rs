@@ -51,6 +51,43 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (before.bytes().filter(|&b| b == b'\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
+/// Line starts of a text, for many conversions between byte offsets and lines and columns ([`line_col`] scans from
+/// the start each time).
+#[derive(Debug)]
+pub(crate) struct LineIndex<'t> {
+    pub(crate) text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    pub(crate) fn new(text: &'t str) -> LineIndex<'t> {
+        let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1)).collect();
+        LineIndex { text, starts }
+    }
+
+    /// 1-based line and 1-based character column of a byte offset.
+    pub(crate) fn line_col(&self, at: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|start| *start <= at);
+        let start = self.starts[line - 1];
+        (line, self.text[start..at].chars().count() + 1)
+    }
+
+    /// The text of the 1-based `line`, without its line break.
+    pub(crate) fn line_text(&self, line: usize) -> &'t str {
+        let start = self.starts[line - 1];
+        let end = self.starts.get(line).map_or(self.text.len(), |next| next - 1);
+        self.text[start..end].strip_suffix('\r').unwrap_or(&self.text[start..end])
+    }
+
+    /// The byte offset of the 1-based `line` and 0-based character `column` (as proc-macro2 spans count them),
+    /// clamped to the text.
+    pub(crate) fn offset(&self, line: usize, column: usize) -> usize {
+        let Some(&start) = self.starts.get(line.wrapping_sub(1)) else { return self.text.len() };
+        let rest = &self.text[start..];
+        start + rest.char_indices().nth(column).map_or(rest.len(), |(i, _)| i)
+    }
+}
+
 /// The 1-based `line` of `text`, or `""` past its end.
 pub fn line_text(text: &str, line: usize) -> &str {
     text.lines().nth(line.wrapping_sub(1)).unwrap_or("")

@@ -17,7 +17,7 @@ use memchr::memmem;
 use crate::diag::Diagnostic;
 use crate::lex::{self, DocComment, Tok, Token};
 use crate::modules::ModuleFile;
-use crate::paths::{line_col, normalize, rel_path};
+use crate::paths::{LineIndex, line_col, normalize, rel_path};
 use crate::workspace::Package;
 
 /// One occurrence of the deprecated crate in a source file.
@@ -186,33 +186,6 @@ fn declares_files(bytes: &[u8]) -> bool {
         let name = rest.iter().take_while(|b| ident(**b)).count();
         name > 0 && rest[name..].iter().find(|b| !space(b)) == Some(&b';')
     })
-}
-
-/// Line starts of a text, for many offset -> (line, column) conversions (one [`line_col`] scans from the start).
-struct LineIndex<'t> {
-    text: &'t str,
-    starts: Vec<usize>,
-}
-
-impl<'t> LineIndex<'t> {
-    fn new(text: &'t str) -> LineIndex<'t> {
-        let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1)).collect();
-        LineIndex { text, starts }
-    }
-
-    /// The text of the 1-based `line`, without its line break.
-    fn line_text(&self, line: usize) -> &'t str {
-        let start = self.starts[line - 1];
-        let end = self.starts.get(line).map_or(self.text.len(), |next| next - 1);
-        self.text[start..end].strip_suffix('\r').unwrap_or(&self.text[start..end])
-    }
-
-    /// 1-based line and 1-based character column of a byte offset.
-    fn line_col(&self, at: usize) -> (usize, usize) {
-        let line = self.starts.partition_point(|start| *start <= at);
-        let start = self.starts[line - 1];
-        (line, self.text[start..at].chars().count() + 1)
-    }
 }
 
 /// Whether one of the names occurs in `bytes` other than on a line that is a plain comment: a line whose first
