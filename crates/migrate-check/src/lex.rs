@@ -1,8 +1,13 @@
-//! The cheap lexical pass over Rust source that the scan runs instead of a parse: identifiers, string literals,
-//! lifetimes and punctuation with their byte offsets, comments skipped (doc comments kept aside, since doctests are
-//! code), every literal form kept apart from code: nested block comments, raw strings with any number of hashes,
-//! byte and C strings, byte and char literals (told from lifetimes), raw identifiers. It never fails: input that is
-//! not Rust gives some tokens, and unbalanced delimiters are reported by [`unbalanced`].
+//! The cheap lexical passes over Rust source that the scan runs instead of a parse.
+//!
+//! [`skim`] is the one place that knows Rust's lexical rules for what is not code: comments (nested block comments
+//! included; doc comments kept aside, since doctests are code), string literals of every form (plain, byte, C, raw
+//! with any number of hashes), char and byte literals (told from lifetimes), a shebang line. It jumps from one byte
+//! that can start or end one of those (or a delimiter, for the balance check) to the next, and records each as a
+//! [`Span`]. Everything between spans is code made of identifiers, numbers, lifetimes and punctuation only, which
+//! [`tokens`] turns into [`Token`]s for any range that starts at a token boundary: the whole file ([`lex`]) or a
+//! window around one occurrence of a name. Neither fails: input that is not Rust gives some tokens, and unbalanced
+//! delimiters are reported in [`Skim::unbalanced`].
 
 /// What a token is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +47,42 @@ pub(crate) struct DocComment<'a> {
     pub(crate) inner: bool,
 }
 
-/// The tokens and doc comments of a file.
+/// What a [`Span`] of text that is not code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpanKind {
+    /// A comment (doc comments included) or a shebang line: no token.
+    Comment,
+    /// A char or byte literal: no token (nothing the scan looks for is one).
+    Char,
+    /// A string literal of any form, prefix and hashes included; its contents are `body..close`.
+    Str { body: usize, close: usize },
+}
+
+/// A stretch of a file that is not code: `start..end` in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) kind: SpanKind,
+}
+
+/// What [`skim`] finds in a file.
 #[derive(Debug, Default)]
-pub(crate) struct Lexed<'a> {
-    pub(crate) tokens: Vec<Token<'a>>,
+pub(crate) struct Skim<'a> {
+    /// Comments and literals, in order, never overlapping.
+    pub(crate) spans: Vec<Span>,
     pub(crate) docs: Vec<DocComment<'a>>,
+    /// The byte offset of the first delimiter that does not match, if any: Rust that does not lex into balanced
+    /// token trees cannot be checked (rustc rejects it before anything else).
+    pub(crate) unbalanced: Option<usize>,
+}
+
+impl Skim<'_> {
+    /// The span that holds byte `at`, if `at` is not code.
+    pub(crate) fn span_at(&self, at: usize) -> Option<&Span> {
+        let k = self.spans.partition_point(|span| span.end <= at);
+        self.spans.get(k).filter(|span| span.start <= at)
+    }
 }
 
 /// Byte classes: identifier bytes (ASCII letters, digits, `_`, and every byte of a non-ASCII character) and
@@ -68,44 +104,77 @@ static CLASS: [u8; 256] = {
     class
 };
 
-fn is_ident_byte(b: u8) -> bool {
+/// The bytes where [`skim`] stops: those that can open a comment or a literal, and delimiters.
+static STOP: [bool; 256] = {
+    let mut stop = [false; 256];
+    let bytes = b"/\"'()[]{}";
+    let mut k = 0;
+    while k < bytes.len() {
+        stop[bytes[k] as usize] = true;
+        k += 1;
+    }
+    stop
+};
+
+pub(crate) fn is_ident_byte(b: u8) -> bool {
     CLASS[b as usize] == IDENT
 }
 
-/// The index of the first byte at or after `i` that is not of `class`.
-fn skip(bytes: &[u8], mut i: usize, class: u8) -> usize {
-    while i < bytes.len() && CLASS[bytes[i] as usize] == class {
+/// The index of the first byte at or after `i` (and before `end`) that is not of `class`.
+fn skip(bytes: &[u8], mut i: usize, end: usize, class: u8) -> usize {
+    while i < end && CLASS[bytes[i] as usize] == class {
         i += 1;
     }
     i
 }
 
-/// Lexes `text`.
-pub(crate) fn lex(text: &str) -> Lexed<'_> {
+/// The identifier-like word that ends right before `i`.
+fn word_before(bytes: &[u8], i: usize) -> &[u8] {
+    let mut start = i;
+    while start > 0 && is_ident_byte(bytes[start - 1]) {
+        start -= 1;
+    }
+    &bytes[start..i]
+}
+
+/// Finds the comments and literals of `text` (see the module's documentation) and checks that its delimiters
+/// balance.
+pub(crate) fn skim(text: &str) -> Skim<'_> {
     let bytes = text.as_bytes();
+    let n = bytes.len();
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     // Index of the closing quote of a string whose contents start at `i`, and the index just past it.
     let end_of_string = |mut i: usize| {
-        while let Some(n) = memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
-            i += n;
+        while let Some(k) = memchr::memchr2(b'"', b'\\', &bytes[i.min(n)..]) {
+            i += k;
             if bytes[i] == b'"' {
                 return (i, i + 1);
             }
             i += 2;
         }
-        (bytes.len(), bytes.len())
+        (n, n)
     };
-    let mut out = Lexed { tokens: Vec::with_capacity(text.len() / 4), docs: Vec::new() };
+    let mut out = Skim { spans: Vec::with_capacity(n / 128), docs: Vec::new(), unbalanced: None };
+    let span = |out: &mut Skim<'_>, start: usize, end: usize, kind: SpanKind| {
+        out.spans.push(Span { start, end: end.min(n), kind });
+    };
+    let mut open: Vec<(u8, usize)> = Vec::new();
     let mut i = 0;
     // A shebang line is not Rust (`#![attr]` is).
     if text.starts_with("#!") && !text[2..].trim_start().starts_with('[') {
-        i = text.find('\n').unwrap_or(text.len());
+        i = text.find('\n').unwrap_or(n);
+        span(&mut out, 0, i, SpanKind::Comment);
     }
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
+    loop {
+        while i < n && !STOP[bytes[i] as usize] {
+            i += 1;
+        }
+        if i >= n {
+            break;
+        }
+        match bytes[i] {
             b'/' if at(i + 1) == b'/' => {
-                let end = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n);
+                let end = memchr::memchr(b'\n', &bytes[i..]).map_or(n, |k| i + k);
                 // `///` (not `////`) and `//!` are doc comments.
                 let outer = at(i + 2) == b'/' && at(i + 3) != b'/';
                 let inner = at(i + 2) == b'!';
@@ -114,17 +183,24 @@ pub(crate) fn lex(text: &str) -> Lexed<'_> {
                     let body = &text[(i + 3).min(body_end)..body_end];
                     out.docs.push(DocComment { body, at: i + 3, block: false, inner });
                 }
+                span(&mut out, i, end, SpanKind::Comment);
                 i = end;
             }
             b'/' if at(i + 1) == b'*' => {
                 let start = i;
                 let mut depth = 1;
                 i += 2;
-                while i < bytes.len() && depth > 0 {
-                    match (bytes[i], at(i + 1)) {
-                        (b'/', b'*') => (depth, i) = (depth + 1, i + 2),
-                        (b'*', b'/') => (depth, i) = (depth - 1, i + 2),
-                        _ => i += 1,
+                while i < n && depth > 0 {
+                    match memchr::memchr2(b'/', b'*', &bytes[i..]) {
+                        None => i = n,
+                        Some(k) => {
+                            i += k;
+                            match (bytes[i], at(i + 1)) {
+                                (b'/', b'*') => (depth, i) = (depth + 1, i + 2),
+                                (b'*', b'/') => (depth, i) = (depth - 1, i + 2),
+                                _ => i += 1,
+                            }
+                        }
                     }
                 }
                 // `/**` (not `/***` nor `/**/`) and `/*!` are doc comments.
@@ -134,91 +210,141 @@ pub(crate) fn lex(text: &str) -> Lexed<'_> {
                     let body_end = if depth == 0 { i - 2 } else { i };
                     out.docs.push(DocComment { body: &text[start + 3..body_end], at: start + 3, block: true, inner });
                 }
+                span(&mut out, start, i, SpanKind::Comment);
             }
             b'"' => {
-                let (close, next) = end_of_string(i + 1);
-                push(&mut out, Tok::Str(&text[i + 1..close]), i + 1);
-                i = next;
+                // The prefix decides the form: `r`, `br`, `cr` (with hashes or none) are raw; `b` and `c` are not.
+                let hashes = bytes[..i].iter().rev().take_while(|&&c| c == b'#').count();
+                let word = word_before(bytes, i - hashes);
+                let body = i + 1;
+                let (start, close, end) = if matches!(word, b"r" | b"br" | b"cr") {
+                    let close = find_raw_end(&bytes[body..], hashes).map_or(n, |k| body + k);
+                    (i - hashes - word.len(), close, close + 1 + hashes)
+                } else {
+                    let (close, end) = end_of_string(body);
+                    let start = if hashes == 0 && matches!(word, b"b" | b"c") { i - 1 } else { i };
+                    (start, close, end)
+                };
+                span(&mut out, start, end, SpanKind::Str { body, close });
+                i = end;
             }
             b'\'' => {
-                // A char literal ('a', '\n', '\u{e9}', 'é') or a lifetime or label ('a, 'static).
-                if at(i + 1) == b'\\' {
-                    i += 3;
-                    while i < bytes.len() && bytes[i] != b'\'' {
+                // A char or byte literal ('a', '\n', '\u{e9}', 'é', b'a') or a lifetime or label ('a, 'static).
+                let byte = word_before(bytes, i) == b"b";
+                if byte || at(i + 1) == b'\\' {
+                    let start = if byte { i - 1 } else { i };
+                    i += if at(i + 1) == b'\\' { 3 } else { 2 };
+                    while i < n && bytes[i] != b'\'' {
                         i += 1;
                     }
                     i += 1;
+                    span(&mut out, start, i, SpanKind::Char);
                 } else {
                     let width = text[i + 1..].chars().next().map_or(1, char::len_utf8);
                     if at(i + 1 + width) == b'\'' {
+                        span(&mut out, i, i + width + 2, SpanKind::Char);
                         i += width + 2;
                     } else {
-                        let start = i;
+                        // A lifetime: code, its name is identifier bytes.
                         i += 1;
-                        while i < bytes.len() && is_ident_byte(bytes[i]) {
-                            i += 1;
-                        }
-                        push(&mut out, Tok::Lifetime, start);
                     }
                 }
             }
-            b'0'..=b'9' => i = skip(bytes, i, IDENT),
-            b':' if at(i + 1) == b':' => {
-                push(&mut out, Tok::PathSep, i);
-                i += 2;
+            b @ (b'(' | b'[' | b'{') => {
+                open.push((b, i));
+                i += 1;
             }
-            _ if is_ident_byte(b) => {
-                let start = i;
-                i = skip(bytes, i, IDENT);
-                let word = &text[start..i];
-                match (word, at(i)) {
-                    ("r" | "br" | "cr", b'"' | b'#') => {
-                        let hashes = bytes[i..].iter().take_while(|&&c| c == b'#').count();
-                        if at(i + hashes) == b'"' {
-                            let body = i + hashes + 1;
-                            let close = find_raw_end(&bytes[body..], hashes).map_or(bytes.len(), |n| body + n);
-                            push(&mut out, Tok::Str(&text[body..close]), body);
-                            i = (close + 1 + hashes).min(bytes.len());
-                        } else if word == "r" && hashes == 1 && is_ident_byte(at(i + 1)) {
-                            // A raw identifier: r#name.
-                            let name_start = i + 1;
-                            i = name_start;
-                            while i < bytes.len() && is_ident_byte(bytes[i]) {
-                                i += 1;
-                            }
-                            // At the `r#`, where rustc (and a parse) place the identifier.
-                            push(&mut out, Tok::RawIdent(&text[name_start..i]), start);
-                        } else {
-                            push(&mut out, Tok::Ident(word), start);
-                        }
+            b => {
+                let expected = match b {
+                    b')' => b'(',
+                    b']' => b'[',
+                    _ => b'{',
+                };
+                match open.pop() {
+                    Some((opening, _)) if opening == expected => {}
+                    _ => {
+                        out.unbalanced.get_or_insert(i);
                     }
-                    ("b" | "c", b'"') => {
-                        let (close, next) = end_of_string(i + 1);
-                        push(&mut out, Tok::Str(&text[i + 1..close]), i + 1);
-                        i = next;
-                    }
-                    ("b", b'\'') => {
-                        i += if at(i + 1) == b'\\' { 3 } else { 2 };
-                        while i < bytes.len() && bytes[i] != b'\'' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    _ => push(&mut out, Tok::Ident(word), start),
                 }
-            }
-            _ if CLASS[b as usize] == SPACE => i = skip(bytes, i + 1, SPACE),
-            _ => {
-                push(&mut out, Tok::Punct(b), i);
                 i += 1;
             }
         }
     }
+    if out.unbalanced.is_none() {
+        out.unbalanced = open.first().map(|(_, at)| *at);
+    }
     out
 }
 
-fn push<'a>(out: &mut Lexed<'a>, tok: Tok<'a>, at: usize) {
-    out.tokens.push(Token { tok, at });
+/// Appends to `out` the tokens of `text` that start in `from..to`. `from` must be a token boundary: the start of the
+/// text, a code position right after whitespace, or the start of a span; the last token may end after `to`.
+pub(crate) fn tokens<'a>(text: &'a str, spans: &[Span], from: usize, to: usize, out: &mut Vec<Token<'a>>) {
+    let to = to.min(text.len());
+    let mut k = spans.partition_point(|span| span.end <= from);
+    let mut i = from;
+    while i < to {
+        let next = spans.get(k).map_or(text.len(), |span| span.start);
+        if i < next {
+            i = code_tokens(text, i, next, to, out);
+            continue;
+        }
+        let span = spans[k];
+        if let SpanKind::Str { body, close } = span.kind {
+            out.push(Token { tok: Tok::Str(&text[body..close]), at: body });
+        }
+        i = span.end;
+        k += 1;
+    }
+}
+
+/// The tokens of the code in `i..limit` (no comment or literal in it) that start before `to`; returns where it
+/// stopped.
+fn code_tokens<'a>(text: &'a str, mut i: usize, limit: usize, to: usize, out: &mut Vec<Token<'a>>) -> usize {
+    let bytes = text.as_bytes();
+    let at = |i: usize| if i < limit { bytes[i] } else { 0 };
+    let end = limit.min(to);
+    while i < end {
+        let b = bytes[i];
+        match CLASS[b as usize] {
+            SPACE => i = skip(bytes, i + 1, limit, SPACE),
+            IDENT => {
+                let start = i;
+                i = skip(bytes, i, limit, IDENT);
+                if b.is_ascii_digit() {
+                    // A number: nothing the scan looks for.
+                    continue;
+                }
+                let word = &text[start..i];
+                if word == "r" && at(i) == b'#' && is_ident_byte(at(i + 1)) {
+                    // A raw identifier, at the `r#` where rustc (and a parse) place it.
+                    i = skip(bytes, i + 1, limit, IDENT);
+                    out.push(Token { tok: Tok::RawIdent(&text[start + 2..i]), at: start });
+                } else {
+                    out.push(Token { tok: Tok::Ident(word), at: start });
+                }
+            }
+            _ if b == b'\'' => {
+                out.push(Token { tok: Tok::Lifetime, at: i });
+                i = skip(bytes, i + 1, limit, IDENT);
+            }
+            _ if b == b':' && at(i + 1) == b':' => {
+                out.push(Token { tok: Tok::PathSep, at: i });
+                i += 2;
+            }
+            _ => {
+                out.push(Token { tok: Tok::Punct(b), at: i });
+                i += 1;
+            }
+        }
+    }
+    i
+}
+
+/// The tokens of the whole of `text`.
+pub(crate) fn lex(text: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::with_capacity(text.len() / 4);
+    tokens(text, &skim(text).spans, 0, text.len(), &mut out);
+    out
 }
 
 /// Where `"` followed by `hashes` `#` first occurs in `bytes`.
@@ -234,37 +360,12 @@ fn find_raw_end(bytes: &[u8], hashes: usize) -> Option<usize> {
     None
 }
 
-/// The byte offset of the first delimiter that does not match, if any: Rust that does not lex into balanced token
-/// trees cannot be checked (rustc rejects it before anything else).
-pub(crate) fn unbalanced(tokens: &[Token<'_>]) -> Option<usize> {
-    let mut open: Vec<(u8, usize)> = Vec::new();
-    for token in tokens {
-        let Tok::Punct(b) = token.tok else { continue };
-        match b {
-            b'(' | b'[' | b'{' => open.push((b, token.at)),
-            b')' | b']' | b'}' => {
-                let expected = match b {
-                    b')' => b'(',
-                    b']' => b'[',
-                    _ => b'{',
-                };
-                match open.pop() {
-                    Some((opening, _)) if opening == expected => {}
-                    _ => return Some(token.at),
-                }
-            }
-            _ => {}
-        }
-    }
-    open.first().map(|(_, at)| *at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn idents(text: &str) -> Vec<&str> {
-        let tokens = lex(text).tokens.into_iter();
+        let tokens = lex(text).into_iter();
         tokens.filter_map(|t| if let Tok::Ident(w) | Tok::RawIdent(w) = t.tok { Some(w) } else { None }).collect()
     }
 
@@ -281,16 +382,16 @@ mod tests {
             ]
         );
         let lexed = lex(text);
-        assert!(lexed.tokens.iter().any(|t| t.tok == Tok::Str(r#"u "v" w"#)));
-        assert!(lexed.tokens.iter().any(|t| t.tok == Tok::Str(r##"a "# b"##)));
-        assert_eq!(lexed.tokens.iter().filter(|t| t.tok == Tok::Lifetime).count(), 3);
+        assert!(lexed.iter().any(|t| t.tok == Tok::Str(r#"u "v" w"#)));
+        assert!(lexed.iter().any(|t| t.tok == Tok::Str(r##"a "# b"##)));
+        assert_eq!(lexed.iter().filter(|t| t.tok == Tok::Lifetime).count(), 3);
         assert_eq!(idents("r#type::x"), ["type", "x"]);
     }
 
     #[test]
     fn doc_comments_are_kept_aside() {
         let text = "//! inner\n/// outer\n//// not doc\n/** block */\n/*** not */\n/**/\n/*! inner block */\nfn f() {}";
-        let docs: Vec<(&str, bool, bool)> = lex(text).docs.iter().map(|d| (d.body, d.block, d.inner)).collect();
+        let docs: Vec<(&str, bool, bool)> = skim(text).docs.iter().map(|d| (d.body, d.block, d.inner)).collect();
         assert_eq!(
             docs,
             [
@@ -307,7 +408,7 @@ mod tests {
     fn path_separators_and_offsets() {
         let lexed = lex("a::b");
         assert_eq!(
-            lexed.tokens,
+            lexed,
             [
                 Token { tok: Tok::Ident("a"), at: 0 },
                 Token { tok: Tok::PathSep, at: 1 },
@@ -318,8 +419,17 @@ mod tests {
 
     #[test]
     fn unbalanced_delimiters_are_found() {
-        assert_eq!(unbalanced(&lex("fn f() { (a[0]) }").tokens), None);
-        assert_eq!(unbalanced(&lex("fn f() { (a[0)) }").tokens), Some(13));
-        assert_eq!(unbalanced(&lex("fn f() {").tokens), Some(7));
+        assert_eq!(skim("fn f() { (a[0]) }").unbalanced, None);
+        assert_eq!(skim("fn f() { (a[0)) }").unbalanced, Some(13));
+        assert_eq!(skim("fn f() {").unbalanced, Some(7));
+        // Delimiters in comments and literals do not count.
+        assert_eq!(
+            skim(
+                r##"fn f() { "}"; '{'; /* ( */ // [
+            r#"]"# }"##
+            )
+            .unbalanced,
+            None
+        );
     }
 }

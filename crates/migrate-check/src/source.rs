@@ -99,27 +99,40 @@ fn scan_with(
             continue;
         }
         let bytes = text.as_bytes();
-        let declares = declares_files(bytes);
+        let declares = last_declaration(bytes);
         let scan_docs = pending.lib && package.doctest;
         let mentioned = mentions_outside_comments(&finders, bytes, scan_docs)
             || (scan_docs && memmem::find(bytes, b"include_str").is_some());
-        if !declares && !mentioned {
+        if declares.is_none() && !mentioned {
             continue;
         }
-        let lexed = lex::lex(&text);
-        if declares {
+        let skim = lex::skim(&text);
+        let mut tokens = Vec::new();
+        if let Some(last) = declares {
             let context = pending.context.as_ref().unwrap_or(&file);
-            find_mods(&lexed.tokens, &file.path, context, pending.lib, &mut queue);
+            // Module items come first in most files: the tokens up to a little after the last candidate are enough
+            // (`find_mods` says when they are not), else the whole file's.
+            let margin = (last + 256).min(bytes.len());
+            let to = memchr::memchr(b'\n', &bytes[margin..]).map_or(bytes.len(), |k| margin + k + 1);
+            tokens.clear();
+            lex::tokens(&text, &skim.spans, 0, to, &mut tokens);
+            let whole = to == bytes.len();
+            if find_mods(&tokens, whole, last, &file.path, context, pending.lib, &mut queue).is_err() {
+                tokens.clear();
+                lex::tokens(&text, &skim.spans, 0, bytes.len(), &mut tokens);
+                let _ = find_mods(&tokens, true, last, &file.path, context, pending.lib, &mut queue);
+            }
         }
         if mentioned {
-            if let Some(at) = lex::unbalanced(&lexed.tokens) {
+            if let Some(at) = skim.unbalanced {
                 let (line, column) = line_col(&text, at);
                 let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
                 return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
             }
             let rel = rel_path(root, &file.path);
             let lines = LineIndex::new(&text);
-            for found in path_roots(&lexed.tokens, names) {
+            for at in occurrences_in_code(&finders, &text, &skim) {
+                let Some(found) = window_root(&text, &skim, &lines, at, &mut tokens) else { continue };
                 let (line, column) = lines.line_col(found.at);
                 aliases.extend(found.alias.map(str::to_owned));
                 hits.push(Hit {
@@ -133,7 +146,7 @@ fn scan_with(
                 });
             }
             if scan_docs {
-                doctest_hits(&file.path, &text, &lines, &lexed, names, &finders, root, shown, &mut hits)?;
+                doctest_hits(&file.path, &text, &lines, &skim, names, &finders, root, shown, &mut hits)?;
             }
         }
     }
@@ -163,29 +176,30 @@ fn read_first(
     Ok(None)
 }
 
-/// Whether `text` may declare an out-of-line module or include a file: it has `mod <name>;` or `include` somewhere,
+/// Where the last text that may declare an out-of-line module or include a file ends: `mod <name>;` or `include`,
 /// even in a comment. Tokens are made of the text, so a file without either declares neither, and need not be lexed
-/// to find its modules.
-fn declares_files(bytes: &[u8]) -> bool {
-    if memmem::find(bytes, b"include").is_some() {
-        return true;
-    }
+/// to find its modules; and the tokens up to there are all that [`find_mods`] needs (give or take a few).
+fn last_declaration(bytes: &[u8]) -> Option<usize> {
+    // Forward searches (the reverse ones are much slower), keeping the last.
+    let include = memmem::find_iter(bytes, b"include").last().map(|at| at + "include".len());
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
     let space = |b: &u8| b.is_ascii_whitespace();
-    memmem::find_iter(bytes, b"mod").any(|at| {
+    let item = memmem::find_iter(bytes, b"mod").filter_map(|at| {
         if at > 0 && ident(bytes[at - 1]) {
-            return false;
+            return None;
         }
         let rest = &bytes[at + 3..];
         let gap = rest.iter().take_while(|b| space(b)).count();
         if gap == 0 {
-            return false;
+            return None;
         }
-        let rest = &rest[gap..];
-        let rest = rest.strip_prefix(b"r#").unwrap_or(rest);
-        let name = rest.iter().take_while(|b| ident(**b)).count();
-        name > 0 && rest[name..].iter().find(|b| !space(b)) == Some(&b';')
-    })
+        let name_at = at + 3 + gap + if rest[gap..].starts_with(b"r#") { 2 } else { 0 };
+        let name = bytes[name_at..].iter().take_while(|b| ident(**b)).count();
+        let semicolon = bytes[name_at + name..].iter().position(|b| !space(b)).map(|k| name_at + name + k);
+        (name > 0 && semicolon.is_some_and(|k| bytes[k] == b';')).then(|| semicolon.unwrap_or_default() + 1)
+    });
+    let item = item.last();
+    include.max(item)
 }
 
 /// Whether one of the names occurs in `bytes` other than on a line that is a plain comment: a line whose first
@@ -205,6 +219,25 @@ fn mentions_outside_comments(finders: &[memmem::Finder<'_>], bytes: &[u8], docs:
             }
         })
     })
+}
+
+/// The byte offsets, in order, where one of the names occurs in code as a whole word (not inside a longer
+/// identifier, a comment or a literal).
+fn occurrences_in_code(finders: &[memmem::Finder<'_>], text: &str, skim: &lex::Skim<'_>) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut found: Vec<usize> = finders
+        .iter()
+        .flat_map(|finder| {
+            finder.find_iter(bytes).filter(move |&at| {
+                let end = at + finder.needle().len();
+                let inside_a_word = (at > 0 && lex::is_ident_byte(bytes[at - 1]))
+                    || bytes.get(end).is_some_and(|b| lex::is_ident_byte(*b));
+                !inside_a_word && skim.span_at(at).is_none()
+            })
+        })
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 /// Whether one of the names occurs in `text` at all (in code, a comment or a literal: the lexer decides which).
@@ -322,8 +355,23 @@ fn close_of(tokens: &[Token<'_>], open: usize) -> usize {
 }
 
 /// Finds the `mod name;` items of a file (in `context`'s module: the file itself, or the module that `include!`s
-/// it) and its `include!("..")` files, and queues their candidate files.
-fn find_mods(tokens: &[Token<'_>], file: &Path, context: &ModuleFile, lib: bool, queue: &mut Vec<Pending>) {
+/// it) and its `include!("..")` files, and queues their candidate files. `tokens` may be the first of the file's
+/// (`whole: false`), reaching past `last`, the end of the last text that may declare something: `Err(Short)` when
+/// the rules look past them (and then nothing is queued).
+fn find_mods(
+    tokens: &[Token<'_>],
+    whole: bool,
+    last: usize,
+    file: &Path,
+    context: &ModuleFile,
+    lib: bool,
+    queue: &mut Vec<Pending>,
+) -> Result<(), Short> {
+    let queued = queue.len();
+    let short = |queue: &mut Vec<Pending>| {
+        queue.truncate(queued);
+        Err(Short)
+    };
     let mut blocks: Vec<Block<'_>> = Vec::new();
     // The `#[path]` and `#[cfg_attr(.., path = ..)]` values of the item being read.
     let mut path_attr: Option<&str> = None;
@@ -331,6 +379,14 @@ fn find_mods(tokens: &[Token<'_>], file: &Path, context: &ModuleFile, lib: bool,
     let unescape = |path: &str| path.replace("\\\\", "\\");
     let mut i = 0;
     while i < tokens.len() {
+        // Nothing after the last candidate declares anything. The rules look at most six tokens forward, and to
+        // the end of a `cfg_attr`.
+        if tokens[i].at >= last {
+            break;
+        }
+        if !whole && i + 6 >= tokens.len() {
+            return short(queue);
+        }
         let in_items = !blocks.contains(&Block::Opaque);
         if punct(tokens, i, b'#') {
             let open = if punct(tokens, i + 1, b'!') { i + 2 } else { i + 1 };
@@ -345,6 +401,9 @@ fn find_mods(tokens: &[Token<'_>], file: &Path, context: &ModuleFile, lib: bool,
                 }
                 if ident(tokens, open + 1) == Some("cfg_attr") && punct(tokens, open + 2, b'(') {
                     let end = close_of(tokens, open + 2);
+                    if !whole && end >= tokens.len() {
+                        return short(queue);
+                    }
                     for j in open + 3..end {
                         if ident(tokens, j) == Some("path")
                             && punct(tokens, j + 1, b'=')
@@ -413,6 +472,7 @@ fn find_mods(tokens: &[Token<'_>], file: &Path, context: &ModuleFile, lib: bool,
             alternatives.clear();
         }
     }
+    Ok(())
 }
 
 /// The index just past the `<..>` that opens at `open`.
@@ -458,6 +518,8 @@ enum Group {
     UseRoot,
     /// `a::{b, c}`: items continue a path, nothing at their start is a root.
     Relative,
+    /// Opened before the window's first tokens, or too close to them to tell.
+    Unknown,
 }
 
 /// Keywords that can stand right before a leading `::` (so the path after them is rooted).
@@ -467,16 +529,20 @@ const KEYWORDS: &[&str] = &[
     "yield",
 ];
 
-/// Each occurrence of one of `names` as the root of a path, a `use` tree or an `extern crate` item: an identifier
-/// that starts a `::` path (not one after `x::`, `.` or `$`), follows `use` or `extern crate`, starts an item of a
-/// `use {..}` group, or follows `as` and starts a path (`<T as name::Trait>`). The same rules hold in code, macro
-/// arguments and `macro_rules!` bodies: they are all tokens.
-fn path_roots<'a>(tokens: &[Token<'a>], names: &[String]) -> Vec<Root<'a>> {
-    let mut roots = Vec::new();
-    let mut groups: Vec<(Group, usize)> = Vec::new();
-    let ident_at = |i: Option<usize>, word: &str| i.and_then(|i| ident(tokens, i)) == Some(word);
-    // The token before the `::` at `i - 1` ends a path segment (so the `::` continues a path).
-    let continues_path = |i: usize| match i.checked_sub(2).map(|j| tokens[j].tok) {
+/// Which ends of a file a run of tokens reaches: the token rules look a few tokens back and forward, and a window
+/// that stops short of what they look at cannot decide.
+#[derive(Debug, Clone, Copy)]
+struct Reach {
+    start: bool,
+    end: bool,
+}
+
+/// The window around an occurrence is too short for the token rules to decide.
+struct Short;
+
+/// The token before the `::` at `i - 1` ends a path segment (so the `::` continues a path).
+fn continues_path(tokens: &[Token<'_>], i: usize) -> bool {
+    match i.checked_sub(2).map(|j| tokens[j].tok) {
         Some(Tok::Ident(word)) => !KEYWORDS.contains(&word),
         Some(Tok::RawIdent(_)) => true,
         // `Vec<T>::x` continues a path; `-> ::x` and `=> ::x` start one.
@@ -486,75 +552,176 @@ fn path_roots<'a>(tokens: &[Token<'a>], names: &[String]) -> Vec<Root<'a>> {
                 && tokens[i - 3].at + 1 == tokens[i - 2].at)
         }
         _ => false,
-    };
+    }
+}
+
+/// What the group that opens at token `i` (a delimiter) is.
+fn group_at(tokens: &[Token<'_>], i: usize, reach: Reach) -> Group {
+    let Tok::Punct(open) = tokens[i].tok else { return Group::Plain };
+    if open != b'{' {
+        return Group::Plain;
+    }
+    // The rules below look three tokens back.
+    if i < 3 && !reach.start {
+        return Group::Unknown;
+    }
+    let prev = i.checked_sub(1);
+    let after_sep = prev.is_some_and(|p| path_sep(tokens, p));
+    let use_at = |j: Option<usize>| j.and_then(|j| ident(tokens, j)) == Some("use");
+    if after_sep && continues_path(tokens, i) {
+        Group::Relative
+    } else if use_at(prev) || (after_sep && use_at(i.checked_sub(2))) {
+        Group::UseRoot
+    } else {
+        Group::Plain
+    }
+}
+
+/// Each occurrence of one of `names` as the root of a path, a `use` tree or an `extern crate` item in `tokens` (a
+/// whole file): see [`root_at`].
+fn path_roots<'a>(tokens: &[Token<'a>], names: &[String]) -> Vec<Root<'a>> {
+    let reach = Reach { start: true, end: true };
+    let mut roots = Vec::new();
+    let mut groups: Vec<(Group, usize)> = Vec::new();
     for i in 0..tokens.len() {
-        let prev = i.checked_sub(1);
         match tokens[i].tok {
-            Tok::Punct(open @ (b'{' | b'(' | b'[')) => {
-                let after_sep = prev.is_some_and(|p| path_sep(tokens, p));
-                let kind = if open != b'{' {
-                    Group::Plain
-                } else if after_sep && continues_path(i) {
-                    Group::Relative
-                } else if ident_at(prev, "use") || (after_sep && ident_at(i.checked_sub(2), "use")) {
-                    Group::UseRoot
-                } else {
-                    Group::Plain
-                };
-                groups.push((kind, i));
-            }
+            Tok::Punct(b'{' | b'(' | b'[') => groups.push((group_at(tokens, i, reach), i)),
             Tok::Punct(b'}' | b')' | b']') => _ = groups.pop(),
             Tok::Ident(word) | Tok::RawIdent(word) if names.iter().any(|n| n == word) => {
-                let (group, open) = groups.last().copied().unwrap_or((Group::Plain, usize::MAX));
-                let item_start = prev.is_none_or(|p| p == open || punct(tokens, p, b','));
-                // After `.` (a field or method) or `$` (a macro variable), not a root; after `..` (a range or a
-                // struct's base), it may be.
-                let range =
-                    prev.is_some_and(|p| p > 0 && punct(tokens, p - 1, b'.') && tokens[p - 1].at + 1 == tokens[p].at);
-                if prev.is_some_and(|p| (punct(tokens, p, b'.') && !range) || punct(tokens, p, b'$')) {
-                    continue;
+                let group = groups.last().copied().unwrap_or((Group::Plain, usize::MAX));
+                if let Ok(Some(root)) = root_at(tokens, i, group, reach) {
+                    roots.push(root);
                 }
-                // `name::x` starts a path; `name::<T>` is one segment with generic arguments, unless `::x` follows.
-                let next_sep = path_sep(tokens, i + 1)
-                    && (!punct(tokens, i + 2, b'<') || path_sep(tokens, after_generics(tokens, i + 2)));
-                // After `as`, a name is an alias (`use x as name;`) unless a path goes on from it: `as name::Trait`,
-                // or `<T as name>::Item`, which is the path `name::Item` with a self type.
-                let after_name = if punct(tokens, i + 1, b'<') { after_generics(tokens, i + 1) } else { i + 1 };
-                let qualified = punct(tokens, after_name, b'>') && path_sep(tokens, after_name + 1);
-                if ident_at(prev, "as") && !next_sep && !qualified {
-                    continue;
-                }
-                if group == Group::Relative && item_start {
-                    continue;
-                }
-                let is_extern = ident_at(prev, "crate") && ident_at(i.checked_sub(2), "extern");
-                let root = if prev.is_some_and(|p| path_sep(tokens, p)) {
-                    !continues_path(i)
-                } else {
-                    is_extern
-                        || ident_at(prev, "use")
-                        || (group == Group::UseRoot && item_start)
-                        || next_sep
-                        || (qualified && ident_at(prev, "as"))
-                };
-                if !root {
-                    continue;
-                }
-                let mut path = Vec::new();
-                let mut j = i;
-                while path_sep(tokens, j + 1)
-                    && let Some(segment) = ident(tokens, j + 2)
-                {
-                    path.push(segment.to_owned());
-                    j += 2;
-                }
-                let alias = if is_extern && ident(tokens, i + 1) == Some("as") { ident(tokens, i + 2) } else { None };
-                roots.push(Root { at: tokens[i].at, name: word, path, alias });
             }
             _ => {}
         }
     }
     roots
+}
+
+/// Whether the identifier at token `i` is the root of a path, a `use` tree or an `extern crate` item: an identifier
+/// that starts a `::` path (not one after `x::`, `.` or `$`), follows `use` or `extern crate`, starts an item of a
+/// `use {..}` group, or follows `as` and starts a path (`<T as name::Trait>`). The same rules hold in code, macro
+/// arguments and `macro_rules!` bodies: they are all tokens. `group` is the innermost group around it and the token
+/// that opens it; `Err(Short)` when `tokens` (a window that does not `reach` the file's ends) stop short of what the
+/// rules look at.
+fn root_at<'a>(tokens: &[Token<'a>], i: usize, group: (Group, usize), reach: Reach) -> Result<Option<Root<'a>>, Short> {
+    let (Tok::Ident(word) | Tok::RawIdent(word)) = tokens[i].tok else { return Ok(None) };
+    // The rules look three tokens back, and forward as far as `short` is asked.
+    if i < 3 && !reach.start {
+        return Err(Short);
+    }
+    let short = |k: usize| !reach.end && k >= tokens.len();
+    if short(i + 3) {
+        return Err(Short);
+    }
+    let prev = i.checked_sub(1);
+    let ident_at = |i: Option<usize>, word: &str| i.and_then(|i| ident(tokens, i)) == Some(word);
+    let (group, open) = group;
+    let item_start = prev.is_none_or(|p| p == open || punct(tokens, p, b','));
+    // After `.` (a field or method) or `$` (a macro variable), not a root; after `..` (a range or a struct's base),
+    // it may be.
+    let range = prev.is_some_and(|p| p > 0 && punct(tokens, p - 1, b'.') && tokens[p - 1].at + 1 == tokens[p].at);
+    if prev.is_some_and(|p| (punct(tokens, p, b'.') && !range) || punct(tokens, p, b'$')) {
+        return Ok(None);
+    }
+    // `name::x` starts a path; `name::<T>` is one segment with generic arguments, unless `::x` follows.
+    let next_sep = if path_sep(tokens, i + 1) && punct(tokens, i + 2, b'<') {
+        let after = after_generics(tokens, i + 2);
+        if short(after) {
+            return Err(Short);
+        }
+        path_sep(tokens, after)
+    } else {
+        path_sep(tokens, i + 1)
+    };
+    // After `as`, a name is an alias (`use x as name;`) unless a path goes on from it: `as name::Trait`, or
+    // `<T as name>::Item`, which is the path `name::Item` with a self type.
+    let after_name = if punct(tokens, i + 1, b'<') { after_generics(tokens, i + 1) } else { i + 1 };
+    if short(after_name + 1) {
+        return Err(Short);
+    }
+    let qualified = punct(tokens, after_name, b'>') && path_sep(tokens, after_name + 1);
+    if ident_at(prev, "as") && !next_sep && !qualified {
+        return Ok(None);
+    }
+    if item_start && (group == Group::Unknown || (group == Group::Plain && !reach.start && open == usize::MAX)) {
+        return Err(Short);
+    }
+    if group == Group::Relative && item_start {
+        return Ok(None);
+    }
+    let is_extern = ident_at(prev, "crate") && ident_at(i.checked_sub(2), "extern");
+    let root = if prev.is_some_and(|p| path_sep(tokens, p)) {
+        !continues_path(tokens, i)
+    } else {
+        is_extern
+            || ident_at(prev, "use")
+            || (group == Group::UseRoot && item_start)
+            || next_sep
+            || (qualified && ident_at(prev, "as"))
+    };
+    if !root {
+        return Ok(None);
+    }
+    let mut path = Vec::new();
+    let mut j = i;
+    loop {
+        if short(j + 2) {
+            return Err(Short);
+        }
+        let Some(segment) = ident(tokens, j + 2).filter(|_| path_sep(tokens, j + 1)) else { break };
+        path.push(segment.to_owned());
+        j += 2;
+    }
+    let alias = if is_extern && ident(tokens, i + 1) == Some("as") { ident(tokens, i + 2) } else { None };
+    Ok(Some(Root { at: tokens[i].at, name: word, path, alias }))
+}
+
+/// The path root at byte `at` of `text`, an occurrence of a name in code, decided on the tokens of a window of lines
+/// around it, widened until the rules have every token they look at (the whole file at worst, so the answer is
+/// always the whole file's).
+fn window_root<'a>(
+    text: &'a str,
+    skim: &lex::Skim<'_>,
+    lines: &LineIndex<'_>,
+    at: usize,
+    tokens: &mut Vec<Token<'a>>,
+) -> Option<Root<'a>> {
+    let (line, _) = lines.line_col(at);
+    let (mut back, mut forward) = (2, 2);
+    loop {
+        // A line start is a token boundary unless a comment or a literal runs over it; then the span's start is.
+        let mut from = lines.offset(line.saturating_sub(back).max(1), 0);
+        if let Some(span) = skim.span_at(from) {
+            from = span.start;
+        }
+        let to = lines.offset(line + forward, 0);
+        let reach = Reach { start: from == 0, end: to >= text.len() };
+        tokens.clear();
+        lex::tokens(text, &skim.spans, from, to, tokens);
+        // The occurrence's token: `name` or `r#name`.
+        let next = tokens.partition_point(|token| token.at < at);
+        let i = if tokens.get(next).is_some_and(|token| token.at == at) {
+            next
+        } else {
+            // `r#name`: the token starts at the `r`.
+            next.checked_sub(1).filter(|&i| matches!(tokens[i].tok, Tok::RawIdent(_)) && tokens[i].at + 2 == at)?
+        };
+        let mut groups: Vec<(Group, usize)> = Vec::new();
+        for k in 0..i {
+            match tokens[k].tok {
+                Tok::Punct(b'{' | b'(' | b'[') => groups.push((group_at(tokens, k, reach), k)),
+                Tok::Punct(b'}' | b')' | b']') => _ = groups.pop(),
+                _ => {}
+            }
+        }
+        let group = groups.last().copied().unwrap_or((Group::Plain, usize::MAX));
+        match root_at(tokens, i, group, reach) {
+            Ok(root) => return root,
+            Err(Short) => (back, forward) = (back * 4, forward * 4),
+        }
+    }
 }
 
 /// One line of documentation text: where it is written and what it says.
@@ -570,7 +737,12 @@ struct DocLine<'t> {
 /// The documentation of a file, in runs of lines that rustdoc reads as one Markdown text: consecutive line doc
 /// comments of one style, each block doc comment, each `#[doc = ".."]` string, each Markdown file included with
 /// `#[doc = include_str!("..")]` (returned with its path and text).
-fn doc_runs<'t>(index: &LineIndex<'t>, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
+/// `tokens` are the file's, or none when it has no `doc =` in code.
+fn doc_runs<'t>(
+    index: &LineIndex<'t>,
+    docs: &[DocComment<'t>],
+    tokens: &[Token<'t>],
+) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
     let mut runs: Vec<Vec<DocLine<'t>>> = Vec::new();
     let lines_of = |body: &'t str, at: usize| -> Vec<DocLine<'t>> {
         let (line, column) = index.line_col(at);
@@ -584,7 +756,7 @@ fn doc_runs<'t>(index: &LineIndex<'t>, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLi
             .collect()
     };
     let mut previous: Option<(usize, bool)> = None;
-    for DocComment { body, at, block, inner } in lexed.docs.iter().copied() {
+    for DocComment { body, at, block, inner } in docs.iter().copied() {
         if !block {
             // One line: appended to the run it continues, without a vector of its own.
             let (line, column) = index.line_col(at);
@@ -616,7 +788,6 @@ fn doc_runs<'t>(index: &LineIndex<'t>, lexed: &lex::Lexed<'t>) -> (Vec<Vec<DocLi
         }
     }
     let mut included = Vec::new();
-    let tokens = &lexed.tokens;
     for i in 0..tokens.len() {
         if !punct(tokens, i, b'#') {
             continue;
@@ -745,14 +916,24 @@ fn doctest_hits<'t>(
     path: &Path,
     text: &'t str,
     lines: &LineIndex<'t>,
-    lexed: &lex::Lexed<'t>,
+    skim: &lex::Skim<'t>,
     names: &[String],
     finders: &[memmem::Finder<'_>],
     root: &Path,
     shown: &dyn Fn(&Path) -> String,
     hits: &mut Vec<Hit>,
 ) -> Result<(), Diagnostic> {
-    let (runs, included) = doc_runs(lines, lexed);
+    // `#[doc = ".."]` and `#[doc = include_str!("..")]` are read from tokens, where the file has `doc =` in code.
+    let bytes = text.as_bytes();
+    let attributes = memmem::find_iter(bytes, b"doc").any(|at| {
+        let after = bytes[at + 3..].iter().find(|b| !b.is_ascii_whitespace());
+        after == Some(&b'=') && !(at > 0 && lex::is_ident_byte(bytes[at - 1])) && skim.span_at(at).is_none()
+    });
+    let mut tokens = Vec::new();
+    if attributes {
+        lex::tokens(text, &skim.spans, 0, text.len(), &mut tokens);
+    }
+    let (runs, included) = doc_runs(lines, &skim.docs, &tokens);
     let mut found = |runs: &[Vec<DocLine<'_>>], path: &Path, text: &str| {
         let rel = rel_path(root, path);
         for run in runs.iter().filter(|run| run.iter().any(|l| mentions(finders, l.text))) {
@@ -769,8 +950,7 @@ fn doctest_hits<'t>(
                         Some(start)
                     })
                     .collect();
-                let lexed = lex::lex(&code);
-                for found in path_roots(&lexed.tokens, names) {
+                for found in path_roots(&lex::lex(&code), names) {
                     let k = starts.partition_point(|start| *start <= found.at) - 1;
                     let l = block[k];
                     let column = l.column + code[starts[k]..found.at].chars().count();
@@ -813,7 +993,7 @@ mod tests {
     fn mods(text: &str, file: &str, mod_rs: bool) -> Vec<Vec<String>> {
         let mut queue = Vec::new();
         let context = ModuleFile { path: file.into(), mod_rs };
-        find_mods(&lex::lex(text).tokens, Path::new(file), &context, false, &mut queue);
+        assert!(find_mods(&lex::lex(text), true, usize::MAX, Path::new(file), &context, false, &mut queue).is_ok());
         queue
             .into_iter()
             .map(|pending| pending.candidates.iter().map(|c| c.path.display().to_string()).collect())
@@ -837,10 +1017,10 @@ mod tests {
     #[test]
     fn only_files_with_a_mod_item_or_an_include_are_lexed_for_modules() {
         for text in ["mod a;", "pub mod  b ;", "mod\n r#c\n;", "// mod d;", "include!(\"x\");"] {
-            assert!(declares_files(text.as_bytes()), "{text}");
+            assert!(last_declaration(text.as_bytes()).is_some(), "{text}");
         }
         for text in ["mod tests { }", "model;", "fn module() {}", "a.mod_x;", "mod x = 1;"] {
-            assert!(!declares_files(text.as_bytes()), "{text}");
+            assert_eq!(last_declaration(text.as_bytes()), None, "{text}");
         }
     }
 
@@ -890,7 +1070,8 @@ mod tests {
         let queued = {
             let mut queue = Vec::new();
             let context = ModuleFile { path: "/d/src/lib.rs".into(), mod_rs: true };
-            find_mods(&lex::lex("include!(\"gen/items.rs\");").tokens, &context.path, &context, true, &mut queue);
+            let tokens = lex::lex("include!(\"gen/items.rs\");");
+            assert!(find_mods(&tokens, true, usize::MAX, &context.path, &context, true, &mut queue).is_ok());
             queue
         };
         assert_eq!(queued.len(), 1);
@@ -900,7 +1081,7 @@ mod tests {
 
     fn roots(text: &str) -> Vec<(usize, usize, String)> {
         let names = ["old".to_owned(), "alias".to_owned()];
-        path_roots(&lex::lex(text).tokens, &names)
+        path_roots(&lex::lex(text), &names)
             .into_iter()
             .map(|root| {
                 let (line, column) = line_col(text, root.at);
@@ -923,8 +1104,7 @@ mod tests {
         let text = "/// ```\n/// old::a();\n/// ```\n/// ```rust,no_run\n/// # use old::b;\n/// ```\n\
                     /// ```ignore\n/// old::c();\n/// ```\n/// ```text\n/// old::d\n/// ```\n\
                     /// ~~~edition2021\n/// old::e();\n/// ~~~\n/// prose about old::f\nfn x() {}\n";
-        let lexed = lex::lex(text);
-        let (runs, _) = doc_runs(&LineIndex::new(text), &lexed);
+        let (runs, _) = doc_runs(&LineIndex::new(text), &lex::skim(text).docs, &lex::lex(text));
         let blocks: Vec<Vec<(usize, usize, &str)>> = runs
             .iter()
             .flat_map(|run| doctest_blocks(run))
@@ -934,7 +1114,8 @@ mod tests {
     }
 
     /// The same occurrences, found from a full parse (`syn`) and from tokens, on every Rust file of this repository:
-    /// the token rules agree with the grammar on the files that exist.
+    /// the token rules agree with the grammar on the files that exist; and the scan's windows of tokens around each
+    /// occurrence decide as the whole file's tokens do.
     #[test]
     fn path_roots_agree_with_a_parse_on_every_file_of_the_repository() {
         // `MIGRATE_CHECK_AGREEMENT_ROOT` points the test at another tree (a real public workspace, say).
@@ -986,8 +1167,33 @@ mod tests {
             syn::visit::Visit::visit_file(&mut finder, &parsed);
             proc_macro2::extra::invalidate_current_thread_spans();
             let mut expected: Vec<(usize, usize)> = finder.hits;
-            let mut found: Vec<(usize, usize)> =
-                path_roots(&lex::lex(&text).tokens, &names).iter().map(|root| line_col(&text, root.at)).collect();
+            let tokens = lex::lex(&text);
+            let whole = path_roots(&tokens, &names);
+            // What the scan does: each occurrence decided on a window of tokens around it.
+            let skim = lex::skim(&text);
+            let lines = LineIndex::new(&text);
+            let mut window = Vec::new();
+            let windowed: Vec<Root<'_>> = tokens
+                .iter()
+                .filter_map(|token| match token.tok {
+                    Tok::Ident(word) if names.binary_search_by(|n| n.as_str().cmp(word)).is_ok() => Some(token.at),
+                    Tok::RawIdent(word) if names.binary_search_by(|n| n.as_str().cmp(word)).is_ok() => {
+                        Some(token.at + 2)
+                    }
+                    _ => None,
+                })
+                .filter_map(|at| window_root(&text, &skim, &lines, at, &mut window))
+                .collect();
+            let key = |root: &Root<'_>| (root.at, root.path.clone(), root.alias.map(str::to_owned));
+            let (whole_keys, windowed_keys): (Vec<_>, Vec<_>) =
+                (whole.iter().map(key).collect(), windowed.iter().map(key).collect());
+            if whole_keys != windowed_keys {
+                disagreements.push(format!(
+                    "{}: windows found {windowed_keys:?}, the whole file {whole_keys:?}",
+                    path.display()
+                ));
+            }
+            let mut found: Vec<(usize, usize)> = whole.iter().map(|root| line_col(&text, root.at)).collect();
             expected.sort();
             expected.dedup();
             found.sort();
@@ -1052,7 +1258,7 @@ mod tests {
                 };
                 let (start, end) = (self.offset(span.open().end()), self.offset(span.close().start()));
                 let body = &self.text[start..end];
-                for root in super::path_roots(&crate::lex::lex(body).tokens, self.names) {
+                for root in super::path_roots(&crate::lex::lex(body), self.names) {
                     self.hits.push(crate::paths::line_col(self.text, start + root.at));
                 }
             }
