@@ -72,9 +72,6 @@ pub(crate) struct Skim<'a> {
     /// Comments and literals, in order, never overlapping.
     pub(crate) spans: Vec<Span>,
     pub(crate) docs: Vec<DocComment<'a>>,
-    /// The byte offset of the first delimiter that does not match, if any: Rust that does not lex into balanced
-    /// token trees cannot be checked (rustc rejects it before anything else).
-    pub(crate) unbalanced: Option<usize>,
 }
 
 impl Skim<'_> {
@@ -85,10 +82,11 @@ impl Skim<'_> {
     }
 }
 
-/// Byte classes: identifier bytes (ASCII letters, digits, `_`, and every byte of a non-ASCII character) and
-/// whitespace, looked up once per byte.
+/// Byte classes: identifier bytes (ASCII letters, digits, `_`, and every byte of a non-ASCII character),
+/// whitespace and delimiters, looked up once per byte.
 const IDENT: u8 = 1;
 const SPACE: u8 = 2;
+const DELIMITER: u8 = 3;
 static CLASS: [u8; 256] = {
     let mut class = [0u8; 256];
     let mut b = 0;
@@ -98,22 +96,12 @@ static CLASS: [u8; 256] = {
             class[b] = IDENT;
         } else if c.is_ascii_whitespace() {
             class[b] = SPACE;
+        } else if matches!(c, b'(' | b')' | b'[' | b']' | b'{' | b'}') {
+            class[b] = DELIMITER;
         }
         b += 1;
     }
     class
-};
-
-/// The bytes where [`skim`] stops: those that can open a comment or a literal, and delimiters.
-static STOP: [bool; 256] = {
-    let mut stop = [false; 256];
-    let bytes = b"/\"'()[]{}";
-    let mut k = 0;
-    while k < bytes.len() {
-        stop[bytes[k] as usize] = true;
-        k += 1;
-    }
-    stop
 };
 
 pub(crate) fn is_ident_byte(b: u8) -> bool {
@@ -137,8 +125,8 @@ fn word_before(bytes: &[u8], i: usize) -> &[u8] {
     &bytes[start..i]
 }
 
-/// Finds the comments and literals of `text` (see the module's documentation) and checks that its delimiters
-/// balance.
+/// Finds the comments and literals of `text` (see the module's documentation). It looks only at the bytes that can
+/// open one (`/`, `"`, `'`), found with `memchr`, and skips what each one opens.
 pub(crate) fn skim(text: &str) -> Skim<'_> {
     let bytes = text.as_bytes();
     let n = bytes.len();
@@ -154,23 +142,20 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
         }
         (n, n)
     };
-    let mut out = Skim { spans: Vec::with_capacity(n / 128), docs: Vec::new(), unbalanced: None };
+    let mut out = Skim { spans: Vec::with_capacity(n / 32), docs: Vec::new() };
     let span = |out: &mut Skim<'_>, start: usize, end: usize, kind: SpanKind| {
         out.spans.push(Span { start, end: end.min(n), kind });
     };
-    let mut open: Vec<(u8, usize)> = Vec::new();
-    let mut i = 0;
+    // Where the code goes on: the bytes before it are in a span already recorded.
+    let mut resume = 0;
     // A shebang line is not Rust (`#![attr]` is).
     if text.starts_with("#!") && !text[2..].trim_start().starts_with('[') {
-        i = text.find('\n').unwrap_or(n);
-        span(&mut out, 0, i, SpanKind::Comment);
+        resume = text.find('\n').unwrap_or(n);
+        span(&mut out, 0, resume, SpanKind::Comment);
     }
-    loop {
-        while i < n && !STOP[bytes[i] as usize] {
-            i += 1;
-        }
-        if i >= n {
-            break;
+    for mut i in memchr::memchr3_iter(b'/', b'"', b'\'', bytes) {
+        if i < resume {
+            continue;
         }
         match bytes[i] {
             b'/' if at(i + 1) == b'/' => {
@@ -250,30 +235,80 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
                     }
                 }
             }
-            b @ (b'(' | b'[' | b'{') => {
-                open.push((b, i));
-                i += 1;
-            }
-            b => {
-                let expected = match b {
-                    b')' => b'(',
-                    b']' => b'[',
-                    _ => b'{',
-                };
-                match open.pop() {
-                    Some((opening, _)) if opening == expected => {}
-                    _ => {
-                        out.unbalanced.get_or_insert(i);
-                    }
-                }
-                i += 1;
-            }
+            _ => i += 1,
         }
-    }
-    if out.unbalanced.is_none() {
-        out.unbalanced = open.first().map(|(_, at)| *at);
+        resume = i;
     }
     out
+}
+
+/// The byte offset of the first delimiter in the code of `text` (outside its `spans`) that does not match, if any:
+/// Rust that does not lex into balanced token trees cannot be checked (rustc rejects it before anything else).
+pub(crate) fn unbalanced(text: &str, spans: &[Span]) -> Option<usize> {
+    let bytes = text.as_bytes();
+    // The open delimiters, and where the outermost one is (the one to report if it is never closed).
+    let mut open: Vec<u8> = Vec::new();
+    let mut outermost = 0;
+    // `Err(at)` at the first delimiter that does not match.
+    let mut delimiter = |at: usize| -> Result<(), usize> {
+        let expected = match bytes[at] {
+            b @ (b'(' | b'[' | b'{') => {
+                if open.is_empty() {
+                    outermost = at;
+                }
+                open.push(b);
+                return Ok(());
+            }
+            b')' => b'(',
+            b']' => b'[',
+            _ => b'{',
+        };
+        if open.pop() == Some(expected) { Ok(()) } else { Err(at) }
+    };
+    let mut from = 0;
+    for (start, end) in spans.iter().map(|span| (span.start, span.end)).chain([(bytes.len(), bytes.len())]) {
+        // The code between two spans, eight bytes at a time (delimiters are too dense for `memchr` to pay).
+        let mut i = from;
+        while i + 8 <= start {
+            let word: [u8; 8] = bytes[i..i + 8].try_into().unwrap_or_default();
+            let mut found = delimiter_bytes(u64::from_le_bytes(word));
+            while found != 0 {
+                if let Err(at) = delimiter(i + found.trailing_zeros() as usize / 8) {
+                    return Some(at);
+                }
+                found &= found - 1;
+            }
+            i += 8;
+        }
+        for at in i..start {
+            if CLASS[bytes[at] as usize] == DELIMITER
+                && let Err(at) = delimiter(at)
+            {
+                return Some(at);
+            }
+        }
+        from = end;
+    }
+    let unclosed = !open.is_empty();
+    unclosed.then_some(outermost)
+}
+
+/// `b` in every byte of a word.
+const fn splat(b: u8) -> u64 {
+    u64::from_le_bytes([b; 8])
+}
+
+/// The high bit of each byte of `word` that is zero, and nothing else.
+fn zero_bytes(word: u64) -> u64 {
+    !(((word & splat(0x7f)) + splat(0x7f)) | word | splat(0x7f))
+}
+
+/// The high bit of each byte of `word` that is a delimiter: `(` and `)` are `0x28` once bit 0 is cleared, `[` and
+/// `{` are `0x5b` once bit 5 is, `]` and `}` are `0x5d`; no other byte is.
+fn delimiter_bytes(word: u64) -> u64 {
+    zero_bytes((word & splat(0xfe)) ^ splat(0x28))
+        | zero_bytes((word & splat(0xdf)) ^ splat(0x5b))
+        | zero_bytes((word & splat(0xdf)) ^ splat(0x5d))
 }
 
 /// Appends to `out` the tokens of `text` that start in `from..to`. `from` must be a token boundary: the start of the
@@ -418,18 +453,28 @@ mod tests {
     }
 
     #[test]
+    fn delimiter_bytes_are_found_eight_at_a_time() {
+        for b in 0..=255u8 {
+            for k in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[k] = b;
+                let expected = if CLASS[b as usize] == DELIMITER { 0x80u64 << (8 * k) } else { 0 };
+                assert_eq!(delimiter_bytes(u64::from_le_bytes(word)), expected, "byte {b:#x} at {k}");
+            }
+        }
+        assert_eq!(delimiter_bytes(u64::from_le_bytes(*b"(){}[]()")), splat(0x80));
+    }
+
+    #[test]
     fn unbalanced_delimiters_are_found() {
-        assert_eq!(skim("fn f() { (a[0]) }").unbalanced, None);
-        assert_eq!(skim("fn f() { (a[0)) }").unbalanced, Some(13));
-        assert_eq!(skim("fn f() {").unbalanced, Some(7));
+        let unbalanced = |text: &str| unbalanced(text, &skim(text).spans);
+        assert_eq!(unbalanced("fn f() { (a[0]) }"), None);
+        assert_eq!(unbalanced("fn f() { (a[0)) }"), Some(13));
+        assert_eq!(unbalanced("fn f() {"), Some(7));
+        // Past the first eight bytes of a stretch of code, and in its last few.
+        assert_eq!(unbalanced("fn long_name() { (x[0]]) }"), Some(22));
+        assert_eq!(unbalanced("fn long_name() { (x[0]) }}"), Some(25));
         // Delimiters in comments and literals do not count.
-        assert_eq!(
-            skim(
-                r##"fn f() { "}"; '{'; /* ( */ // [
-            r#"]"# }"##
-            )
-            .unbalanced,
-            None
-        );
+        assert_eq!(unbalanced("fn f() { \"}\"; '{'; /* ( */ // [\n r#\"]\"# }"), None);
     }
 }

@@ -324,8 +324,17 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         })
         .collect();
 
-    for ((member, scan), violations) in checked.iter().zip(scans).zip(&mut per_package) {
-        violations.extend(scan?.into_iter().map(|hit| texts.source(member, hit)));
+    // Messages and help for every occurrence, on all cores too (there may be thousands).
+    let scanned: Vec<(&Package, Vec<source::Hit>)> = checked
+        .iter()
+        .copied()
+        .zip(scans)
+        .map(|(member, scan)| scan.map(|hits| (member, hits)))
+        .collect::<Result<_, _>>()?;
+    let found =
+        par_map(&scanned, |(member, hits)| hits.iter().map(|hit| texts.source(member, hit)).collect::<Vec<_>>());
+    for (violations, found) in per_package.iter_mut().zip(found) {
+        violations.extend(found);
     }
 
     let mut violations = Vec::new();
@@ -508,7 +517,7 @@ impl Texts<'_> {
         Violation { via: Some(via), ..Violation::new(&member.name, Kind::Transitive, diagnostic) }
     }
 
-    fn source(&self, member: &Package, hit: source::Hit) -> Violation {
+    fn source(&self, member: &Package, hit: &source::Hit) -> Violation {
         let place = if hit.doctest { " in a doctest" } else { "" };
         let diagnostic = Diagnostic::error(
             Kind::Source.as_str(),
@@ -516,7 +525,7 @@ impl Texts<'_> {
         )
         .at(hit.file.clone(), hit.line, Some(hit.column))
         .with_source(hit.line_text.clone(), hit.name.chars().count())
-        .with_help(self.source_help(&hit));
+        .with_help(self.source_help(hit));
         Violation { doctest: hit.doctest, ..Violation::new(&member.name, Kind::Source, diagnostic) }
     }
 }

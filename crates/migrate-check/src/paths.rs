@@ -51,8 +51,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (before.bytes().filter(|&b| b == b'\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
-/// Line starts of a text, for many conversions between byte offsets and lines and columns ([`line_col`] scans from
-/// the start each time).
+/// Line starts of a text, for many conversions of lines and columns (as a parse reports them) to byte offsets.
 #[derive(Debug)]
 pub(crate) struct LineIndex<'t> {
     pub(crate) text: &'t str,
@@ -65,26 +64,52 @@ impl<'t> LineIndex<'t> {
         LineIndex { text, starts }
     }
 
-    /// 1-based line and 1-based character column of a byte offset.
-    pub(crate) fn line_col(&self, at: usize) -> (usize, usize) {
-        let line = self.starts.partition_point(|start| *start <= at);
-        let start = self.starts[line - 1];
-        (line, self.text[start..at].chars().count() + 1)
-    }
-
-    /// The text of the 1-based `line`, without its line break.
-    pub(crate) fn line_text(&self, line: usize) -> &'t str {
-        let start = self.starts[line - 1];
-        let end = self.starts.get(line).map_or(self.text.len(), |next| next - 1);
-        self.text[start..end].strip_suffix('\r').unwrap_or(&self.text[start..end])
-    }
-
     /// The byte offset of the 1-based `line` and 0-based character `column` (as proc-macro2 spans count them),
     /// clamped to the text.
     pub(crate) fn offset(&self, line: usize, column: usize) -> usize {
         let Some(&start) = self.starts.get(line.wrapping_sub(1)) else { return self.text.len() };
         let rest = &self.text[start..];
         start + rest.char_indices().nth(column).map_or(rest.len(), |(i, _)| i)
+    }
+}
+
+/// Lines and columns of offsets of a text asked mostly in increasing order, as a scan asks them: the line breaks
+/// between one offset and the next are counted then, so nothing is indexed up front (a [`LineIndex`] costs a
+/// search per line of the file).
+#[derive(Debug)]
+pub(crate) struct LineCursor<'t> {
+    text: &'t str,
+    /// The last offset asked, and its 1-based line.
+    at: usize,
+    line: usize,
+}
+
+impl<'t> LineCursor<'t> {
+    pub(crate) fn new(text: &'t str) -> LineCursor<'t> {
+        LineCursor { text, at: 0, line: 1 }
+    }
+
+    /// 1-based line and 1-based character column of a byte offset.
+    pub(crate) fn line_col(&mut self, at: usize) -> (usize, usize) {
+        let bytes = self.text.as_bytes();
+        if at < self.at {
+            (self.at, self.line) = (0, 1);
+        }
+        // `memchr`'s count is vectorized.
+        self.line += memchr::memchr_iter(b'\n', &bytes[self.at..at]).count();
+        self.at = at;
+        (self.line, self.text[self.line_start(at)..at].chars().count() + 1)
+    }
+
+    /// The text of the line that holds byte `at`, without its line break.
+    pub(crate) fn line_text(&self, at: usize) -> &'t str {
+        let start = self.line_start(at);
+        let end = memchr::memchr(b'\n', &self.text.as_bytes()[at..]).map_or(self.text.len(), |k| at + k);
+        self.text[start..end].strip_suffix('\r').unwrap_or(&self.text[start..end])
+    }
+
+    fn line_start(&self, at: usize) -> usize {
+        memchr::memrchr(b'\n', &self.text.as_bytes()[..at]).map_or(0, |k| k + 1)
     }
 }
 
@@ -116,5 +141,17 @@ mod tests {
     fn line_col_counts_characters() {
         assert_eq!(line_col("a\néé x", 6), (2, 3));
         assert_eq!(line_col("abc", 0), (1, 1));
+    }
+
+    #[test]
+    fn the_cursor_agrees_with_a_count_from_the_start_in_any_order() {
+        let text = "fn a() {}\r\n\néé x\nlast";
+        let mut cursor = LineCursor::new(text);
+        let offsets: Vec<usize> = (0..=text.len()).filter(|&at| text.is_char_boundary(at)).collect();
+        for &at in offsets.iter().chain(offsets.iter().rev()) {
+            assert_eq!(cursor.line_col(at), line_col(text, at), "at {at}");
+            let line = line_text(text, line_col(text, at).0);
+            assert_eq!(cursor.line_text(at), line.strip_suffix('\r').unwrap_or(line), "at {at}");
+        }
     }
 }

@@ -100,14 +100,21 @@ trait JsonValue {
 
 impl JsonValue for &str {
     fn write(&self, w: &mut JsonWriter) {
-        // serde_json's escaping, on a string alone.
-        w.out.push_str(&serde_json::to_string(self).unwrap_or_default());
+        // serde_json escapes `"`, `\` and control characters; most strings have none.
+        if self.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            w.out.push('"');
+            w.out.push_str(self);
+            w.out.push('"');
+        } else {
+            w.out.push_str(&serde_json::to_string(self).unwrap_or_default());
+        }
     }
 }
 
 impl JsonValue for usize {
     fn write(&self, w: &mut JsonWriter) {
-        w.out.push_str(&self.to_string());
+        use std::fmt::Write;
+        let _ = write!(w.out, "{self}");
     }
 }
 

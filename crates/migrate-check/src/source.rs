@@ -17,7 +17,7 @@ use memchr::memmem;
 use crate::diag::Diagnostic;
 use crate::lex::{self, DocComment, Tok, Token};
 use crate::modules::ModuleFile;
-use crate::paths::{LineIndex, line_col, normalize, rel_path};
+use crate::paths::{LineCursor, line_col, normalize, rel_path};
 use crate::workspace::Package;
 
 /// One occurrence of the deprecated crate in a source file.
@@ -93,15 +93,19 @@ fn scan_with(
         .map(|root| Pending { candidates: vec![ModuleFile::root(root)], context: None, lib: false })
         .collect();
     queue.push(Pending { candidates: vec![ModuleFile::root(package.lib_root.clone())], context: None, lib: true });
+    // One buffer for every file: no allocation (nor fresh pages) per file.
+    let mut buffer = String::new();
     while let Some(pending) = queue.pop() {
-        let Some((file, text)) = read_first(pending.candidates, shown)? else { continue };
+        let Some(file) = read_first(pending.candidates, shown, &mut buffer)? else { continue };
         if !seen.insert(file.path.clone()) {
             continue;
         }
+        let text = buffer.as_str();
         let bytes = text.as_bytes();
         let declares = last_declaration(bytes);
         let scan_docs = pending.lib && package.doctest;
-        let mentioned = mentions_outside_comments(&finders, bytes, scan_docs)
+        let found = occurrences(&finders, bytes);
+        let mentioned = mentions_outside_comments(bytes, &found, scan_docs)
             || (scan_docs && memmem::find(bytes, b"include_str").is_some());
         if declares.is_none() && !mentioned {
             continue;
@@ -124,15 +128,15 @@ fn scan_with(
             }
         }
         if mentioned {
-            if let Some(at) = skim.unbalanced {
-                let (line, column) = line_col(&text, at);
+            let rel = rel_path(root, &file.path);
+            let mut lines = LineCursor::new(text);
+            if let Some(at) = lex::unbalanced(text, &skim.spans) {
+                let (line, column) = line_col(text, at);
                 let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
                 return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
             }
-            let rel = rel_path(root, &file.path);
-            let lines = LineIndex::new(&text);
-            for at in occurrences_in_code(&finders, &text, &skim) {
-                let Some(found) = window_root(&text, &skim, &lines, at, &mut tokens) else { continue };
+            for at in in_code(bytes, &found, &skim) {
+                let Some(found) = window_root(text, &skim, at, &mut tokens) else { continue };
                 let (line, column) = lines.line_col(found.at);
                 aliases.extend(found.alias.map(str::to_owned));
                 hits.push(Hit {
@@ -142,11 +146,11 @@ fn scan_with(
                     name: found.name.to_owned(),
                     path: found.path,
                     doctest: false,
-                    line_text: lines.line_text(line).to_owned(),
+                    line_text: lines.line_text(found.at).to_owned(),
                 });
             }
             if scan_docs {
-                doctest_hits(&file.path, &text, &lines, &skim, names, &finders, root, shown, &mut hits)?;
+                doctest_hits(&file.path, text, &mut lines, &skim, &found, names, &finders, root, shown, &mut hits)?;
             }
         }
     }
@@ -158,10 +162,13 @@ fn scan_with(
 fn read_first(
     candidates: Vec<ModuleFile>,
     shown: &dyn Fn(&Path) -> String,
-) -> Result<Option<(ModuleFile, String)>, Diagnostic> {
+    buffer: &mut String,
+) -> Result<Option<ModuleFile>, Diagnostic> {
+    use std::io::Read;
     for candidate in candidates {
-        match std::fs::read_to_string(&candidate.path) {
-            Ok(text) => return Ok(Some((candidate, text))),
+        buffer.clear();
+        match std::fs::File::open(&candidate.path).and_then(|mut file| file.read_to_string(buffer)) {
+            Ok(_) => return Ok(Some(candidate)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound || candidate.path.is_dir() => {}
             Err(err) => {
                 let problem = if err.kind() == std::io::ErrorKind::InvalidData {
@@ -202,42 +209,47 @@ fn last_declaration(bytes: &[u8]) -> Option<usize> {
     include.max(item)
 }
 
-/// Whether one of the names occurs in `bytes` other than on a line that is a plain comment: a line whose first
+/// Every occurrence of one of the names in `bytes`, anywhere (code, comments, literals, or inside a longer word):
+/// `(offset, length)`, in order.
+fn occurrences(finders: &[memmem::Finder<'_>], bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for finder in finders {
+        found.extend(finder.find_iter(bytes).map(|at| (at, finder.needle().len())));
+    }
+    found.sort_unstable();
+    found
+}
+
+/// Whether one of the `found` occurrences is other than on a line that is a plain comment: a line whose first
 /// non-blank characters are `//` holds no code whatever comes before it (if it is inside a string or a block comment,
 /// it is not code either). Lines of doc comments (`///`, `//!`) count where `docs` says they are doctested.
-fn mentions_outside_comments(finders: &[memmem::Finder<'_>], bytes: &[u8], docs: bool) -> bool {
-    finders.iter().any(|finder| {
-        finder.find_iter(bytes).any(|at| {
-            let start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |n| n + 1);
-            let line = &bytes[start..at];
-            let code = line.iter().position(|b| !b.is_ascii_whitespace()).map_or(&line[line.len()..], |n| &line[n..]);
-            match code {
-                [b'/', b'/', b'/', b'/', ..] => false,
-                [b'/', b'/', b'/' | b'!', ..] => docs,
-                [b'/', b'/', ..] => false,
-                _ => true,
-            }
-        })
+fn mentions_outside_comments(bytes: &[u8], found: &[(usize, usize)], docs: bool) -> bool {
+    found.iter().any(|&(at, _)| {
+        let start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |n| n + 1);
+        let line = &bytes[start..at];
+        let code = line.iter().position(|b| !b.is_ascii_whitespace()).map_or(&line[line.len()..], |n| &line[n..]);
+        match code {
+            [b'/', b'/', b'/', b'/', ..] => false,
+            [b'/', b'/', b'/' | b'!', ..] => docs,
+            [b'/', b'/', ..] => false,
+            _ => true,
+        }
     })
 }
 
-/// The byte offsets, in order, where one of the names occurs in code as a whole word (not inside a longer
-/// identifier, a comment or a literal).
-fn occurrences_in_code(finders: &[memmem::Finder<'_>], text: &str, skim: &lex::Skim<'_>) -> Vec<usize> {
-    let bytes = text.as_bytes();
-    let mut found: Vec<usize> = finders
+/// The offsets of the `found` occurrences that are in code as whole words (not inside a longer identifier, a
+/// comment or a literal).
+fn in_code(bytes: &[u8], found: &[(usize, usize)], skim: &lex::Skim<'_>) -> Vec<usize> {
+    let inside_a_word = |at: usize, len: usize| {
+        (at > 0 && lex::is_ident_byte(bytes[at - 1])) || bytes.get(at + len).is_some_and(|b| lex::is_ident_byte(*b))
+    };
+    let mut code: Vec<usize> = found
         .iter()
-        .flat_map(|finder| {
-            finder.find_iter(bytes).filter(move |&at| {
-                let end = at + finder.needle().len();
-                let inside_a_word = (at > 0 && lex::is_ident_byte(bytes[at - 1]))
-                    || bytes.get(end).is_some_and(|b| lex::is_ident_byte(*b));
-                !inside_a_word && skim.span_at(at).is_none()
-            })
-        })
+        .filter(|&&(at, len)| !inside_a_word(at, len) && skim.span_at(at).is_none())
+        .map(|&(at, _)| at)
         .collect();
-    found.sort_unstable();
-    found
+    code.dedup();
+    code
 }
 
 /// Whether one of the names occurs in `text` at all (in code, a comment or a literal: the lexer decides which).
@@ -681,22 +693,33 @@ fn root_at<'a>(tokens: &[Token<'a>], i: usize, group: (Group, usize), reach: Rea
 /// The path root at byte `at` of `text`, an occurrence of a name in code, decided on the tokens of a window of lines
 /// around it, widened until the rules have every token they look at (the whole file at worst, so the answer is
 /// always the whole file's).
-fn window_root<'a>(
-    text: &'a str,
-    skim: &lex::Skim<'_>,
-    lines: &LineIndex<'_>,
-    at: usize,
-    tokens: &mut Vec<Token<'a>>,
-) -> Option<Root<'a>> {
-    let (line, _) = lines.line_col(at);
+fn window_root<'a>(text: &'a str, skim: &lex::Skim<'_>, at: usize, tokens: &mut Vec<Token<'a>>) -> Option<Root<'a>> {
+    let bytes = text.as_bytes();
+    let line_start = |at: usize| memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |k| k + 1);
     let (mut back, mut forward) = (2, 2);
     loop {
-        // A line start is a token boundary unless a comment or a literal runs over it; then the span's start is.
-        let mut from = lines.offset(line.saturating_sub(back).max(1), 0);
+        // From the start of the line `back` lines up to that of the line `forward` lines down. A line start is a
+        // token boundary unless a comment or a literal runs over it; then the span's start is.
+        let mut from = line_start(at);
+        for _ in 0..back {
+            if from == 0 {
+                break;
+            }
+            from = line_start(from - 1);
+        }
         if let Some(span) = skim.span_at(from) {
             from = span.start;
         }
-        let to = lines.offset(line + forward, 0);
+        let mut to = at;
+        for _ in 0..forward {
+            match memchr::memchr(b'\n', &bytes[to..]) {
+                Some(k) => to += k + 1,
+                None => {
+                    to = bytes.len();
+                    break;
+                }
+            }
+        }
         let reach = Reach { start: from == 0, end: to >= text.len() };
         tokens.clear();
         lex::tokens(text, &skim.spans, from, to, tokens);
@@ -739,12 +762,12 @@ struct DocLine<'t> {
 /// `#[doc = include_str!("..")]` (returned with its path and text).
 /// `tokens` are the file's, or none when it has no `doc =` in code.
 fn doc_runs<'t>(
-    index: &LineIndex<'t>,
+    index: &mut LineCursor<'t>,
     docs: &[DocComment<'t>],
     tokens: &[Token<'t>],
 ) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
     let mut runs: Vec<Vec<DocLine<'t>>> = Vec::new();
-    let lines_of = |body: &'t str, at: usize| -> Vec<DocLine<'t>> {
+    let lines_of = |index: &mut LineCursor<'t>, body: &'t str, at: usize| -> Vec<DocLine<'t>> {
         let (line, column) = index.line_col(at);
         body.split('\n')
             .enumerate()
@@ -768,7 +791,7 @@ fn doc_runs<'t>(
             previous = Some((line, inner));
             continue;
         }
-        let mut lines = lines_of(body, at);
+        let mut lines = lines_of(index, body, at);
         {
             // rustdoc drops a ` * ` decoration when every line after the first has one.
             let decorated = lines.len() > 1
@@ -811,7 +834,7 @@ fn doc_runs<'t>(
 
 /// The lines of a `#[doc = ".."]` string as rustdoc reads them: a `\n` escape breaks a line like a newline does.
 /// Other escapes stay as written (two characters), so that columns stay those of the file.
-fn attribute_lines<'t>(index: &LineIndex<'_>, body: &'t str, at: usize) -> Vec<DocLine<'t>> {
+fn attribute_lines<'t>(index: &mut LineCursor<'_>, body: &'t str, at: usize) -> Vec<DocLine<'t>> {
     let (mut line, mut column) = index.line_col(at);
     let mut lines = Vec::new();
     let mut start = 0;
@@ -915,8 +938,9 @@ fn doctest_blocks<'t>(run: &[DocLine<'t>]) -> Vec<Vec<DocLine<'t>>> {
 fn doctest_hits<'t>(
     path: &Path,
     text: &'t str,
-    lines: &LineIndex<'t>,
+    lines: &mut LineCursor<'t>,
     skim: &lex::Skim<'t>,
+    found: &[(usize, usize)],
     names: &[String],
     finders: &[memmem::Finder<'_>],
     root: &Path,
@@ -929,6 +953,14 @@ fn doctest_hits<'t>(
         let after = bytes[at + 3..].iter().find(|b| !b.is_ascii_whitespace());
         after == Some(&b'=') && !(at > 0 && lex::is_ident_byte(bytes[at - 1])) && skim.span_at(at).is_none()
     });
+    // Without those, only doc comments that hold one of the names can have a doctest that names it.
+    let in_doc_comment = |&(at, _): &(usize, usize)| {
+        let k = skim.docs.partition_point(|doc| doc.at + doc.body.len() <= at);
+        skim.docs.get(k).is_some_and(|doc| doc.at <= at)
+    };
+    if !attributes && !found.iter().any(in_doc_comment) {
+        return Ok(());
+    }
     let mut tokens = Vec::new();
     if attributes {
         lex::tokens(text, &skim.spans, 0, text.len(), &mut tokens);
@@ -1007,11 +1039,12 @@ mod tests {
     #[test]
     fn names_on_plain_comment_lines_do_not_make_a_file_worth_lexing() {
         let finders = [memmem::Finder::new(b"old")];
-        assert!(!mentions_outside_comments(&finders, b"fn f() {}\n  // migrated from old::x\n//// old\n", true));
-        assert!(mentions_outside_comments(&finders, b"// a\nuse old::x;\n", false));
-        assert!(mentions_outside_comments(&finders, b"let s = \"old\"; // the lexer decides\n", false));
-        assert!(mentions_outside_comments(&finders, b"/// ```\n/// old::x();\n", true));
-        assert!(!mentions_outside_comments(&finders, b"/// ```\n/// old::x();\n", false));
+        let mentions = |bytes: &[u8], docs: bool| mentions_outside_comments(bytes, &occurrences(&finders, bytes), docs);
+        assert!(!mentions(b"fn f() {}\n  // migrated from old::x\n//// old\n", true));
+        assert!(mentions(b"// a\nuse old::x;\n", false));
+        assert!(mentions(b"let s = \"old\"; // the lexer decides\n", false));
+        assert!(mentions(b"/// ```\n/// old::x();\n", true));
+        assert!(!mentions(b"/// ```\n/// old::x();\n", false));
     }
 
     #[test]
@@ -1104,7 +1137,7 @@ mod tests {
         let text = "/// ```\n/// old::a();\n/// ```\n/// ```rust,no_run\n/// # use old::b;\n/// ```\n\
                     /// ```ignore\n/// old::c();\n/// ```\n/// ```text\n/// old::d\n/// ```\n\
                     /// ~~~edition2021\n/// old::e();\n/// ~~~\n/// prose about old::f\nfn x() {}\n";
-        let (runs, _) = doc_runs(&LineIndex::new(text), &lex::skim(text).docs, &lex::lex(text));
+        let (runs, _) = doc_runs(&mut LineCursor::new(text), &lex::skim(text).docs, &lex::lex(text));
         let blocks: Vec<Vec<(usize, usize, &str)>> = runs
             .iter()
             .flat_map(|run| doctest_blocks(run))
@@ -1171,7 +1204,6 @@ mod tests {
             let whole = path_roots(&tokens, &names);
             // What the scan does: each occurrence decided on a window of tokens around it.
             let skim = lex::skim(&text);
-            let lines = LineIndex::new(&text);
             let mut window = Vec::new();
             let windowed: Vec<Root<'_>> = tokens
                 .iter()
@@ -1182,7 +1214,7 @@ mod tests {
                     }
                     _ => None,
                 })
-                .filter_map(|at| window_root(&text, &skim, &lines, at, &mut window))
+                .filter_map(|at| window_root(&text, &skim, at, &mut window))
                 .collect();
             let key = |root: &Root<'_>| (root.at, root.path.clone(), root.alias.map(str::to_owned));
             let (whole_keys, windowed_keys): (Vec<_>, Vec<_>) =
