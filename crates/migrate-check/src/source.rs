@@ -110,7 +110,7 @@ fn scan_with(
         if declares.is_none() && !mentioned {
             continue;
         }
-        let skim = lex::skim(&text);
+        let skim = lex::skim(text);
         let mut tokens = Vec::new();
         if let Some(last) = declares {
             let context = pending.context.as_ref().unwrap_or(&file);
@@ -119,11 +119,11 @@ fn scan_with(
             let margin = (last + 256).min(bytes.len());
             let to = memchr::memchr(b'\n', &bytes[margin..]).map_or(bytes.len(), |k| margin + k + 1);
             tokens.clear();
-            lex::tokens(&text, &skim.spans, 0, to, &mut tokens);
+            lex::tokens(text, &skim.spans, 0, to, &mut tokens);
             let whole = to == bytes.len();
             if find_mods(&tokens, whole, last, &file.path, context, pending.lib, &mut queue).is_err() {
                 tokens.clear();
-                lex::tokens(&text, &skim.spans, 0, bytes.len(), &mut tokens);
+                lex::tokens(text, &skim.spans, 0, bytes.len(), &mut tokens);
                 let _ = find_mods(&tokens, true, last, &file.path, context, pending.lib, &mut queue);
             }
         }
