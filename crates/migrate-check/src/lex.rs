@@ -247,51 +247,51 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
 pub(crate) fn unbalanced(text: &str, spans: &[Span]) -> Option<usize> {
     let bytes = text.as_bytes();
     // The open delimiters, and where the outermost one is (the one to report if it is never closed).
-    let mut open: Vec<u8> = Vec::new();
+    let mut open: Vec<u8> = Vec::with_capacity(64);
     let mut outermost = 0;
-    // `Err(at)` at the first delimiter that does not match.
-    let mut delimiter = |at: usize| -> Result<(), usize> {
-        let expected = match bytes[at] {
-            b @ (b'(' | b'[' | b'{') => {
-                if open.is_empty() {
-                    outermost = at;
-                }
-                open.push(b);
-                return Ok(());
-            }
-            b')' => b'(',
-            b']' => b'[',
-            _ => b'{',
-        };
-        if open.pop() == Some(expected) { Ok(()) } else { Err(at) }
-    };
     let mut from = 0;
     for (start, end) in spans.iter().map(|span| (span.start, span.end)).chain([(bytes.len(), bytes.len())]) {
-        // The code between two spans, eight bytes at a time (delimiters are too dense for `memchr` to pay).
+        // The code between two spans, eight bytes at a time (delimiters are too dense for `memchr` to pay), then
+        // the last few.
         let mut i = from;
-        while i + 8 <= start {
-            let word: [u8; 8] = bytes[i..i + 8].try_into().unwrap_or_default();
-            let mut found = delimiter_bytes(u64::from_le_bytes(word));
+        while i < start {
+            let mut found = if i + 8 <= start {
+                let word: [u8; 8] = bytes[i..i + 8].try_into().unwrap_or_default();
+                delimiter_bytes(u64::from_le_bytes(word))
+            } else {
+                u64::from(CLASS[bytes[i] as usize] == DELIMITER) << 7
+            };
+            let base = i;
+            i += if i + 8 <= start { 8 } else { 1 };
             while found != 0 {
-                if let Err(at) = delimiter(i + found.trailing_zeros() as usize / 8) {
-                    return Some(at);
-                }
+                let at = base + found.trailing_zeros() as usize / 8;
                 found &= found - 1;
-            }
-            i += 8;
-        }
-        for at in i..start {
-            if CLASS[bytes[at] as usize] == DELIMITER
-                && let Err(at) = delimiter(at)
-            {
-                return Some(at);
+                let b = bytes[at];
+                match OPENING[b as usize] {
+                    0 => {
+                        if open.is_empty() {
+                            outermost = at;
+                        }
+                        open.push(b);
+                    }
+                    opening if open.pop() != Some(opening) => return Some(at),
+                    _ => {}
+                }
             }
         }
         from = end;
     }
-    let unclosed = !open.is_empty();
-    unclosed.then_some(outermost)
+    (!open.is_empty()).then_some(outermost)
 }
+
+/// The opening delimiter of each closing one; 0 for every other byte.
+static OPENING: [u8; 256] = {
+    let mut opening = [0u8; 256];
+    opening[b')' as usize] = b'(';
+    opening[b']' as usize] = b'[';
+    opening[b'}' as usize] = b'{';
+    opening
+};
 
 /// `b` in every byte of a word.
 const fn splat(b: u8) -> u64 {

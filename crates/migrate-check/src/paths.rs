@@ -89,6 +89,10 @@ impl<'t> LineCursor<'t> {
         LineCursor { text, at: 0, line: 1 }
     }
 
+    pub(crate) fn text(&self) -> &'t str {
+        self.text
+    }
+
     /// 1-based line and 1-based character column of a byte offset.
     pub(crate) fn line_col(&mut self, at: usize) -> (usize, usize) {
         let bytes = self.text.as_bytes();

@@ -94,13 +94,12 @@ fn scan_with(
         .collect();
     queue.push(Pending { candidates: vec![ModuleFile::root(package.lib_root.clone())], context: None, lib: true });
     // One buffer for every file: no allocation (nor fresh pages) per file.
-    let mut buffer = String::new();
+    let mut buffer = ReadBuffer::default();
     while let Some(pending) = queue.pop() {
-        let Some(file) = read_first(pending.candidates, shown, &mut buffer)? else { continue };
+        let Some((file, text)) = read_first(pending.candidates, shown, &mut buffer)? else { continue };
         if !seen.insert(file.path.clone()) {
             continue;
         }
-        let text = buffer.as_str();
         let bytes = text.as_bytes();
         let declares = last_declaration(bytes);
         let scan_docs = pending.lib && package.doctest;
@@ -159,28 +158,62 @@ fn scan_with(
 
 /// The first of a module's candidate files that exists, read. A module whose file does not exist may be cfg'd out:
 /// `None`. A file that exists but cannot be read is not checked, so that is an error (rustc could not read it either).
-fn read_first(
+fn read_first<'b>(
     candidates: Vec<ModuleFile>,
     shown: &dyn Fn(&Path) -> String,
-    buffer: &mut String,
-) -> Result<Option<ModuleFile>, Diagnostic> {
-    use std::io::Read;
+    buffer: &'b mut ReadBuffer,
+) -> Result<Option<(ModuleFile, &'b str)>, Diagnostic> {
+    let mut read = None;
     for candidate in candidates {
-        buffer.clear();
-        match std::fs::File::open(&candidate.path).and_then(|mut file| file.read_to_string(buffer)) {
-            Ok(_) => return Ok(Some(candidate)),
+        match std::fs::File::open(&candidate.path).and_then(|mut file| buffer.fill(&mut file)) {
+            Ok(()) => {
+                read = Some(candidate);
+                break;
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound || candidate.path.is_dir() => {}
             Err(err) => {
-                let problem = if err.kind() == std::io::ErrorKind::InvalidData {
-                    "cannot check it: it is not UTF-8 (rustc rejects it too)".to_owned()
-                } else {
-                    format!("cannot read: {err}")
-                };
-                return Err(Diagnostic::error("io", problem).in_file(shown(&candidate.path)));
+                return Err(Diagnostic::error("io", format!("cannot read: {err}")).in_file(shown(&candidate.path)));
             }
         }
     }
-    Ok(None)
+    let Some(file) = read else { return Ok(None) };
+    match buffer.text() {
+        Ok(text) => Ok(Some((file, text))),
+        Err(_) => Err(Diagnostic::error("io", "cannot check it: it is not UTF-8 (rustc rejects it too)")
+            .in_file(shown(&file.path))),
+    }
+}
+
+/// A file's bytes, read into one buffer that every file of a scan reuses.
+#[derive(Debug, Default)]
+struct ReadBuffer {
+    /// Initialized as far as it ever grew (stale bytes past `len` are never read).
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuffer {
+    /// Reads the whole of `file` with `read` calls alone: `File::read_to_string` first asks for the file's size and
+    /// position, two more system calls per file, which a buffer that is already large enough does not need.
+    fn fill(&mut self, file: &mut std::fs::File) -> std::io::Result<()> {
+        use std::io::Read;
+        self.len = 0;
+        loop {
+            if self.len == self.bytes.len() {
+                self.bytes.resize((2 * self.bytes.len()).max(64 * 1024), 0);
+            }
+            match file.read(&mut self.bytes[self.len..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.len += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.bytes[..self.len])
+    }
 }
 
 /// Where the last text that may declare an out-of-line module or include a file ends: `mod <name>;` or `include`,
@@ -759,56 +792,69 @@ struct DocLine<'t> {
 
 /// The documentation of a file, in runs of lines that rustdoc reads as one Markdown text: consecutive line doc
 /// comments of one style, each block doc comment, each `#[doc = ".."]` string, each Markdown file included with
-/// `#[doc = include_str!("..")]` (returned with its path and text).
+/// `#[doc = include_str!("..")]` (returned with its path and text). Runs of doc comments are made only where
+/// `wanted` says the byte range they span holds something to look for.
 /// `tokens` are the file's, or none when it has no `doc =` in code.
 fn doc_runs<'t>(
     index: &mut LineCursor<'t>,
     docs: &[DocComment<'t>],
     tokens: &[Token<'t>],
+    wanted: &dyn Fn(usize, usize) -> bool,
 ) -> (Vec<Vec<DocLine<'t>>>, Vec<PathBuf>) {
+    let text = index.text();
     let mut runs: Vec<Vec<DocLine<'t>>> = Vec::new();
-    let lines_of = |index: &mut LineCursor<'t>, body: &'t str, at: usize| -> Vec<DocLine<'t>> {
+    let end_of = |doc: &DocComment<'_>| doc.at + doc.body.len();
+    // The next line doc comment continues the run: of the same style, on the next line, nothing but blanks between.
+    let continues = |before: &DocComment<'_>, next: &DocComment<'_>| {
+        let between = &text.as_bytes()[end_of(before)..next.at - 3];
+        // Blanks, one line break among them (looked at only as far as it can be true).
+        let blanks = between.iter().position(|b| !b.is_ascii_whitespace()).is_none();
+        !next.block && next.inner == before.inner && blanks && memchr::memchr_iter(b'\n', between).count() == 1
+    };
+    let mut k = 0;
+    while k < docs.len() {
+        let first = docs[k];
+        if !first.block {
+            let mut end = k + 1;
+            while end < docs.len() && continues(&docs[end - 1], &docs[end]) {
+                end += 1;
+            }
+            if wanted(first.at, end_of(&docs[end - 1])) {
+                let lines = docs[k..end].iter().map(|doc| {
+                    let (line, column) = index.line_col(doc.at);
+                    DocLine { line, column, text: doc.body.strip_suffix('\r').unwrap_or(doc.body) }
+                });
+                runs.push(lines.collect());
+            }
+            k = end;
+            continue;
+        }
+        k += 1;
+        let DocComment { body, at, .. } = first;
+        if !wanted(at, at + body.len()) {
+            continue;
+        }
         let (line, column) = index.line_col(at);
-        body.split('\n')
+        let mut lines: Vec<DocLine<'t>> = body
+            .split('\n')
             .enumerate()
             .map(|(k, part)| DocLine {
                 line: line + k,
                 column: if k == 0 { column } else { 1 },
                 text: part.strip_suffix('\r').unwrap_or(part),
             })
-            .collect()
-    };
-    let mut previous: Option<(usize, bool)> = None;
-    for DocComment { body, at, block, inner } in docs.iter().copied() {
-        if !block {
-            // One line: appended to the run it continues, without a vector of its own.
-            let (line, column) = index.line_col(at);
-            let doc_line = DocLine { line, column, text: body.strip_suffix('\r').unwrap_or(body) };
-            match (previous, runs.last_mut()) {
-                (Some((last, was_inner)), Some(run)) if last + 1 == line && was_inner == inner => run.push(doc_line),
-                _ => runs.push(vec![doc_line]),
+            .collect();
+        // rustdoc drops a ` * ` decoration when every line after the first has one.
+        let decorated = lines.len() > 1
+            && lines[1..].iter().filter(|l| !l.text.trim().is_empty()).all(|l| l.text.trim_start().starts_with('*'));
+        if decorated {
+            for l in lines[1..].iter_mut().filter(|l| !l.text.trim().is_empty()) {
+                let lead = l.text.len() - l.text.trim_start().len();
+                l.column += l.text[..lead].chars().count() + 1;
+                l.text = &l.text[lead + 1..];
             }
-            previous = Some((line, inner));
-            continue;
         }
-        let mut lines = lines_of(index, body, at);
-        {
-            // rustdoc drops a ` * ` decoration when every line after the first has one.
-            let decorated = lines.len() > 1
-                && lines[1..]
-                    .iter()
-                    .filter(|l| !l.text.trim().is_empty())
-                    .all(|l| l.text.trim_start().starts_with('*'));
-            if decorated {
-                for l in lines[1..].iter_mut().filter(|l| !l.text.trim().is_empty()) {
-                    let lead = l.text.len() - l.text.trim_start().len();
-                    l.column += l.text[..lead].chars().count() + 1;
-                    l.text = &l.text[lead + 1..];
-                }
-            }
-            runs.push(lines);
-            previous = None;
-        }
+        runs.push(lines);
     }
     let mut included = Vec::new();
     for i in 0..tokens.len() {
@@ -965,7 +1011,11 @@ fn doctest_hits<'t>(
     if attributes {
         lex::tokens(text, &skim.spans, 0, text.len(), &mut tokens);
     }
-    let (runs, included) = doc_runs(lines, &skim.docs, &tokens);
+    let wanted = |start: usize, end: usize| {
+        let k = found.partition_point(|&(at, _)| at < start);
+        found.get(k).is_some_and(|&(at, _)| at < end)
+    };
+    let (runs, included) = doc_runs(lines, &skim.docs, &tokens, &wanted);
     let mut found = |runs: &[Vec<DocLine<'_>>], path: &Path, text: &str| {
         let rel = rel_path(root, path);
         for run in runs.iter().filter(|run| run.iter().any(|l| mentions(finders, l.text))) {
@@ -1137,7 +1187,7 @@ mod tests {
         let text = "/// ```\n/// old::a();\n/// ```\n/// ```rust,no_run\n/// # use old::b;\n/// ```\n\
                     /// ```ignore\n/// old::c();\n/// ```\n/// ```text\n/// old::d\n/// ```\n\
                     /// ~~~edition2021\n/// old::e();\n/// ~~~\n/// prose about old::f\nfn x() {}\n";
-        let (runs, _) = doc_runs(&mut LineCursor::new(text), &lex::skim(text).docs, &lex::lex(text));
+        let (runs, _) = doc_runs(&mut LineCursor::new(text), &lex::skim(text).docs, &lex::lex(text), &|_, _| true);
         let blocks: Vec<Vec<(usize, usize, &str)>> = runs
             .iter()
             .flat_map(|run| doctest_blocks(run))
