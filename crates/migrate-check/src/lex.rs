@@ -153,10 +153,10 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
         resume = text.find('\n').unwrap_or(n);
         span(&mut out, 0, resume, SpanKind::Comment);
     }
-    for mut i in memchr::memchr3_iter(b'/', b'"', b'\'', bytes) {
-        if i < resume {
-            continue;
-        }
+    // A search from where the code goes on each time: an iterator would also stop at each such byte inside the
+    // comments and literals it skips.
+    while let Some(k) = memchr::memchr3(b'/', b'"', b'\'', &bytes[resume..]) {
+        let mut i = resume + k;
         match bytes[i] {
             b'/' if at(i + 1) == b'/' => {
                 let end = memchr::memchr(b'\n', &bytes[i..]).map_or(n, |k| i + k);
@@ -237,7 +237,8 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
             }
             _ => i += 1,
         }
-        resume = i;
+        // An unterminated literal or comment ends with the text.
+        resume = i.min(n);
     }
     out
 }
@@ -421,6 +422,16 @@ mod tests {
         assert!(lexed.iter().any(|t| t.tok == Tok::Str(r##"a "# b"##)));
         assert_eq!(lexed.iter().filter(|t| t.tok == Tok::Lifetime).count(), 3);
         assert_eq!(idents("r#type::x"), ["type", "x"]);
+    }
+
+    #[test]
+    fn unterminated_comments_and_literals_end_with_the_text() {
+        for text in ["r#\"abc", "br##\"a\"#", "\"abc\\", "'\\", "b'", "/* a /* b */", "// x", "'", "r#"] {
+            let skim = skim(text);
+            assert!(skim.spans.iter().all(|span| span.end <= text.len()), "{text}: {:?}", skim.spans);
+            let _ = lex(text);
+            let _ = unbalanced(text, &skim.spans);
+        }
     }
 
     #[test]
