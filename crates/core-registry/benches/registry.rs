@@ -176,7 +176,8 @@ impl Agent for Park {
 fn emitter_registry(payloads: Payloads) -> AgentRegistry {
     AgentRegistry::builder()
         .register("emit", move || Emitter { payloads: Arc::clone(&payloads) })
-        .and_then(|builder| builder.event_buffer(EVENT_BUFFER).build())
+        .event_buffer(EVENT_BUFFER)
+        .build()
         .expect("the benchmark registry is valid")
 }
 
@@ -184,7 +185,8 @@ fn emitter_registry(payloads: Payloads) -> AgentRegistry {
 fn park_registry() -> AgentRegistry {
     AgentRegistry::builder()
         .register("park", || Park)
-        .and_then(|builder| builder.event_buffer(EVENT_BUFFER).build())
+        .event_buffer(EVENT_BUFFER)
+        .build()
         .expect("the benchmark registry is valid")
 }
 

@@ -25,8 +25,8 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), core_registry::RegistryError> {
-//! let registry = AgentRegistry::builder().register("greeter", || Greeter)?.build()?;
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = AgentRegistry::builder().register("greeter", || Greeter).build()?;
 //! let (session, mut events) = registry.open_session("alice")?;
 //! let run = session.run("greeter", "alice")?;
 //!
@@ -58,7 +58,10 @@ mod registry;
 mod session;
 
 pub use agent::{Agent, RunContext};
-pub use error::{AgentError, EmitError, ParseRunIdError, RegistryError, TryRecvError};
+pub use error::{
+    AgentError, BuildError, BuildProblem, CancelError, EmitError, OpenError, ParseRunIdError, RegistryError, RunError,
+    TryRecvError,
+};
 pub use event::{Event, EventKind, Outcome, RunId, SessionId, ToolCallId};
 pub use registry::{AgentRegistry, AgentRegistryBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_RUNS_PER_SESSION};
 pub use session::{EventStream, Session};
