@@ -9,7 +9,21 @@ use crate::error::{AgentError, EmitError};
 use crate::event::{EventKind, RunId, RunInfo, SessionId, ToolCallId};
 
 /// What travels through a session's channel; the stream adds `seq` on receipt.
-pub(crate) type RawEvent = (Arc<RunInfo>, EventKind);
+#[derive(Debug)]
+pub(crate) struct RawEvent {
+    pub(crate) run: RunRef,
+    pub(crate) kind: EventKind,
+}
+
+/// Which run an event belongs to. A run's first event carries its identity, later ones only its id: the stream keeps
+/// the identity from the first event to the terminal one. So the reference count of a run's `RunInfo` is touched by
+/// the consumer's thread only, instead of once per event by the producer's thread and again by the consumer's (a
+/// cache line that would bounce between them on every event).
+#[derive(Debug)]
+pub(crate) enum RunRef {
+    First(Arc<RunInfo>),
+    Next(RunId),
+}
 
 /// An agent: something a user can run with an input, which reports progress and returns an answer.
 ///
@@ -49,7 +63,7 @@ pub trait Agent: Send + Sync + 'static {
 pub struct RunContext {
     info: Arc<RunInfo>,
     events: mpsc::Sender<RawEvent>,
-    // A child of the session's token: cancelled by `Session::cancel` for this run, or with the session.
+    // Cancelled by `Session::cancel` for this run, or by closing the session.
     cancel: CancellationToken,
     last_call: u32,
     // Invariant: holds exactly the calls that have a `tool_executing` and no `tool_completed` yet.
@@ -182,7 +196,16 @@ impl RunContext {
     }
 
     pub(crate) async fn emit(&mut self, kind: EventKind) -> Result<(), EmitError> {
-        self.events.send((Arc::clone(&self.info), kind)).await.map_err(|_| EmitError::StreamClosed)
+        self.send(RawEvent { run: RunRef::Next(self.info.run_id), kind }).await
+    }
+
+    /// Emits the run's first event, which carries the run's identity to the stream.
+    pub(crate) async fn emit_first(&mut self, kind: EventKind) -> Result<(), EmitError> {
+        self.send(RawEvent { run: RunRef::First(Arc::clone(&self.info)), kind }).await
+    }
+
+    async fn send(&mut self, raw: RawEvent) -> Result<(), EmitError> {
+        self.events.send(raw).await.map_err(|_| EmitError::StreamClosed)
     }
 
     /// The tool calls left open, taken out so the registry can complete them.

@@ -54,6 +54,7 @@
 mod agent;
 mod error;
 mod event;
+mod few;
 mod registry;
 mod session;
 

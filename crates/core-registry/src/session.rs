@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::agent::{Agent, RawEvent, RunContext};
+use crate::agent::{Agent, RawEvent, RunContext, RunRef};
 use crate::error::{CancelError, RunError, TryRecvError};
 use crate::event::{Event, EventKind, Outcome, RunId, RunInfo, SessionId};
+use crate::few::Few;
 use crate::registry::RegistryInner;
 
 /// One user's session: runs agents on their behalf, with agent instances of its own.
@@ -33,21 +34,22 @@ pub(crate) struct SessionShared {
     id: SessionId,
     user: Arc<str>,
     registry: Arc<RegistryInner>,
-    // The root of the session's cancellation tree: cancelled exactly when the session is closed (or dropped); each
-    // run's token is a child of it.
-    cancel: CancellationToken,
     span: tracing::Span,
     state: Mutex<SessionState>,
 }
 
+/// The cancellation tree is two levels deep: the session is its root, and each run in progress has a
+/// `CancellationToken` in `runs`. `Session::cancel` cancels one run's token; closing the session cancels all of them,
+/// under the same lock under which runs are registered, so no run can start unseen by a close. (A root token with
+/// `child_token` per run would cost two more allocations per session for the same guarantee.)
 struct SessionState {
     // Invariant: `Some` exactly while the session is open; the stream ends once this and every run's clone are gone.
     events: Option<mpsc::Sender<RawEvent>>,
-    // Invariant: holds exactly the runs that have not begun to emit their terminal event, with their tokens. A
-    // session has few runs at once, so a `Vec` beats a map here.
-    runs: Vec<(RunId, CancellationToken)>,
+    // Invariant: holds exactly the runs that have not begun to emit their terminal event, with their tokens; every
+    // token here is cancelled once `events` is `None`. A session has few runs at once, so a list beats a map here.
+    runs: Few<(RunId, CancellationToken)>,
     // This session's agent instances, at most one per registered agent, created on first use.
-    agents: Vec<(Arc<str>, Arc<dyn Agent>)>,
+    agents: Few<(Arc<str>, Arc<dyn Agent>)>,
 }
 
 impl fmt::Debug for Session {
@@ -68,7 +70,7 @@ impl SessionShared {
     }
 
     fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.lock().events.is_none()
     }
 }
 
@@ -89,11 +91,10 @@ impl Session {
             id,
             user: Arc::from(user),
             registry,
-            cancel: CancellationToken::new(),
             span,
-            state: Mutex::new(SessionState { events: Some(sender), runs: Vec::new(), agents: Vec::new() }),
+            state: Mutex::new(SessionState { events: Some(sender), runs: Few::new(), agents: Few::new() }),
         });
-        (Session { shared }, EventStream { events: receiver, last_seq: 0, session: id })
+        (Session { shared }, EventStream { events: receiver, runs: Few::new(), last_seq: 0, session: id })
     }
 
     /// This session's id.
@@ -191,7 +192,7 @@ impl Session {
             }
         };
         let run_id = RunId(registry.last_run.fetch_add(1, Ordering::Relaxed) + 1);
-        let cancel = shared.cancel.child_token();
+        let cancel = CancellationToken::new();
         state.runs.push((run_id, cancel.clone()));
         drop(state);
         registry.live_runs.fetch_add(1, Ordering::AcqRel);
@@ -239,12 +240,16 @@ impl Session {
     /// Closes the session: no new runs; runs in progress are cancelled and emit their terminal event; the event
     /// stream ends after the last of them. Closing twice is harmless. Dropping the session closes it too.
     pub fn close(&self) {
-        let sender = self.shared.lock().events.take();
+        let sender = {
+            let mut state = self.shared.lock();
+            for (_, token) in state.runs.iter() {
+                token.cancel();
+            }
+            state.events.take()
+        };
         if sender.is_some() {
             tracing::debug!(parent: &self.shared.span, "session closed");
         }
-        // Cancels every run's token, children of this one.
-        self.shared.cancel.cancel();
     }
 
     #[cfg(test)]
@@ -270,9 +275,7 @@ impl RunGuard {
     /// of runs in progress. Idempotent.
     fn unregister(&self) {
         let mut state = self.session.lock();
-        if let Some(index) = state.runs.iter().position(|(id, _)| *id == self.run_id) {
-            state.runs.swap_remove(index);
-        }
+        state.runs.remove_where(|(id, _)| *id == self.run_id);
     }
 }
 
@@ -285,7 +288,7 @@ impl Drop for RunGuard {
 
 /// Runs one agent to its terminal event.
 async fn drive(agent: Arc<dyn Agent>, ctx: &mut RunContext, input: String, guard: &RunGuard) {
-    if ctx.emit(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
+    if ctx.emit_first(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
         tracing::debug!("event stream dropped before the run started");
         return;
     }
@@ -296,7 +299,7 @@ async fn drive(agent: Arc<dyn Agent>, ctx: &mut RunContext, input: String, guard
         let run = AssertUnwindSafe(agent.run(ctx, input)).catch_unwind();
         tokio::select! {
             biased;
-            // Cancelled by `Session::cancel`, or with its parent by closing the session.
+            // Cancelled by `Session::cancel`, or by closing the session.
             () = cancel.cancelled() => Outcome::Cancelled,
             () = events.closed() => Outcome::Cancelled,
             result = run => match result {
@@ -340,6 +343,8 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// open until it is closed or dropped.
 pub struct EventStream {
     events: mpsc::Receiver<RawEvent>,
+    // Invariant: the identity of every run whose first event was received and whose terminal event was not.
+    runs: Few<Arc<RunInfo>>,
     // Invariant: the seq of the last event handed out; the next gets last_seq + 1.
     last_seq: u64,
     session: SessionId,
@@ -399,7 +404,18 @@ impl EventStream {
         }
     }
 
-    fn number(&mut self, (run, kind): RawEvent) -> Event {
+    fn number(&mut self, RawEvent { run, kind }: RawEvent) -> Event {
+        let run = match run {
+            RunRef::First(info) if kind.is_terminal() => Some(info),
+            RunRef::First(info) => {
+                self.runs.push(Arc::clone(&info));
+                Some(info)
+            }
+            RunRef::Next(id) if kind.is_terminal() => self.runs.remove_where(|info| info.run_id == id),
+            RunRef::Next(id) => self.runs.iter().find(|info| info.run_id == id).cloned(),
+        }
+        // The channel is FIFO and each run sends its first event before any other.
+        .expect("invariant: a run's first event, which carries its identity, precedes its others");
         self.last_seq += 1;
         Event { seq: self.last_seq, run, kind }
     }

@@ -69,7 +69,7 @@ async fn the_agent_sees_its_tag_and_its_cancellation() {
 }
 
 #[tokio::test]
-async fn closing_cancels_every_run_through_the_token_tree() {
+async fn closing_cancels_the_token_of_every_run() {
     let registry = registry();
     let (session, mut events) = registry.open_session("alice").unwrap();
     for _ in 0..3 {
