@@ -711,20 +711,34 @@ fn report(config: &Config, figures: &[Figure]) {
     }
 }
 
+/// The groups of figures, in the order they run; `--only` picks one.
+const GROUPS: [&str; 7] = ["delivery", "memory", "churn", "backpressure", "scaling", "overhead", "allocations"];
+
 /// Parses the arguments, runs every benchmark and prints the report.
 fn main() -> ExitCode {
     let mut quick = false;
-    for arg in std::env::args().skip(1) {
+    let mut only: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            // One group of figures, for profiling (`valgrind --tool=callgrind ... --only delivery`).
+            "--only" if only.is_none() => match args.next() {
+                Some(group) if GROUPS.contains(&group.as_str()) => only = Some(group),
+                _ => {
+                    eprintln!("error: --only takes one of {}", GROUPS.join(", "));
+                    return ExitCode::from(2);
+                }
+            },
             // `cargo bench` passes `--bench` to every benchmark binary.
             "--bench" => {}
             other => {
-                eprintln!("error: unexpected argument `{other}`; usage: registry [--quick]");
+                eprintln!("error: unexpected argument `{other}`; usage: registry [--quick] [--only GROUP]");
                 return ExitCode::from(2);
             }
         }
     }
+    let wanted = |group: &str| only.as_deref().is_none_or(|only| only == group);
     let config = Config::new(quick);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -733,13 +747,20 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let started = Instant::now();
     let mut figures = Vec::new();
-    delivery(&rt, &config, &mut figures);
-    session_memory(&rt, &config, &mut figures);
-    churn_memory(&rt, &config, &mut figures);
-    backpressure(&rt, &config, &mut figures);
-    scaling(&rt, &config, &mut figures);
-    session_overhead(&rt, &config, &mut figures);
-    allocation_counts(&rt, &config, &mut figures);
+    let groups: [(&str, fn(&Runtime, &Config, &mut Vec<Figure>)); 7] = [
+        ("delivery", delivery),
+        ("memory", session_memory),
+        ("churn", churn_memory),
+        ("backpressure", backpressure),
+        ("scaling", scaling),
+        ("overhead", session_overhead),
+        ("allocations", allocation_counts),
+    ];
+    for (group, run) in groups {
+        if wanted(group) {
+            run(&rt, &config, &mut figures);
+        }
+    }
     eprintln!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
     report(&config, &figures);
     ExitCode::SUCCESS

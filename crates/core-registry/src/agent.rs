@@ -141,7 +141,12 @@ impl RunContext {
     ///
     /// If the future is dropped before it completes, the event is not emitted.
     pub async fn thinking(&mut self, text: impl Into<String>) -> Result<(), EmitError> {
-        self.emit(EventKind::AgentThinking { text: text.into() }).await
+        // The hot path of most agents: one future level and the 24-byte text held across the wait, the event built
+        // in place once a slot is free (callgrind: fewer moves of the 72-byte event than through `emit`).
+        let text = text.into();
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
+        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind: EventKind::AgentThinking { text } });
+        Ok(())
     }
 
     /// Emits `tool_executing` and returns the call's id, to be passed to [`RunContext::tool_completed`].
@@ -196,16 +201,16 @@ impl RunContext {
     }
 
     pub(crate) async fn emit(&mut self, kind: EventKind) -> Result<(), EmitError> {
-        self.send(RawEvent { run: RunRef::Next(self.info.run_id), kind }).await
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
+        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind });
+        Ok(())
     }
 
     /// Emits the run's first event, which carries the run's identity to the stream.
     pub(crate) async fn emit_first(&mut self, kind: EventKind) -> Result<(), EmitError> {
-        self.send(RawEvent { run: RunRef::First(Arc::clone(&self.info)), kind }).await
-    }
-
-    async fn send(&mut self, raw: RawEvent) -> Result<(), EmitError> {
-        self.events.send(raw).await.map_err(|_| EmitError::StreamClosed)
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
+        permit.send(RawEvent { run: RunRef::First(Arc::clone(&self.info)), kind });
+        Ok(())
     }
 
     /// The tool calls left open, taken out so the registry can complete them.

@@ -22,6 +22,16 @@ impl<T> Few<T> {
         self.first.iter().chain(&self.rest)
     }
 
+    /// The first element that satisfies `pred`, looking at the inline one first (without an iterator chain, which
+    /// does not optimize as well on the stream's hot path).
+    pub(crate) fn find(&self, pred: impl Fn(&T) -> bool) -> Option<&T> {
+        match &self.first {
+            Some(first) if pred(first) => Some(first),
+            Some(_) => self.rest.iter().find(|value| pred(value)),
+            None => None,
+        }
+    }
+
     pub(crate) fn push(&mut self, value: T) {
         if self.first.is_none() {
             self.first = Some(value);
@@ -57,6 +67,8 @@ mod tests {
         assert_eq!(few.remove_where(|n| *n == 0), Some(0));
         assert_eq!(few.remove_where(|n| *n == 3), Some(3));
         assert_eq!(few.remove_where(|n| *n == 3), None);
+        assert_eq!(few.find(|n| *n == 4), Some(&4));
+        assert_eq!(few.find(|n| *n == 0), None);
         let mut left: Vec<_> = few.iter().copied().collect();
         left.sort_unstable();
         assert_eq!(left, [1, 2, 4]);

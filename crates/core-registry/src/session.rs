@@ -412,7 +412,7 @@ impl EventStream {
                 Some(info)
             }
             RunRef::Next(id) if kind.is_terminal() => self.runs.remove_where(|info| info.run_id == id),
-            RunRef::Next(id) => self.runs.iter().find(|info| info.run_id == id).cloned(),
+            RunRef::Next(id) => self.runs.find(|info| info.run_id == id).cloned(),
         }
         // The channel is FIFO and each run sends its first event before any other.
         .expect("invariant: a run's first event, which carries its identity, precedes its others");
