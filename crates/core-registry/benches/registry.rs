@@ -711,6 +711,9 @@ fn report(config: &Config, figures: &[Figure]) {
     }
 }
 
+/// One group of figures: measures and appends them.
+type Group = fn(&Runtime, &Config, &mut Vec<Figure>);
+
 /// The groups of figures, in the order they run; `--only` picks one.
 const GROUPS: [&str; 7] = ["delivery", "memory", "churn", "backpressure", "scaling", "overhead", "allocations"];
 
@@ -747,7 +750,7 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let started = Instant::now();
     let mut figures = Vec::new();
-    let groups: [(&str, fn(&Runtime, &Config, &mut Vec<Figure>)); 7] = [
+    let groups: [(&str, Group); 7] = [
         ("delivery", delivery),
         ("memory", session_memory),
         ("churn", churn_memory),
