@@ -9,6 +9,14 @@
 //! - Backpressure, never a silent drop: a full stream makes that session's runs wait; other sessions go on.
 //! - No leaks: closing or dropping a session cancels its runs and frees everything;
 //!   [`AgentRegistry::live_sessions`] and [`AgentRegistry::live_runs`] show it.
+//! - One error per operation, each saying what to do: [`BuildError`] (every problem of the configuration at once),
+//!   [`OpenError`], [`RunError`], [`CancelError`], [`TryRecvError`]; [`RegistryError`] is 0.10's single error, into
+//!   which each converts.
+//! - Cancellation is a `tokio_util::sync::CancellationToken` per run, cancelled by [`Session::cancel`] or by
+//!   closing the session; an agent sees it through [`RunContext::is_cancelled`] and [`RunContext::cancelled`].
+//! - [`Session::run_tagged`] tags a run, and every event of it carries the tag ([`Event::tag`]), so a consumer
+//!   correlates events with its own requests without a map or a lock.
+//! - [`EventStream`] is a [`futures_core::Stream`], with [`EventStream::poll_recv`] for hand-written futures.
 //!
 //! ```
 //! use core_registry::{async_trait, Agent, AgentError, AgentRegistry, EventKind, Outcome, RunContext};
