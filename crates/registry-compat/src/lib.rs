@@ -198,9 +198,9 @@ pub fn create_registry() -> core_registry::AgentRegistryBuilder {
 
 /// Registers an agent under `name`; `factory` makes one instance per session. Fails at once on an empty or
 /// duplicate name, as in 0.9; the builder it returns reports [`RegistryError`] from `build`.
-#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::register")]
-pub fn register_agent<E, A, F>(
-    builder: core_registry::AgentRegistryBuilder<E>,
+#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::try_register")]
+pub fn register_agent<A, F>(
+    builder: core_registry::AgentRegistryBuilder,
     name: &str,
     factory: F,
 ) -> Result<core_registry::AgentRegistryBuilder<core_registry::RegistryError>, core_registry::RegistryError>
@@ -285,7 +285,7 @@ pub fn try_next_event(
 /// assert!(builder.build()?.contains_agent("echo"));
 /// # Ok::<(), core_registry::RegistryError>(())
 /// ```
-#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::register")]
+#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::try_register")]
 #[macro_export]
 macro_rules! register_agent {
     ($builder:expr, $name:expr, $factory:expr $(,)?) => {
