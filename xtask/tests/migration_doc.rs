@@ -35,7 +35,7 @@ fn every_deprecated_item_has_a_row() {
         "| `registry_compat::registry::AgentRegistry` | type alias | `core_registry::AgentRegistry` |",
         "| `registry_compat::supervisor::agent_registry::AgentRegistry` | type alias | `core_registry::AgentRegistry` |",
         "| `registry_compat::Agent` | re-export (warns at `use` only) | `core_registry::Agent` |",
-        "| `registry_compat::register_agent!` | macro | `core_registry::AgentRegistryBuilder::register` |",
+        "| `registry_compat::register_agent!` | macro | `core_registry::AgentRegistryBuilder::try_register` |",
         "| `registry_compat::next_event` | async function | `core_registry::EventStream::recv` |",
     ] {
         assert!(text.contains(row), "MIGRATION.md lacks the row {row}");

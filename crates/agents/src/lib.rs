@@ -10,10 +10,10 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), core_registry::RegistryError> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use core_registry::{AgentRegistry, EventKind, Outcome};
 //!
-//! let registry = agents::register_builtin(AgentRegistry::builder())?.build()?;
+//! let registry = agents::register_builtin(AgentRegistry::builder()).build()?;
 //! let (session, mut events) = registry.open_session("alice")?;
 //! session.run("echo", "hi")?;
 //! while let Some(event) = events.recv().await {
@@ -31,15 +31,16 @@
 
 use std::time::Duration;
 
-use core_registry::{Agent, AgentError, AgentRegistryBuilder, RegistryError, RunContext, async_trait};
+use core_registry::{Agent, AgentError, AgentRegistryBuilder, RunContext, async_trait};
 
-/// Registers every built-in agent under its name (see the crate docs).
-pub fn register_builtin(builder: AgentRegistryBuilder) -> Result<AgentRegistryBuilder, RegistryError> {
+/// Registers every built-in agent under its name (see the crate docs). A name already taken in `builder` is
+/// reported by its `build`.
+pub fn register_builtin<E>(builder: AgentRegistryBuilder<E>) -> AgentRegistryBuilder<E> {
     builder
-        .register("echo", || Echo)?
-        .register("tools", || Tools)?
-        .register("slow", Slow::default)?
-        .register("fail", || Fail)?
+        .register("echo", || Echo)
+        .register("tools", || Tools)
+        .register("slow", Slow::default)
+        .register("fail", || Fail)
         .register("panic", || Panic)
 }
 

@@ -7,7 +7,7 @@ use core_registry::{AgentRegistry, Event, EventKind, Outcome};
 
 /// Runs `agent` on `input` in a fresh session and returns its events.
 async fn run(agent: &str, input: &str) -> Vec<Event> {
-    let registry = agents::register_builtin(AgentRegistry::builder()).unwrap().build().unwrap();
+    let registry = agents::register_builtin(AgentRegistry::builder()).build().unwrap();
     let (session, mut stream) = registry.open_session("alice").unwrap();
     session.run(agent, input).unwrap();
     let mut events = Vec::new();

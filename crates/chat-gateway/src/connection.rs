@@ -5,12 +5,12 @@
 //! message with the connection's `seq`, and writes them out. When either task ends, the other is aborted and the
 //! session is closed, which cancels the connection's runs.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use core_registry::{EventStream, RegistryError, RunId, Session};
+use core_registry::{CancelError, EventStream, RunError, RunId, Session};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc};
@@ -33,22 +33,30 @@ const FINAL_WRITE_GRACE: Duration = Duration::from_secs(5);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the connection's two tasks share.
+///
+/// Each run is started with its request id as its tag (`Session::run_tagged`), so every event names its request
+/// itself: no map from run to request id, and no lock between starting a run and sending its events.
 struct Shared {
     session: Session,
-    // Invariant: holds exactly the runs started on this connection whose terminal event has not been sent yet, with
-    // their request id. A run is inserted under the same lock as the `session.run(..)` call that starts it, and the
-    // send task takes the lock to look an event's run up, so it never sees an event of a run before its entry.
-    // `session.run` calls the agent's factory on the session's first run of that agent, under this lock: factories
-    // must be cheap (the built-in ones are), or the send task waits.
-    runs: Mutex<HashMap<RunId, Option<Arc<str>>>>,
-    // Notified when `runs` becomes empty.
+    // Invariant: at least the number of runs started on this connection whose terminal event has not been sent yet.
+    // Incremented before a run is started (and decremented again if it was refused), so that the send task, which
+    // decrements on each terminal event, never sees a terminal event before the increment.
+    runs_in_flight: AtomicUsize,
+    // Notified when `runs_in_flight` drops to zero.
     runs_idle: Notify,
 }
 
 impl Shared {
-    fn runs(&self) -> MutexGuard<'_, HashMap<RunId, Option<Arc<str>>>> {
-        // A panic under the lock (only an agent factory could) leaves the map consistent: ignore the poison.
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Counts a run about to be started.
+    fn run_starting(&self) {
+        self.runs_in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Uncounts a run that was refused or has had its terminal event sent.
+    fn run_done(&self) {
+        if self.runs_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.runs_idle.notify_waiters();
+        }
     }
 
     /// Waits until no run of this connection is in progress.
@@ -57,7 +65,7 @@ impl Shared {
             let notified = self.runs_idle.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if self.runs().is_empty() {
+            if self.runs_in_flight.load(Ordering::Acquire) == 0 {
                 return;
             }
             notified.await;
@@ -99,7 +107,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, user: String) {
 
 async fn serve(gateway: &Gateway, socket: WebSocket, session: Session, events: EventStream) {
     tracing::debug!("connected");
-    let shared = Arc::new(Shared { session, runs: Mutex::default(), runs_idle: Notify::new() });
+    let shared = Arc::new(Shared { session, runs_in_flight: AtomicUsize::new(0), runs_idle: Notify::new() });
     let (sink, stream) = socket.split();
     let (refusals, refusals_rx) = mpsc::channel(ERROR_BUFFER);
     let mut send_task = tokio::spawn(
@@ -185,18 +193,15 @@ async fn handle_text(text: &str, shared: &Shared, gateway: &Gateway) -> Option<R
         Err(err) => return Some(err.into()),
     };
     match message {
-        ClientMessage::Run { agent, input, mut request_id } => {
+        ClientMessage::Run { agent, input, request_id } => {
             if gateway.shutdown.is_cancelled() {
                 return Some(refuse(ErrorCode::ShuttingDown, "the server is shutting down; no new runs", request_id));
             }
-            // The run is inserted under the same lock as the `run` call, so the send task finds it for the first event.
-            let started = {
-                let mut runs = shared.runs();
-                let started = shared.session.run(&agent, input.as_str());
-                if let Ok(run_id) = started {
-                    runs.insert(run_id, request_id.take().map(Arc::from));
-                }
-                started
+            shared.run_starting();
+            // The request id travels as the run's tag on every event, so the send task needs nothing from here.
+            let started = match request_id.as_deref() {
+                Some(tag) => shared.session.run_tagged(&agent, input, tag),
+                None => shared.session.run(&agent, input),
             };
             match started {
                 Ok(run_id) => {
@@ -204,7 +209,10 @@ async fn handle_text(text: &str, shared: &Shared, gateway: &Gateway) -> Option<R
                     tracing::debug!(run = %run_id, agent, "run started");
                     None
                 }
-                Err(err) => Some(refuse_run(err, request_id)),
+                Err(err) => {
+                    shared.run_done();
+                    Some(refuse_run(err, request_id))
+                }
             }
         }
         ClientMessage::Cancel { run_id, request_id } => {
@@ -214,7 +222,7 @@ async fn handle_text(text: &str, shared: &Shared, gateway: &Gateway) -> Option<R
             };
             match shared.session.cancel(run) {
                 Ok(()) => None,
-                Err(_) => Some(Refusal {
+                Err(CancelError::UnknownRun { run, .. }) => Some(Refusal {
                     request_id,
                     body: Body::Error {
                         code: ErrorCode::UnknownRun,
@@ -231,20 +239,22 @@ fn refuse(code: ErrorCode, message: impl Into<String>, request_id: Option<String
     Refusal { request_id, body: Body::Error { code, message: message.into(), run_id: None } }
 }
 
-fn refuse_run(err: RegistryError, request_id: Option<String>) -> Refusal {
+fn refuse_run(err: RunError, request_id: Option<String>) -> Refusal {
     match err {
-        RegistryError::UnknownAgent { .. } => refuse(ErrorCode::UnknownAgent, err.to_string(), request_id),
-        RegistryError::TooManyRuns { limit, .. } => refuse(
+        RunError::UnknownAgent { .. } => refuse(ErrorCode::UnknownAgent, err.to_string(), request_id),
+        RunError::TooManyRuns { limit, .. } => refuse(
             ErrorCode::TooManyRuns,
             format!("this connection already has {limit} runs in progress; wait for one to complete or cancel one"),
             request_id,
         ),
-        RegistryError::SessionClosed(_) => {
+        // The session is closed, or its stream is gone because the send task ended: the connection is going away.
+        RunError::SessionClosed(_) | RunError::StreamDropped(_) => {
             refuse(ErrorCode::ShuttingDown, "the connection is closing; no new runs", request_id)
         }
-        other => {
-            tracing::warn!(err = %other, "cannot start a run");
-            refuse(ErrorCode::Internal, format!("cannot start the run: {other}"), request_id)
+        // The receive task runs on the gateway's runtime, so this is a bug of ours, not the client's.
+        RunError::NoRuntime => {
+            tracing::warn!(%err, "cannot start a run");
+            refuse(ErrorCode::Internal, format!("cannot start the run: {err}"), request_id)
         }
     }
 }
@@ -283,9 +293,11 @@ async fn send_loop(
             let is_event = matches!(outgoing, Outgoing::Event(_));
             let text = match outgoing {
                 Outgoing::Event(event) => {
-                    let request_id = lookup_request_id(&shared, &event);
+                    if event.kind().is_terminal() {
+                        shared.run_done();
+                    }
                     let body = Body::Event(event);
-                    ServerMessage { seq, request_id: request_id.as_deref(), body: &body }.to_json()
+                    ServerMessage { seq, request_id: body.run_tag(), body: &body }.to_json()
                 }
                 Outgoing::Refusal(refusal) => {
                     ServerMessage { seq, request_id: refusal.request_id.as_deref(), body: &refusal.body }.to_json()
@@ -315,19 +327,4 @@ async fn send_loop(
     if let Err(err) = sink.send(Message::Close(Some(frame))).await {
         tracing::debug!(%err, "could not send the close frame");
     }
-}
-
-/// The request id of the event's run; forgets the run after its terminal event.
-fn lookup_request_id(shared: &Shared, event: &core_registry::Event) -> Option<Arc<str>> {
-    let mut runs = shared.runs();
-    let request_id = if event.kind().is_terminal() {
-        let request_id = runs.remove(&event.run_id());
-        if runs.is_empty() {
-            shared.runs_idle.notify_waiters();
-        }
-        request_id
-    } else {
-        runs.get(&event.run_id()).cloned()
-    };
-    request_id.flatten()
 }

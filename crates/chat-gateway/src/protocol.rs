@@ -163,6 +163,17 @@ pub(crate) enum Body {
     Error { code: ErrorCode, message: String, run_id: Option<RunId> },
 }
 
+impl Body {
+    /// The tag of an event's run: the request id it was started with (`Session::run_tagged`). `None` for an error,
+    /// whose request id travels beside it.
+    pub(crate) fn run_tag(&self) -> Option<&str> {
+        match self {
+            Body::Event(event) => event.tag(),
+            Body::Error { .. } => None,
+        }
+    }
+}
+
 /// One server message as it goes on the wire: `type`, `seq`, `run_id`, `request_id`, then the payload.
 #[derive(Debug)]
 pub(crate) struct ServerMessage<'a> {

@@ -12,7 +12,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use core_registry::{AgentRegistry, RegistryError};
+use core_registry::{AgentRegistry, BuildError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,8 +29,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A registry with the built-in agents (`echo`, `tools`, `slow`, `fail`, `panic`) that allows
 /// `max_runs_per_connection` runs in progress per connection (each connection is one session).
-pub fn builtin_registry(max_runs_per_connection: usize) -> Result<AgentRegistry, RegistryError> {
-    agents::register_builtin(AgentRegistry::builder())?.max_runs_per_session(max_runs_per_connection).build()
+pub fn builtin_registry(max_runs_per_connection: usize) -> Result<AgentRegistry, BuildError> {
+    agents::register_builtin(AgentRegistry::builder()).max_runs_per_session(max_runs_per_connection).build()
 }
 
 /// The WebSocket chat gateway: routes `GET /v1/ws`, `GET /healthz` and `GET /metrics` over an [`AgentRegistry`].

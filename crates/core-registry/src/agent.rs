@@ -3,13 +3,27 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{AgentError, EmitError};
 use crate::event::{EventKind, RunId, RunInfo, SessionId, ToolCallId};
-use crate::session::SessionShared;
 
 /// What travels through a session's channel; the stream adds `seq` on receipt.
-pub(crate) type RawEvent = (Arc<RunInfo>, EventKind);
+#[derive(Debug)]
+pub(crate) struct RawEvent {
+    pub(crate) run: RunRef,
+    pub(crate) kind: EventKind,
+}
+
+/// Which run an event belongs to. A run's first event carries its identity, later ones only its id: the stream keeps
+/// the identity from the first event to the terminal one. So the reference count of a run's `RunInfo` is touched by
+/// the consumer's thread only, instead of once per event by the producer's thread and again by the consumer's (a
+/// cache line that would bounce between them on every event).
+#[derive(Debug)]
+pub(crate) enum RunRef {
+    First(Arc<RunInfo>),
+    Next(RunId),
+}
 
 /// An agent: something a user can run with an input, which reports progress and returns an answer.
 ///
@@ -45,14 +59,15 @@ pub trait Agent: Send + Sync + 'static {
     async fn run(&self, ctx: &mut RunContext, input: String) -> Result<String, AgentError>;
 }
 
-/// A run's handle on its session's event stream, given to [`Agent::run`].
+/// A run's handle on its session's event stream and on its cancellation, given to [`Agent::run`].
 pub struct RunContext {
-    pub(crate) info: Arc<RunInfo>,
-    pub(crate) events: mpsc::Sender<RawEvent>,
-    pub(crate) session: Arc<SessionShared>,
-    pub(crate) last_call: u32,
+    info: Arc<RunInfo>,
+    events: mpsc::Sender<RawEvent>,
+    // Cancelled by `Session::cancel` for this run, or by closing the session.
+    cancel: CancellationToken,
+    last_call: u32,
     // Invariant: holds exactly the calls that have a `tool_executing` and no `tool_completed` yet.
-    pub(crate) open_calls: Vec<(ToolCallId, Arc<str>)>,
+    open_calls: Vec<(ToolCallId, Arc<str>)>,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -68,6 +83,10 @@ impl std::fmt::Debug for RunContext {
 }
 
 impl RunContext {
+    pub(crate) fn new(info: Arc<RunInfo>, events: mpsc::Sender<RawEvent>, cancel: CancellationToken) -> Self {
+        RunContext { info, events, cancel, last_call: 0, open_calls: Vec::new() }
+    }
+
     /// This run's id.
     pub fn run_id(&self) -> RunId {
         self.info.run_id
@@ -88,10 +107,30 @@ impl RunContext {
         &self.info.agent
     }
 
-    /// Whether the run has been asked to stop. The registry stops it anyway at its next `.await`; long
-    /// synchronous work can check this in between.
+    /// The tag the run was started with ([`Session::run_tagged`](crate::Session::run_tagged)), if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.info.tag.as_deref()
+    }
+
+    /// Whether the run has been asked to stop (by [`Session::cancel`](crate::Session::cancel) or by closing the
+    /// session). The registry stops it anyway at its next `.await`; long synchronous work can check this in between.
     pub fn is_cancelled(&self) -> bool {
-        self.info.is_cancelled() || self.session.is_closed()
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes once the run has been asked to stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing, and a later call completes as soon as the run is cancelled.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// The run's cancellation token, for work the agent hands to other tasks: it is cancelled when the run is.
+    /// Cancelling it (or a clone) cancels the run.
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     /// Emits `agent_thinking`.
@@ -102,7 +141,12 @@ impl RunContext {
     ///
     /// If the future is dropped before it completes, the event is not emitted.
     pub async fn thinking(&mut self, text: impl Into<String>) -> Result<(), EmitError> {
-        self.emit(EventKind::AgentThinking { text: text.into() }).await
+        // The hot path of most agents: one future level and the 24-byte text held across the wait, the event built
+        // in place once a slot is free (callgrind: fewer moves of the 72-byte event than through `emit`).
+        let text = text.into();
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
+        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind: EventKind::AgentThinking { text } });
+        Ok(())
     }
 
     /// Emits `tool_executing` and returns the call's id, to be passed to [`RunContext::tool_completed`].
@@ -157,6 +201,30 @@ impl RunContext {
     }
 
     pub(crate) async fn emit(&mut self, kind: EventKind) -> Result<(), EmitError> {
-        self.events.send((Arc::clone(&self.info), kind)).await.map_err(|_| EmitError::StreamClosed)
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
+        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind });
+        Ok(())
+    }
+
+    /// Emits the run's first event, which carries the run's identity to the stream.
+    pub(crate) async fn emit_first(&mut self, kind: EventKind) -> Result<(), EmitError> {
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
+        permit.send(RawEvent { run: RunRef::First(Arc::clone(&self.info)), kind });
+        Ok(())
+    }
+
+    /// The tool calls left open, taken out so the registry can complete them.
+    pub(crate) fn take_open_calls(&mut self) -> Vec<(ToolCallId, Arc<str>)> {
+        std::mem::take(&mut self.open_calls)
+    }
+
+    /// A handle on the session's event channel (to notice when the stream is dropped), and the run's token.
+    pub(crate) fn channel_and_token(&self) -> (mpsc::Sender<RawEvent>, CancellationToken) {
+        (self.events.clone(), self.cancel.clone())
+    }
+
+    /// Takes the event sender out, so the caller decides when the stream's last sender is dropped.
+    pub(crate) fn into_sender(self) -> mpsc::Sender<RawEvent> {
+        self.events
     }
 }

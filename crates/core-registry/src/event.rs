@@ -3,9 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::sync::Notify;
 
 use crate::error::ParseRunIdError;
 
@@ -79,47 +76,15 @@ impl fmt::Display for ToolCallId {
     }
 }
 
-/// Who a run belongs to, and its cancellation signal; one allocation per run, shared by all events of the run, so
-/// events carry it without copying.
+/// Who a run belongs to: its immutable identity, one allocation per run, shared by all events of the run, so
+/// events carry it without copying. Cancellation lives in the run's `CancellationToken`, never here.
 #[derive(Debug)]
 pub(crate) struct RunInfo {
     pub(crate) run_id: RunId,
     pub(crate) session_id: SessionId,
     pub(crate) user: Arc<str>,
     pub(crate) agent: Arc<str>,
-    // Invariant: once set, never cleared; set before `cancel_signal` is notified.
-    pub(crate) cancel_requested: AtomicBool,
-    pub(crate) cancel_signal: Notify,
-}
-
-impl RunInfo {
-    pub(crate) fn new(run_id: RunId, session_id: SessionId, user: Arc<str>, agent: Arc<str>) -> Self {
-        RunInfo {
-            run_id,
-            session_id,
-            user,
-            agent,
-            cancel_requested: AtomicBool::new(false),
-            cancel_signal: Notify::new(),
-        }
-    }
-
-    /// Asks the run to stop. The run task is its only waiter; `notify_one` keeps a permit if it is not waiting yet.
-    pub(crate) fn cancel(&self) {
-        self.cancel_requested.store(true, Ordering::Release);
-        self.cancel_signal.notify_one();
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancel_requested.load(Ordering::Acquire)
-    }
-
-    /// Completes once [`RunInfo::cancel`] was called. Only the run task awaits this.
-    pub(crate) async fn cancelled(&self) {
-        while !self.is_cancelled() {
-            self.cancel_signal.notified().await;
-        }
-    }
+    pub(crate) tag: Option<Box<str>>,
 }
 
 /// How a run ended. Exactly one per run, in its last event.
@@ -250,6 +215,12 @@ impl Event {
     /// The name of the agent the run executes.
     pub fn agent(&self) -> &str {
         &self.run.agent
+    }
+
+    /// The tag the run was started with by [`Session::run_tagged`](crate::Session::run_tagged), on every event of
+    /// the run; `None` for a run started with [`Session::run`](crate::Session::run).
+    pub fn tag(&self) -> Option<&str> {
+        self.run.tag.as_deref()
     }
 
     /// What happened.

@@ -9,6 +9,14 @@
 //! - Backpressure, never a silent drop: a full stream makes that session's runs wait; other sessions go on.
 //! - No leaks: closing or dropping a session cancels its runs and frees everything;
 //!   [`AgentRegistry::live_sessions`] and [`AgentRegistry::live_runs`] show it.
+//! - One error per operation, each saying what to do: [`BuildError`] (every problem of the configuration at once),
+//!   [`OpenError`], [`RunError`], [`CancelError`], [`TryRecvError`]; [`RegistryError`] is 0.10's single error, into
+//!   which each converts.
+//! - Cancellation is a `tokio_util::sync::CancellationToken` per run, cancelled by [`Session::cancel`] or by
+//!   closing the session; an agent sees it through [`RunContext::is_cancelled`] and [`RunContext::cancelled`].
+//! - [`Session::run_tagged`] tags a run, and every event of it carries the tag ([`Event::tag`]), so a consumer
+//!   correlates events with its own requests without a map or a lock.
+//! - [`EventStream`] is a [`futures_core::Stream`], with [`EventStream::poll_recv`] for hand-written futures.
 //!
 //! ```
 //! use core_registry::{async_trait, Agent, AgentError, AgentRegistry, EventKind, Outcome, RunContext};
@@ -25,8 +33,8 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), core_registry::RegistryError> {
-//! let registry = AgentRegistry::builder().register("greeter", || Greeter)?.build()?;
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = AgentRegistry::builder().register("greeter", || Greeter).build()?;
 //! let (session, mut events) = registry.open_session("alice")?;
 //! let run = session.run("greeter", "alice")?;
 //!
@@ -54,11 +62,15 @@
 mod agent;
 mod error;
 mod event;
+mod few;
 mod registry;
 mod session;
 
 pub use agent::{Agent, RunContext};
-pub use error::{AgentError, EmitError, ParseRunIdError, RegistryError, TryRecvError};
+pub use error::{
+    AgentError, BuildError, BuildProblem, CancelError, EmitError, OpenError, ParseRunIdError, RegistryError, RunError,
+    TryRecvError,
+};
 pub use event::{Event, EventKind, Outcome, RunId, SessionId, ToolCallId};
 pub use registry::{AgentRegistry, AgentRegistryBuilder, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_RUNS_PER_SESSION};
 pub use session::{EventStream, Session};

@@ -3,16 +3,20 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use futures_util::FutureExt as _;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::agent::{Agent, RawEvent, RunContext};
-use crate::error::{RegistryError, TryRecvError};
+use crate::agent::{Agent, RawEvent, RunContext, RunRef};
+use crate::error::{CancelError, RunError, TryRecvError};
 use crate::event::{Event, EventKind, Outcome, RunId, RunInfo, SessionId};
+use crate::few::Few;
 use crate::registry::RegistryInner;
 
 /// One user's session: runs agents on their behalf, with agent instances of its own.
@@ -30,21 +34,22 @@ pub(crate) struct SessionShared {
     id: SessionId,
     user: Arc<str>,
     registry: Arc<RegistryInner>,
-    // Invariant: once set, never cleared; set before `close_signal` is notified.
-    closed: AtomicBool,
-    close_signal: Notify,
     span: tracing::Span,
     state: Mutex<SessionState>,
 }
 
+/// The cancellation tree is two levels deep: the session is its root, and each run in progress has a
+/// `CancellationToken` in `runs`. `Session::cancel` cancels one run's token; closing the session cancels all of them,
+/// under the same lock under which runs are registered, so no run can start unseen by a close. (A root token with
+/// `child_token` per run would cost two more allocations per session for the same guarantee.)
 struct SessionState {
     // Invariant: `Some` exactly while the session is open; the stream ends once this and every run's clone are gone.
     events: Option<mpsc::Sender<RawEvent>>,
-    // Invariant: holds exactly the runs that have not begun to emit their terminal event. A session has few runs at
-    // once, so a `Vec` beats a map here.
-    runs: Vec<Arc<RunInfo>>,
+    // Invariant: holds exactly the runs that have not begun to emit their terminal event, with their tokens; every
+    // token here is cancelled once `events` is `None`. A session has few runs at once, so a list beats a map here.
+    runs: Few<(RunId, CancellationToken)>,
     // This session's agent instances, at most one per registered agent, created on first use.
-    agents: Vec<(Arc<str>, Arc<dyn Agent>)>,
+    agents: Few<(Arc<str>, Arc<dyn Agent>)>,
 }
 
 impl fmt::Debug for Session {
@@ -64,22 +69,8 @@ impl SessionShared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Completes once the session is closed.
-    async fn closed(&self) {
-        loop {
-            let notified = self.close_signal.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the flag is read, so a close in between still wakes this waiter.
-            notified.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            notified.await;
-        }
+    fn is_closed(&self) -> bool {
+        self.lock().events.is_none()
     }
 }
 
@@ -100,12 +91,10 @@ impl Session {
             id,
             user: Arc::from(user),
             registry,
-            closed: AtomicBool::new(false),
-            close_signal: Notify::new(),
             span,
-            state: Mutex::new(SessionState { events: Some(sender), runs: Vec::new(), agents: Vec::new() }),
+            state: Mutex::new(SessionState { events: Some(sender), runs: Few::new(), agents: Few::new() }),
         });
-        (Session { shared }, EventStream { events: receiver, last_seq: 0, session: id })
+        (Session { shared }, EventStream { events: receiver, runs: Few::new(), last_seq: 0, session: id })
     }
 
     /// This session's id.
@@ -133,9 +122,44 @@ impl Session {
     ///
     /// Must be called within a tokio runtime, which runs the agent. Fails if the session is closed, its event stream
     /// was dropped, the agent is unknown (the error lists the known ones), or the session is at its limit of runs in
-    /// progress.
-    pub fn run(&self, agent: &str, input: impl Into<String>) -> Result<RunId, RegistryError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
+    /// progress. To correlate the run's events with something of the caller's without a map, use
+    /// [`run_tagged`](Session::run_tagged).
+    pub fn run(&self, agent: &str, input: impl Into<String>) -> Result<RunId, RunError> {
+        self.start(agent, input.into(), None)
+    }
+
+    /// Like [`run`](Session::run), and every event of the run carries `tag` ([`Event::tag`]), so a consumer can
+    /// tell whose run an event belongs to (a request id, say) from the event alone, even for the run's first event,
+    /// which may arrive before this call returns.
+    ///
+    /// ```
+    /// # use core_registry::{async_trait, Agent, AgentError, AgentRegistry, RunContext};
+    /// # struct Echo;
+    /// # #[async_trait]
+    /// # impl Agent for Echo {
+    /// #     async fn run(&self, _: &mut RunContext, input: String) -> Result<String, AgentError> { Ok(input) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = AgentRegistry::builder().register("echo", || Echo).build()?;
+    /// let (session, mut events) = registry.open_session("alice")?;
+    /// session.run_tagged("echo", "hi", "request-1")?;
+    /// let started = events.recv().await.unwrap();
+    /// assert_eq!(started.tag(), Some("request-1"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run_tagged(
+        &self,
+        agent: &str,
+        input: impl Into<String>,
+        tag: impl Into<Box<str>>,
+    ) -> Result<RunId, RunError> {
+        self.start(agent, input.into(), Some(tag.into()))
+    }
+
+    fn start(&self, agent: &str, input: String, tag: Option<Box<str>>) -> Result<RunId, RunError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunError::NoRuntime)?;
         let shared = &self.shared;
         let registry = &shared.registry;
         let Some((agent_name, factory)) = registry.agents.get_key_value(agent) else {
@@ -150,13 +174,13 @@ impl Session {
 
         let mut state = shared.lock();
         let Some(events) = state.events.clone() else {
-            return Err(RegistryError::SessionClosed(shared.id));
+            return Err(RunError::SessionClosed(shared.id));
         };
         if events.is_closed() {
-            return Err(RegistryError::StreamDropped(shared.id));
+            return Err(RunError::StreamDropped(shared.id));
         }
         if state.runs.len() >= registry.max_runs_per_session {
-            return Err(RegistryError::TooManyRuns { session: shared.id, limit: registry.max_runs_per_session });
+            return Err(RunError::TooManyRuns { session: shared.id, limit: registry.max_runs_per_session });
         }
         let instance = match find(&state) {
             // Made earlier, or by another thread since the check above; the first instance stays.
@@ -168,15 +192,21 @@ impl Session {
             }
         };
         let run_id = RunId(registry.last_run.fetch_add(1, Ordering::Relaxed) + 1);
-        let info = Arc::new(RunInfo::new(run_id, shared.id, Arc::clone(&shared.user), Arc::clone(agent_name)));
-        state.runs.push(Arc::clone(&info));
+        let cancel = CancellationToken::new();
+        state.runs.push((run_id, cancel.clone()));
         drop(state);
         registry.live_runs.fetch_add(1, Ordering::AcqRel);
 
+        let info = Arc::new(RunInfo {
+            run_id,
+            session_id: shared.id,
+            user: Arc::clone(&shared.user),
+            agent: Arc::clone(agent_name),
+            tag,
+        });
         let span = tracing::info_span!(parent: &shared.span, "run", run = %run_id, agent = %agent_name);
-        let ctx = RunContext { info, events, session: Arc::clone(shared), last_call: 0, open_calls: Vec::new() };
+        let ctx = RunContext::new(info, events, cancel);
         let guard = RunGuard { session: Arc::clone(shared), run_id };
-        let input = input.into();
         runtime.spawn(
             async move {
                 let mut ctx = ctx;
@@ -184,8 +214,7 @@ impl Session {
                 // Release in this order: everything that keeps the session alive or counts the run, and only then
                 // the event sender, which may be the stream's last. So a consumer who sees the stream end finds the
                 // counters already down.
-                let RunContext { events, session, .. } = ctx;
-                drop(session);
+                let events = ctx.into_sender();
                 drop(guard);
                 drop(events);
             }
@@ -195,25 +224,32 @@ impl Session {
     }
 
     /// Cancels a run in progress. It ends with `agent_completed` (`cancelled`) unless it completes first.
-    pub fn cancel(&self, run: RunId) -> Result<(), RegistryError> {
-        match self.shared.lock().runs.iter().find(|info| info.run_id == run) {
-            Some(info) => {
-                info.cancel();
+    ///
+    /// Fails, handing the id back, if the run is not in progress in this session (it has begun its terminal event,
+    /// or it belongs to another session); there is nothing to undo then.
+    pub fn cancel(&self, run: RunId) -> Result<(), CancelError> {
+        match self.shared.lock().runs.iter().find(|(id, _)| *id == run) {
+            Some((_, token)) => {
+                token.cancel();
                 Ok(())
             }
-            None => Err(RegistryError::UnknownRun { run, session: self.shared.id }),
+            None => Err(CancelError::UnknownRun { run, session: self.shared.id }),
         }
     }
 
     /// Closes the session: no new runs; runs in progress are cancelled and emit their terminal event; the event
     /// stream ends after the last of them. Closing twice is harmless. Dropping the session closes it too.
     pub fn close(&self) {
-        let sender = self.shared.lock().events.take();
+        let sender = {
+            let mut state = self.shared.lock();
+            for (_, token) in state.runs.iter() {
+                token.cancel();
+            }
+            state.events.take()
+        };
         if sender.is_some() {
             tracing::debug!(parent: &self.shared.span, "session closed");
         }
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.close_signal.notify_waiters();
     }
 
     #[cfg(test)]
@@ -239,9 +275,7 @@ impl RunGuard {
     /// of runs in progress. Idempotent.
     fn unregister(&self) {
         let mut state = self.session.lock();
-        if let Some(index) = state.runs.iter().position(|info| info.run_id == self.run_id) {
-            state.runs.swap_remove(index);
-        }
+        state.runs.remove_where(|(id, _)| *id == self.run_id);
     }
 }
 
@@ -254,20 +288,19 @@ impl Drop for RunGuard {
 
 /// Runs one agent to its terminal event.
 async fn drive(agent: Arc<dyn Agent>, ctx: &mut RunContext, input: String, guard: &RunGuard) {
-    if ctx.emit(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
+    if ctx.emit_first(EventKind::AgentStarted { input: input.clone() }).await.is_err() {
         tracing::debug!("event stream dropped before the run started");
         return;
     }
     // Nobody can receive this run's events once the stream is dropped: treat that as a cancellation, so that an
     // agent that is waiting (not emitting) does not outlive its consumer.
-    let events = ctx.events.clone();
-    let info = Arc::clone(&ctx.info);
+    let (events, cancel) = ctx.channel_and_token();
     let outcome = {
         let run = AssertUnwindSafe(agent.run(ctx, input)).catch_unwind();
         tokio::select! {
             biased;
-            () = info.cancelled() => Outcome::Cancelled,
-            () = guard.session.closed() => Outcome::Cancelled,
+            // Cancelled by `Session::cancel`, or by closing the session.
+            () = cancel.cancelled() => Outcome::Cancelled,
             () = events.closed() => Outcome::Cancelled,
             result = run => match result {
                 Ok(Ok(output)) => Outcome::Succeeded { output },
@@ -279,7 +312,7 @@ async fn drive(agent: Arc<dyn Agent>, ctx: &mut RunContext, input: String, guard
     tracing::debug!(outcome = outcome.as_str(), "run ended");
 
     // Invariant: every tool_executing gets its tool_completed before the terminal event.
-    for (call, tool) in std::mem::take(&mut ctx.open_calls) {
+    for (call, tool) in ctx.take_open_calls() {
         let result = Err(format!("aborted: the run was {} before the tool completed", outcome.as_str()));
         if ctx.emit(EventKind::ToolCompleted { call, tool, result }).await.is_err() {
             return;
@@ -310,6 +343,8 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// open until it is closed or dropped.
 pub struct EventStream {
     events: mpsc::Receiver<RawEvent>,
+    // Invariant: the identity of every run whose first event was received and whose terminal event was not.
+    runs: Few<Arc<RunInfo>>,
     // Invariant: the seq of the last event handed out; the next gets last_seq + 1.
     last_seq: u64,
     session: SessionId,
@@ -342,10 +377,22 @@ impl EventStream {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: if the future is dropped before it completes, no event is lost and no `seq` is used.
+    /// Cancel safe: if the future is dropped before it completes (in a `tokio::select!` branch that lost, say), no
+    /// event is lost and no `seq` is used; the next call receives that event.
     pub async fn recv(&mut self) -> Option<Event> {
-        let raw = self.events.recv().await?;
-        Some(self.number(raw))
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next event, for code that implements a future or stream by hand: `Poll::Ready(Some(event))`,
+    /// `Poll::Ready(None)` once the stream has ended (as [`recv`](EventStream::recv) returns `None`), or
+    /// `Poll::Pending`, after which `cx`'s waker is woken when an event arrives or the stream ends. Only the waker of
+    /// the most recent call is woken.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(raw)) => Poll::Ready(Some(self.number(raw))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Takes the next event if one is buffered.
@@ -357,9 +404,54 @@ impl EventStream {
         }
     }
 
-    fn number(&mut self, (run, kind): RawEvent) -> Event {
+    fn number(&mut self, RawEvent { run, kind }: RawEvent) -> Event {
+        let run = match run {
+            RunRef::First(info) if kind.is_terminal() => Some(info),
+            RunRef::First(info) => {
+                self.runs.push(Arc::clone(&info));
+                Some(info)
+            }
+            RunRef::Next(id) if kind.is_terminal() => self.runs.remove_where(|info| info.run_id == id),
+            RunRef::Next(id) => self.runs.find(|info| info.run_id == id).cloned(),
+        }
+        // The channel is FIFO and each run sends its first event before any other.
+        .expect("invariant: a run's first event, which carries its identity, precedes its others");
         self.last_seq += 1;
         Event { seq: self.last_seq, run, kind }
+    }
+}
+
+/// The events as a [`Stream`](futures_core::Stream), for stream combinators (`StreamExt::next`, `map`, `take_while`);
+/// it yields what [`EventStream::recv`] would and ends when it returns `None`.
+///
+/// ```
+/// # use core_registry::{async_trait, Agent, AgentError, AgentRegistry, RunContext};
+/// use futures_util::StreamExt as _;
+/// # struct Echo;
+/// # #[async_trait]
+/// # impl Agent for Echo {
+/// #     async fn run(&self, _: &mut RunContext, input: String) -> Result<String, AgentError> { Ok(input) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = AgentRegistry::builder().register("echo", || Echo).build()?;
+/// let (session, events) = registry.open_session("alice")?;
+/// session.run("echo", "hi")?;
+/// session.close(); // the stream ends after the run's last event
+/// let names: Vec<_> = events.map(|event| event.kind().name()).collect().await;
+/// assert_eq!(names, ["agent_started", "agent_completed"]);
+/// # Ok(())
+/// # }
+/// ```
+impl futures_core::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.events.len(), None)
     }
 }
 
@@ -379,7 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_sessions_leave_no_reference_behind() {
-        let registry = AgentRegistry::builder().register("pending", || Pending).unwrap().build().unwrap();
+        let registry = AgentRegistry::builder().register("pending", || Pending).build().unwrap();
         let mut weak_sessions = Vec::new();
         for n in 0..10_000 {
             let (session, mut events) = registry.open_session("user").unwrap();

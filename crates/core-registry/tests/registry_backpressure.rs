@@ -12,8 +12,7 @@ const BUFFER: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_consumer_delays_only_its_own_session() {
-    let registry =
-        AgentRegistry::builder().register("scripted", || Scripted).unwrap().event_buffer(BUFFER).build().unwrap();
+    let registry = AgentRegistry::builder().register("scripted", || Scripted).event_buffer(BUFFER).build().unwrap();
     let script = "t".repeat(100);
     let (stalled_session, mut stalled_events) = registry.open_session("stalled").unwrap();
     let (busy_session, mut busy_events) = registry.open_session("busy").unwrap();

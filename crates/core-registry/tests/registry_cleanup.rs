@@ -9,7 +9,7 @@ use core_registry::{AgentRegistry, EventKind, Outcome, RegistryError};
 use common::{Scripted, check_stream, eventually, outcome_of};
 
 fn registry() -> AgentRegistry {
-    AgentRegistry::builder().register("scripted", || Scripted).unwrap().build().unwrap()
+    AgentRegistry::builder().register("scripted", || Scripted).build().unwrap()
 }
 
 #[tokio::test]

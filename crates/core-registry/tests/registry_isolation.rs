@@ -32,9 +32,7 @@ async fn hundred_users_twenty_runs_each_never_cross() {
     const RUNS: usize = 20;
     let registry = AgentRegistry::builder()
         .register("counter", Counter::default)
-        .unwrap()
         .register("scripted", || Scripted)
-        .unwrap()
         .max_runs_per_session(RUNS * 2)
         .event_buffer(8)
         .build()
@@ -98,8 +96,8 @@ impl Agent for Named {
 
 #[tokio::test]
 async fn two_registries_share_nothing() {
-    let first = AgentRegistry::builder().register("alpha", || Named("alpha")).unwrap().build().unwrap();
-    let second = AgentRegistry::builder().register("beta", || Named("beta")).unwrap().build().unwrap();
+    let first = AgentRegistry::builder().register("alpha", || Named("alpha")).build().unwrap();
+    let second = AgentRegistry::builder().register("beta", || Named("beta")).build().unwrap();
 
     let (session, mut events) = first.open_session("alice").unwrap();
     assert_eq!((first.live_sessions(), second.live_sessions()), (1, 0));

@@ -21,8 +21,7 @@ enum CancelAt {
 /// Runs `sessions` x `runs` random scripts concurrently, cancels every run that would wait forever plus some at
 /// random (at once or in the middle of the run), and checks every run's events against the script.
 async fn check_random_scripts(seed: u64, sessions: usize, runs: usize, buffer: usize) {
-    let registry =
-        AgentRegistry::builder().register("scripted", || Scripted).unwrap().event_buffer(buffer).build().unwrap();
+    let registry = AgentRegistry::builder().register("scripted", || Scripted).event_buffer(buffer).build().unwrap();
     let mut rng = Rng::new(seed);
     let mut tasks = Vec::new();
     for user in 0..sessions {
@@ -126,7 +125,7 @@ async fn random_scripts_on_one_thread_with_a_one_event_buffer() {
 
 #[tokio::test]
 async fn failing_and_panicking_agents_end_with_failed() {
-    let registry = AgentRegistry::builder().register("scripted", || Scripted).unwrap().build().unwrap();
+    let registry = AgentRegistry::builder().register("scripted", || Scripted).build().unwrap();
     let (session, mut events) = registry.open_session("alice").unwrap();
     let failed = session.run("scripted", "tuF").unwrap();
     let panicked = session.run("scripted", "otP").unwrap();

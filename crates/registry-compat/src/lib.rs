@@ -13,7 +13,8 @@
 //!   [`supervisor::agent_registry::AgentRegistry`], are aliases of the one [`core_registry::AgentRegistry`];
 //! - the [`Agent`] trait and [`async_trait`] are re-exported (a trait alias does not exist on stable Rust), with a
 //!   hidden deprecated twin of the same name so that `use registry_compat::Agent;` warns;
-//! - [`register_agent!`] forwards to [`core_registry::AgentRegistryBuilder::register`].
+//! - [`register_agent!`] and [`register_agent`] forward to [`core_registry::AgentRegistryBuilder::try_register`],
+//!   which fails at once on a bad name as 0.9 did (core-registry's own `register` reports problems from `build`).
 //!
 //! There is no global registry any more: the helpers take the registry, session or stream explicitly.
 //!
@@ -196,45 +197,48 @@ pub fn create_registry() -> core_registry::AgentRegistryBuilder {
     core_registry::AgentRegistry::builder()
 }
 
-/// Registers an agent under `name`; `factory` makes one instance per session.
-#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::register")]
+/// Registers an agent under `name`; `factory` makes one instance per session. Fails at once on an empty or
+/// duplicate name, as in 0.9; the builder it returns reports [`RegistryError`] from `build`.
+#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::try_register")]
 pub fn register_agent<A, F>(
     builder: core_registry::AgentRegistryBuilder,
     name: &str,
     factory: F,
-) -> Result<core_registry::AgentRegistryBuilder, core_registry::RegistryError>
+) -> Result<core_registry::AgentRegistryBuilder<core_registry::RegistryError>, core_registry::RegistryError>
 where
     A: core_registry::Agent,
     F: Fn() -> A + Send + Sync + 'static,
 {
-    builder.register(name, factory)
+    builder.try_register(name, factory)
 }
 
-/// Opens an isolated session for `user`, with its event stream.
+/// Opens an isolated session for `user`, with its event stream. The error converts into [`RegistryError`] with `?`
+/// and compares equal to it.
 #[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistry::open_session")]
 pub fn create_session(
     registry: &core_registry::AgentRegistry,
     user: &str,
-) -> Result<(core_registry::Session, core_registry::EventStream), core_registry::RegistryError> {
+) -> Result<(core_registry::Session, core_registry::EventStream), core_registry::OpenError> {
     registry.open_session(user)
 }
 
-/// Starts a run of `agent` on `input` in `session`.
+/// Starts a run of `agent` on `input` in `session`. The error converts into [`RegistryError`] with `?` and
+/// compares equal to it.
 #[deprecated(since = "0.10.0", note = "use core_registry::Session::run")]
 pub fn run_agent(
     session: &core_registry::Session,
     agent: &str,
     input: impl Into<String>,
-) -> Result<core_registry::RunId, core_registry::RegistryError> {
+) -> Result<core_registry::RunId, core_registry::RunError> {
     session.run(agent, input)
 }
 
-/// Cancels a run in progress.
+/// Cancels a run in progress. The error converts into [`RegistryError`] with `?` and compares equal to it.
 #[deprecated(since = "0.10.0", note = "use core_registry::Session::cancel")]
 pub fn cancel_run(
     session: &core_registry::Session,
     run: core_registry::RunId,
-) -> Result<(), core_registry::RegistryError> {
+) -> Result<(), core_registry::CancelError> {
     session.cancel(run)
 }
 
@@ -262,8 +266,9 @@ pub fn try_next_event(
     events.try_recv()
 }
 
-/// Registers an agent: `register_agent!(builder, "echo", || Echo)` is
-/// `builder.register("echo", || Echo)` and returns its `Result`.
+/// Registers an agent: `register_agent!(builder, "echo", || Echo)` registers like
+/// `builder.register("echo", || Echo)`, but fails at once on an empty or duplicate name, as in 0.9, and returns a
+/// `Result` (it forwards to [`core_registry::AgentRegistryBuilder::try_register`]).
 ///
 /// ```
 /// // The old macro on purpose; its use warns (here silenced) with the new path in the note.
@@ -281,11 +286,11 @@ pub fn try_next_event(
 /// assert!(builder.build()?.contains_agent("echo"));
 /// # Ok::<(), core_registry::RegistryError>(())
 /// ```
-#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::register")]
+#[deprecated(since = "0.10.0", note = "use core_registry::AgentRegistryBuilder::try_register")]
 #[macro_export]
 macro_rules! register_agent {
     ($builder:expr, $name:expr, $factory:expr $(,)?) => {
-        $crate::__private::AgentRegistryBuilder::register($builder, $name, $factory)
+        $crate::__private::AgentRegistryBuilder::try_register($builder, $name, $factory)
     };
 }
 

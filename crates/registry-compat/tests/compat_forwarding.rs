@@ -101,7 +101,7 @@ impl Agent for Tooling {
 #[tokio::test(flavor = "current_thread")]
 async fn event_name_constants_are_the_wire_names_of_a_real_run() {
     // core-registry has no name constants, so the shims hold the literals; this keeps them from drifting.
-    let registry = core_registry::AgentRegistry::builder().register("tooling", || Tooling).unwrap().build().unwrap();
+    let registry = core_registry::AgentRegistry::builder().register("tooling", || Tooling).build().unwrap();
     let (session, mut events) = registry.open_session("carol").unwrap();
     session.run("tooling", "four").unwrap();
     let (names, outcome) = names_and_outcome(&mut events).await;

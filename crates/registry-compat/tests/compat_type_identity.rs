@@ -99,9 +99,7 @@ fn the_old_trait_is_the_new_trait() {
 
     let registry = core_registry::AgentRegistry::builder()
         .register("upper", || Upper)
-        .unwrap()
         .register("lower", || Lower)
-        .unwrap()
         .build()
         .unwrap();
     assert_eq!(registry.agent_names().collect::<Vec<_>>(), ["lower", "upper"]);
