@@ -142,7 +142,7 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
         }
         (n, n)
     };
-    let mut out = Skim { spans: Vec::with_capacity(n / 32), docs: Vec::new() };
+    let mut out = Skim { spans: Vec::with_capacity(n / 16), docs: Vec::with_capacity(n / 64) };
     let span = |out: &mut Skim<'_>, start: usize, end: usize, kind: SpanKind| {
         out.spans.push(Span { start, end: end.min(n), kind });
     };

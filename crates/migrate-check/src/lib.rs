@@ -466,10 +466,16 @@ impl Texts<'_> {
     /// What to write instead: the new path of the longest prefix of the occurrence's path that has a deprecation
     /// note, else the replacement's library.
     fn source_help(&self, hit: &source::Hit) -> String {
-        let mut old = vec![self.deprecated_lib.to_owned()];
-        old.extend(hit.path.iter().cloned());
-        for len in (2..=old.len()).rev() {
-            let Some((new, note)) = self.notes.get(&old[..len].join("::")) else { continue };
+        // `old::a::b` and where each shorter path of it ends, for the longest one with a note.
+        let mut old = self.deprecated_lib.to_owned();
+        let mut ends = vec![old.len()];
+        for segment in &hit.path {
+            old.push_str("::");
+            old.push_str(segment);
+            ends.push(old.len());
+        }
+        for len in (2..=ends.len()).rev() {
+            let Some((new, note)) = self.notes.get(&old[..ends[len - 1]]) else { continue };
             let written = [hit.name.as_str()].into_iter().chain(hit.path[..len - 1].iter().map(String::as_str));
             let written = written.collect::<Vec<_>>().join("::");
             return match new {

@@ -24,6 +24,15 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 /// `path` relative to `root` with `/` separators; as it is (absolute) when outside `root`.
 pub fn rel_path(root: &Path, path: &Path) -> String {
+    // Where `/` is the separator, the text after the root's, when no component of it is empty or `.` (what
+    // `components` would drop): the common case, without walking components.
+    if std::path::MAIN_SEPARATOR == '/'
+        && let (Some(path), Some(root)) = (path.to_str(), root.to_str())
+        && let Some(rest) = path.strip_prefix(root.trim_end_matches('/')).and_then(|rest| rest.strip_prefix('/'))
+        && rest.split('/').all(|c| !c.is_empty() && c != ".")
+    {
+        return rest.to_owned();
+    }
     match path.strip_prefix(root) {
         Ok(rel) => rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
         Err(_) => path.display().to_string(),
@@ -132,6 +141,20 @@ mod tests {
         assert_eq!(normalize(Path::new("../a/./b")), Path::new("../a/b"));
         assert_eq!(normalize(Path::new("a/../../b")), Path::new("../b"));
         assert_eq!(normalize(Path::new("/..")), Path::new("/"));
+    }
+
+    #[test]
+    fn paths_relative_to_the_root_as_components_give_them() {
+        let paths = ["/w/a/b.rs", "/w/a//b.rs", "/w/./a/b.rs", "/w/a/", "/w", "/w/../x.rs", "/wx/c.rs", "/e/c.rs"];
+        for root in ["/w", "/w/", "/"] {
+            for path in paths {
+                let by_components = match Path::new(path).strip_prefix(root) {
+                    Ok(rel) => rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
+                    Err(_) => path.to_owned(),
+                };
+                assert_eq!(rel_path(Path::new(root), Path::new(path)), by_components, "{root} {path}");
+            }
+        }
     }
 
     #[test]

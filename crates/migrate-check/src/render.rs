@@ -101,7 +101,9 @@ trait JsonValue {
 impl JsonValue for &str {
     fn write(&self, w: &mut JsonWriter) {
         // serde_json escapes `"`, `\` and control characters; most strings have none.
-        if self.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Without a short cut, so that the check runs over whole words at a time.
+        let needs_escape = self.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'));
+        if !needs_escape {
             w.out.push('"');
             w.out.push_str(self);
             w.out.push('"');
@@ -165,9 +167,13 @@ impl JsonWriter {
     }
 
     fn newline(&mut self) {
+        const INDENT: &str = "                ";
         self.out.push('\n');
-        for _ in 0..self.empty.len() {
-            self.out.push_str("  ");
+        let width = 2 * self.empty.len();
+        if width <= INDENT.len() {
+            self.out.push_str(&INDENT[..width]);
+        } else {
+            self.out.extend(std::iter::repeat_n(' ', width));
         }
     }
 
@@ -182,10 +188,12 @@ impl JsonWriter {
         self.newline();
     }
 
+    /// `key` is one of the report's own keys: plain ASCII, nothing to escape.
     fn key(&mut self, key: &str) {
         self.item();
-        key.write(self);
-        self.out.push_str(": ");
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\": ");
     }
 
     fn field(&mut self, key: &str, value: &impl JsonValue) {

@@ -110,7 +110,7 @@ fn scan_with(
             continue;
         }
         let skim = lex::skim(text);
-        let mut tokens = Vec::new();
+        let mut tokens = Vec::with_capacity(256);
         if let Some(last) = declares {
             let context = pending.context.as_ref().unwrap_or(&file);
             // Module items come first in most files: the tokens up to a little after the last candidate are enough
