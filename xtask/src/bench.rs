@@ -19,12 +19,13 @@ const HELP: &str = "\
 cargo xtask bench: run the benchmarks and print one table of their figures
 
 USAGE:
-    cargo xtask bench [--quick]
+    cargo xtask bench [--quick] [--only GROUP]
     cargo xtask bench --generate DIR N
     cargo xtask bench --generate-realistic DIR N
 
 OPTIONS:
     --quick             small sizes and one repetition (a smoke test of the benchmarks, not a measurement)
+    --only GROUP        only one group of figures: migrate-check, core-registry or chat-gateway
     --generate DIR N    only write the generated N-member workspace to DIR (to time other tools on it)
     --generate-realistic DIR N
                         the same for the workspace of realistic size and shape (320 members in the benchmark)
@@ -39,6 +40,8 @@ Figures: migrate-check (manifest-only and with sources) against `cargo metadata 
 /// Another benchmark of the workspace: how to tell it exists, and the cargo arguments that run it.
 struct External {
     name: &'static str,
+    /// What `--only` calls it.
+    group: &'static str,
     /// Files (relative to the project root) of which one must exist for the benchmark to exist.
     probes: &'static [&'static str],
     cargo_args: &'static [&'static str],
@@ -47,11 +50,13 @@ struct External {
 const EXTERNAL: [External; 2] = [
     External {
         name: "core-registry event delivery",
+        group: "core-registry",
         probes: &["crates/core-registry/benches/registry.rs", "crates/core-registry/benches/registry/main.rs"],
         cargo_args: &["bench", "-p", "core-registry", "--bench", "registry", "--"],
     },
     External {
         name: "chat-gateway load",
+        group: "chat-gateway",
         probes: &["crates/chat-gateway/examples/load.rs", "crates/chat-gateway/examples/load/main.rs"],
         cargo_args: &["run", "--release", "-p", "chat-gateway", "--example", "load", "--"],
     },
@@ -78,18 +83,39 @@ impl Row {
 
 /// What the command line asks for.
 enum Mode {
-    Run { quick: bool },
-    Generate { dir: PathBuf, members: usize, realistic: bool },
+    /// `only`: the one group of figures to run (`migrate-check` or an external benchmark's name).
+    Run {
+        quick: bool,
+        only: Option<String>,
+    },
+    Generate {
+        dir: PathBuf,
+        members: usize,
+        realistic: bool,
+    },
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
     use lexopt::prelude::*;
     let mut quick = false;
+    let mut only = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(None),
             Long("quick") => quick = true,
+            Long("only") => {
+                let group = parser
+                    .value()
+                    .map_err(|_| "`--only` needs a group: migrate-check, core-registry or chat-gateway")?;
+                let group = group.to_string_lossy().into_owned();
+                if group != "migrate-check" && !EXTERNAL.iter().any(|external| external.group == group) {
+                    return Err(format!(
+                        "no group of figures is named `{group}` (there are migrate-check, core-registry, chat-gateway)"
+                    ));
+                }
+                only = Some(group);
+            }
             Long(flag @ ("generate" | "generate-realistic")) => {
                 let realistic = flag == "generate-realistic";
                 let mut values = parser.values().map_err(|_| "`--generate DIR N` needs a directory and a number")?;
@@ -105,13 +131,13 @@ fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
             other => return Err(other.unexpected().to_string()),
         }
     }
-    Ok(Some(Mode::Run { quick }))
+    Ok(Some(Mode::Run { quick, only }))
 }
 
 /// Runs the command with its arguments (after `bench`).
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let quick = match crate::parsed_or_exit(parse_args(args), HELP, "bench") {
-        Ok(Mode::Run { quick }) => quick,
+    let (quick, only) = match crate::parsed_or_exit(parse_args(args), HELP, "bench") {
+        Ok(Mode::Run { quick, only }) => (quick, only),
         Ok(Mode::Generate { dir, members, realistic }) => {
             let written =
                 if realistic { generate_realistic(&dir, members).map(|_| ()) } else { generate(&dir, members) };
@@ -126,14 +152,14 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
         Err(exit) => return exit,
     };
     let mut rows = Vec::new();
-    match migrate_check_figures(quick, &mut rows) {
-        Ok(()) => {}
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let runs = |group: &str| only.as_deref().is_none_or(|only| only == group);
+    if runs("migrate-check")
+        && let Err(message) = migrate_check_figures(quick, &mut rows)
+    {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
     }
-    for external in &EXTERNAL {
+    for external in EXTERNAL.iter().filter(|external| runs(external.group)) {
         run_external(external, quick, &mut rows);
     }
     print!("{}", table(&rows));

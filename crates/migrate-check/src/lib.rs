@@ -53,6 +53,7 @@ mod fix;
 mod lex;
 pub mod modules;
 pub mod paths;
+mod read;
 mod render;
 mod source;
 mod workspace;

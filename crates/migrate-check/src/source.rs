@@ -18,6 +18,7 @@ use crate::diag::Diagnostic;
 use crate::lex::{self, DocComment, Tok, Token};
 use crate::modules::ModuleFile;
 use crate::paths::{LineCursor, line_col, normalize, rel_path};
+use crate::read::ReadBuffer;
 use crate::workspace::Package;
 
 /// One occurrence of the deprecated crate in a source file.
@@ -181,38 +182,6 @@ fn read_first<'b>(
         Ok(text) => Ok(Some((file, text))),
         Err(_) => Err(Diagnostic::error("io", "cannot check it: it is not UTF-8 (rustc rejects it too)")
             .in_file(shown(&file.path))),
-    }
-}
-
-/// A file's bytes, read into one buffer that every file of a scan reuses.
-#[derive(Debug, Default)]
-struct ReadBuffer {
-    /// Initialized as far as it ever grew (stale bytes past `len` are never read).
-    bytes: Vec<u8>,
-    len: usize,
-}
-
-impl ReadBuffer {
-    /// Reads the whole of `file` with `read` calls alone: `File::read_to_string` first asks for the file's size and
-    /// position, two more system calls per file, which a buffer that is already large enough does not need.
-    fn fill(&mut self, file: &mut std::fs::File) -> std::io::Result<()> {
-        use std::io::Read;
-        self.len = 0;
-        loop {
-            if self.len == self.bytes.len() {
-                self.bytes.resize((2 * self.bytes.len()).max(64 * 1024), 0);
-            }
-            match file.read(&mut self.bytes[self.len..]) {
-                Ok(0) => return Ok(()),
-                Ok(n) => self.len += n,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    fn text(&self) -> Result<&str, std::str::Utf8Error> {
-        std::str::from_utf8(&self.bytes[..self.len])
     }
 }
 

@@ -336,7 +336,7 @@ impl Workspace {
                 found.sort_by_cached_key(|dir| path_order_key(dir));
                 for dir in found {
                     let dir = normalize(&dir);
-                    if !dir.is_dir() || is_excluded(&dir) || !seen.insert(dir.as_os_str().to_owned()) {
+                    if is_excluded(&dir) || !seen.insert(dir.as_os_str().to_owned()) {
                         continue;
                     }
                     if !dir.join("Cargo.toml").is_file() {
@@ -474,7 +474,7 @@ impl Loader {
     }
 
     fn read(&self, path: &Path) -> Result<String, Diagnostic> {
-        std::fs::read_to_string(path).map_err(|err| {
+        crate::read::read_text(path).map_err(|err| {
             let problem = if err.kind() == std::io::ErrorKind::NotFound {
                 "no such file".to_owned()
             } else {
@@ -931,13 +931,25 @@ fn path_order_key(path: &Path) -> Vec<u16> {
     path.as_os_str().as_encoded_bytes().iter().map(|&byte| if byte == b'/' { 0 } else { u16::from(byte) + 1 }).collect()
 }
 
-/// Expands a `members` glob (`*`, `?`, `[..]`, `**`) below `base`, one path component at a time.
+/// Expands a `members` glob (`*`, `?`, `[..]`, `**`) below `base`, one path component at a time, into directories
+/// only: a listed directory's entries say which are directories, so only a literal last component needs a `stat`.
 fn expand_glob(base: &Path, parts: &[&str], out: &mut Vec<PathBuf>) {
     let Some((first, rest)) = parts.split_first() else {
         out.push(base.to_owned());
         return;
     };
+    if rest.is_empty() && !first.contains(['*', '?', '[']) && *first != "**" {
+        let dir = base.join(first);
+        if dir.is_dir() {
+            out.push(dir);
+        }
+        return;
+    }
     if *first == "**" {
+        // `**` matches `base` itself, when it is a directory.
+        if !base.is_dir() {
+            return;
+        }
         expand_glob(base, rest, out);
         for entry in read_dirs(base) {
             expand_glob(&entry, parts, out);

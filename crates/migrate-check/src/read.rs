@@ -1,0 +1,70 @@
+//! Reading source files and manifests with as few system calls as a scan of thousands of files can afford:
+//! `std::fs::read_to_string` asks for a file's size (and position) before reading it, one or two calls per file
+//! that these readers do without.
+
+use std::io::Read;
+use std::path::Path;
+
+/// A file's bytes, read into one buffer that every file of a scan reuses.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuffer {
+    /// Initialized as far as it ever grew (stale bytes past `len` are never read).
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuffer {
+    /// Reads the whole of `file` with `read` calls alone: `File::read_to_string` first asks for the file's size and
+    /// position, two more system calls per file, which a buffer that is already large enough does not need.
+    pub(crate) fn fill(&mut self, file: &mut std::fs::File) -> std::io::Result<()> {
+        self.len = 0;
+        loop {
+            if self.len == self.bytes.len() {
+                self.bytes.resize((2 * self.bytes.len()).max(64 * 1024), 0);
+            }
+            match file.read(&mut self.bytes[self.len..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.len += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    pub(crate) fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.bytes[..self.len])
+    }
+}
+
+/// The whole text of the file at `path`, read with `read` calls alone (manifests are small: one read fills the
+/// first buffer, the next says the file ended).
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    let mut text = String::with_capacity(16 * 1024);
+    // `Take` hides `File`'s own `read_to_string`, which asks for the size first.
+    std::fs::File::open(path)?.take(u64::MAX).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_readers_read_the_whole_file_whatever_its_size() {
+        let dir = std::env::temp_dir().join(format!("migrate-check-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut buffer = ReadBuffer::default();
+        for size in [0, 1, 4095, 64 * 1024, 64 * 1024 + 1, 200_000] {
+            let text: String = (0..size).map(|k| char::from(b'a' + (k % 26) as u8)).collect();
+            let path = dir.join(format!("{size}.txt"));
+            std::fs::write(&path, &text).expect("write a file");
+            assert_eq!(read_text(&path).expect("read it"), text);
+            buffer.fill(&mut std::fs::File::open(&path).expect("open it")).expect("read it");
+            assert_eq!(buffer.text().expect("UTF-8"), text);
+        }
+        std::fs::write(dir.join("bad.txt"), b"\xff").expect("write a file");
+        buffer.fill(&mut std::fs::File::open(dir.join("bad.txt")).expect("open it")).expect("read it");
+        assert!(buffer.text().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
