@@ -332,8 +332,11 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         .zip(scans)
         .map(|(member, scan)| scan.map(|hits| (member, hits)))
         .collect::<Result<_, _>>()?;
-    let found =
-        par_map(&scanned, |(member, hits)| hits.iter().map(|hit| texts.source(member, hit)).collect::<Vec<_>>());
+    let found = par_map_owned(scanned, |(member, hits)| {
+        let mut found: Vec<Violation> = hits.into_iter().map(|hit| texts.source(member, hit)).collect();
+        sort(&mut found);
+        found
+    });
     for (violations, found) in per_package.iter_mut().zip(found) {
         violations.extend(found);
     }
@@ -343,7 +346,10 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
     let mut groups: Vec<(&str, Vec<Violation>)> = Vec::new();
     let mut allowed = Vec::new();
     for (member, mut found) in checked.iter().zip(per_package) {
-        sort(&mut found);
+        // The manifest's violations, then the sources' (sorted above): usually in order already.
+        if !found.is_sorted_by(|a, b| sort_key(a) <= sort_key(b)) {
+            sort(&mut found);
+        }
         match config.allow.iter().find(|entry| entry.package == member.name) {
             Some(entry) if !found.is_empty() => {
                 allowed.push(Allowed { package: member.name.clone(), reason: entry.reason.clone(), violations: found });
@@ -537,15 +543,17 @@ impl Texts<'_> {
         Violation { via: Some(via), ..Violation::new(&member.name, Kind::Transitive, diagnostic) }
     }
 
-    fn source(&self, member: &Package, hit: &source::Hit) -> Violation {
+    fn source(&self, member: &Package, hit: source::Hit) -> Violation {
         let place = if hit.doctest { " in a doctest" } else { "" };
+        let help = self.source_help(&hit);
+        let width = hit.name.chars().count();
         let diagnostic = Diagnostic::error(
             Kind::Source.as_str(),
             format!("`{}` refers to deprecated `{}` as `{}`{place}", member.name, self.deprecated, hit.name),
         )
-        .at(hit.file.clone(), hit.line, Some(hit.column))
-        .with_source(hit.line_text.clone(), hit.name.chars().count())
-        .with_help(self.source_help(hit));
+        .at(hit.file, hit.line, Some(hit.column))
+        .with_source(hit.line_text, width)
+        .with_help(help);
         Violation { doctest: hit.doctest, ..Violation::new(&member.name, Kind::Source, diagnostic) }
     }
 }
@@ -686,6 +694,17 @@ impl<'w> Graph<'w> {
         }
         Some((via, decl))
     }
+}
+
+/// [`par_map`] for a function that takes the items by value (so that what it does not keep is freed on the worker
+/// threads too).
+pub(crate) fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        items.into_iter().map(|item| std::sync::Mutex::new(Some(item))).collect();
+    // Each slot is visited once, so each is taken once.
+    let taken =
+        |slot: &std::sync::Mutex<Option<T>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    par_map(&slots, |slot| taken(slot).map(&f)).into_iter().flatten().collect()
 }
 
 /// Maps `items` on all cores (at most 8 threads), keeping the order.

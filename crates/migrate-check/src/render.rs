@@ -202,31 +202,61 @@ impl JsonWriter {
     }
 
     /// An array of violations, each with its kind's fields, then where and what.
+    /// An array of violations, each with its kind's fields, then where and what. Thousands are written in chunks
+    /// on all cores, each by a writer that starts where this one is, then joined in order.
     fn violations(&mut self, violations: &[Violation]) {
         self.open('[');
-        for v in violations {
-            let d = &v.diagnostic;
-            self.item();
-            self.open('{');
-            self.field("package", &v.package.as_str());
-            self.field("kind", &v.kind.as_str());
-            self.field("dependency_kind", &v.dependency_kind);
-            self.field("target", &v.target.as_deref());
-            self.field("optional", &v.optional);
-            self.field("rename", &v.rename.as_deref());
-            self.field("via", &v.via.as_deref());
-            self.field("file", &d.file.as_deref());
-            self.field("line", &d.line);
-            self.field("column", &d.column);
-            // Present (and true) on doctest occurrences only.
-            if v.doctest {
-                self.field("doctest", &true);
+        const CHUNK: usize = 1024;
+        if violations.len() <= CHUNK {
+            for v in violations {
+                self.violation(v);
             }
-            self.field("message", &d.message.as_str());
-            self.field("help", &d.help.as_deref());
-            self.close('}');
+        } else {
+            let chunks: Vec<&[Violation]> = violations.chunks(CHUNK).collect();
+            let written = crate::par_map(&chunks, |chunk| {
+                let mut w = JsonWriter { out: String::with_capacity(chunk.len() * 512), empty: self.empty.clone() };
+                // Every chunk but the first continues the array.
+                if !std::ptr::eq(chunk.as_ptr(), violations.as_ptr())
+                    && let Some(empty) = w.empty.last_mut()
+                {
+                    *empty = false;
+                }
+                for v in *chunk {
+                    w.violation(v);
+                }
+                w.out
+            });
+            for text in written {
+                self.out.push_str(&text);
+            }
+            if let Some(empty) = self.empty.last_mut() {
+                *empty = false;
+            }
         }
         self.close(']');
+    }
+
+    fn violation(&mut self, v: &Violation) {
+        let d = &v.diagnostic;
+        self.item();
+        self.open('{');
+        self.field("package", &v.package.as_str());
+        self.field("kind", &v.kind.as_str());
+        self.field("dependency_kind", &v.dependency_kind);
+        self.field("target", &v.target.as_deref());
+        self.field("optional", &v.optional);
+        self.field("rename", &v.rename.as_deref());
+        self.field("via", &v.via.as_deref());
+        self.field("file", &d.file.as_deref());
+        self.field("line", &d.line);
+        self.field("column", &d.column);
+        // Present (and true) on doctest occurrences only.
+        if v.doctest {
+            self.field("doctest", &true);
+        }
+        self.field("message", &d.message.as_str());
+        self.field("help", &d.help.as_deref());
+        self.close('}');
     }
 }
 
@@ -304,6 +334,13 @@ mod tests {
             ],
         };
         assert_eq!(json_report(&report), diag::pretty(&to_json(&report)));
+        // Enough violations to be written in chunks on all cores, in the array and in an allowed entry.
+        let many: Vec<Violation> = (0..2500)
+            .map(|k| violation([Kind::Source, Kind::Dependency, Kind::Transitive][k % 3], None, k % 7 == 0))
+            .collect();
+        let allowed = vec![Allowed { package: "e".to_owned(), reason: "r".to_owned(), violations: many.clone() }];
+        let large = Report { violations: many, allowed, ..report.clone() };
+        assert_eq!(json_report(&large), diag::pretty(&to_json(&large)));
         let empty = Report { violations: Vec::new(), allowed: Vec::new(), ..report };
         assert_eq!(json_report(&empty), diag::pretty(&to_json(&empty)));
     }
