@@ -249,14 +249,14 @@ fn migrate_check_figures(quick: bool, rows: &mut Vec<Row>) -> Result<(), String>
             println!("{}", row.bench_line());
         }
     }
-    realistic_figures(&xtask, quick, rows)
+    realistic_figures(&xtask, quick, deny_installed, rows)
 }
 
 /// The full check on a workspace of realistic size and shape ([`generate_realistic`]) against `cargo metadata
 /// --no-deps` and against `grep -rc` of the crate's name over the same files (the cost of reading them), alternating
 /// the three, the median of the repetitions; and the peak memory of the check and of `cargo metadata`, where GNU
 /// `time` is installed.
-fn realistic_figures(xtask: &Path, quick: bool, rows: &mut Vec<Row>) -> Result<(), String> {
+fn realistic_figures(xtask: &Path, quick: bool, deny_installed: bool, rows: &mut Vec<Row>) -> Result<(), String> {
     let (members, repetitions) = if quick { (12, 1) } else { (320, 9) };
     let dir = std::env::temp_dir().join(format!("xtask-bench-realistic-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -269,9 +269,15 @@ fn realistic_figures(xtask: &Path, quick: bool, rows: &mut Vec<Row>) -> Result<(
     metadata.args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"]).arg(&manifest);
     let mut grep = Command::new("grep");
     grep.args(["-rc", "--include=*.rs", "registry_compat"]).arg(&dir);
+    let mut deny = Command::new(cargo());
+    deny.args(["deny", "--offline", "--manifest-path"]).arg(&manifest).args(["check", "bans"]);
+    let first = rows.len();
     let result = (|| {
-        let times =
-            alternating(&mut [(&mut check, Some(1)), (&mut metadata, Some(0)), (&mut grep, None)], repetitions)?;
+        let mut commands = vec![(&mut check, Some(1)), (&mut metadata, Some(0)), (&mut grep, None)];
+        if deny_installed {
+            commands.push((&mut deny, None));
+        }
+        let times = alternating(&mut commands, repetitions)?;
         let what = format!(
             "{} members, {} files, {:.1} MB, {}% naming it",
             members,
@@ -296,6 +302,11 @@ fn realistic_figures(xtask: &Path, quick: bool, rows: &mut Vec<Row>) -> Result<(
             target: "<= 2.0".to_owned(),
             met: if ratio(ours, read) <= 2.0 { "yes" } else { "no" }.to_owned(),
         });
+        let deny_figure = "migrate-check full check vs cargo deny check bans (which reads no source), realistic";
+        match times.get(3) {
+            Some(&deny) => rows.push(ratio_row(deny_figure, ours, deny, 1.0)),
+            None => rows.push(Row::skipped(deny_figure, "skipped: cargo-deny is not installed".to_owned())),
+        }
         let memory = "peak memory: migrate-check / cargo metadata, realistic";
         match (peak_kib(&mut check), peak_kib(&mut metadata)) {
             (Some(ours), Some(theirs)) => rows.push(Row {
@@ -311,7 +322,7 @@ fn realistic_figures(xtask: &Path, quick: bool, rows: &mut Vec<Row>) -> Result<(
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result?;
-    for row in &rows[rows.len() - 3..] {
+    for row in &rows[first..] {
         println!("{}", row.bench_line());
     }
     Ok(())
