@@ -60,7 +60,7 @@ mod workspace;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use diag::{Diagnostic, Format, Severity};
@@ -452,12 +452,37 @@ fn deprecation_notes(
     replacement_lib: &str,
 ) -> HashMap<String, (Option<String>, String)> {
     let Some(dir) = ws.source_dir(deprecated) else { return HashMap::new() };
+    if !mentions_deprecated(&dir) {
+        return HashMap::new();
+    }
     let Ok(krate) = deprecations::CrateSource::load(&dir, &ws.root) else { return HashMap::new() };
     deprecations::shims(&krate, replacement_lib)
         .into_iter()
         .filter(|shim| shim.kind != deprecations::ShimKind::Crate)
         .map(|shim| (shim.old_path.trim_end_matches('!').to_owned(), (shim.new_path, shim.note)))
         .collect()
+}
+
+/// Whether a Rust file below `dir` says `deprecated` anywhere. Without one, the crate has no deprecation notes, and
+/// parsing it (a real crate can be thousands of lines, on a core the scan needs) is skipped.
+fn mentions_deprecated(dir: &Path) -> bool {
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if is_dir && path.file_name().is_some_and(|name| name != "target") {
+                dirs.push(path);
+            } else if !is_dir
+                && path.extension().is_some_and(|extension| extension == "rs")
+                && std::fs::read(&path).is_ok_and(|text| memchr::memmem::find(&text, b"deprecated").is_some())
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Messages and fixes.
