@@ -102,30 +102,19 @@ fn scan_with(
             continue;
         }
         let bytes = text.as_bytes();
-        let declares = last_declaration(bytes);
+        let declarations = declarations(bytes);
         let scan_docs = pending.lib && package.doctest;
         let found = occurrences(&finders, bytes);
         let mentioned = mentions_outside_comments(bytes, &found, scan_docs)
             || (scan_docs && memmem::find(bytes, b"include_str").is_some());
-        if declares.is_none() && !mentioned {
+        if declarations.is_empty() && !mentioned {
             continue;
         }
         let skim = lex::skim(text);
         let mut tokens = Vec::with_capacity(256);
-        if let Some(last) = declares {
+        if !declarations.is_empty() {
             let context = pending.context.as_ref().unwrap_or(&file);
-            // Module items come first in most files: the tokens up to a little after the last candidate are enough
-            // (`find_mods` says when they are not), else the whole file's.
-            let margin = (last + 256).min(bytes.len());
-            let to = memchr::memchr(b'\n', &bytes[margin..]).map_or(bytes.len(), |k| margin + k + 1);
-            tokens.clear();
-            lex::tokens(text, &skim.spans, 0, to, &mut tokens);
-            let whole = to == bytes.len();
-            if find_mods(&tokens, whole, last, &file.path, context, pending.lib, &mut queue).is_err() {
-                tokens.clear();
-                lex::tokens(text, &skim.spans, 0, bytes.len(), &mut tokens);
-                let _ = find_mods(&tokens, true, last, &file.path, context, pending.lib, &mut queue);
-            }
+            declared_files(text, &skim, &declarations, &file.path, context, pending.lib, &mut tokens, &mut queue);
         }
         if mentioned {
             let rel = rel_path(root, &file.path);
@@ -185,15 +174,13 @@ fn read_first<'b>(
     }
 }
 
-/// Where the last text that may declare an out-of-line module or include a file ends: `mod <name>;` or `include`,
-/// even in a comment. Tokens are made of the text, so a file without either declares neither, and need not be lexed
-/// to find its modules; and the tokens up to there are all that [`find_mods`] needs (give or take a few).
-fn last_declaration(bytes: &[u8]) -> Option<usize> {
-    // Forward searches (the reverse ones are much slower), keeping the last.
-    let include = memmem::find_iter(bytes, b"include").last().map(|at| at + "include".len());
+/// The texts that may declare an out-of-line module or include a file, in order, as `(start, end)`: `mod <name>;`
+/// and `include`, even in a comment. Tokens are made of the text, so a file without either declares neither and need
+/// not be lexed to find its modules.
+fn declarations(bytes: &[u8]) -> Vec<(usize, usize)> {
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
     let space = |b: &u8| b.is_ascii_whitespace();
-    let item = memmem::find_iter(bytes, b"mod").filter_map(|at| {
+    let items = memmem::find_iter(bytes, b"mod").filter_map(|at| {
         if at > 0 && ident(bytes[at - 1]) {
             return None;
         }
@@ -204,11 +191,112 @@ fn last_declaration(bytes: &[u8]) -> Option<usize> {
         }
         let name_at = at + 3 + gap + if rest[gap..].starts_with(b"r#") { 2 } else { 0 };
         let name = bytes[name_at..].iter().take_while(|b| ident(**b)).count();
-        let semicolon = bytes[name_at + name..].iter().position(|b| !space(b)).map(|k| name_at + name + k);
-        (name > 0 && semicolon.is_some_and(|k| bytes[k] == b';')).then(|| semicolon.unwrap_or_default() + 1)
+        let semicolon = bytes[name_at + name..].iter().position(|b| !space(b)).map(|k| name_at + name + k)?;
+        (name > 0 && bytes[semicolon] == b';').then_some((at, semicolon + 1))
     });
-    let item = item.last();
-    include.max(item)
+    let mut found: Vec<(usize, usize)> = items.collect();
+    found.extend(memmem::find_iter(bytes, b"include").map(|at| (at, at + "include".len())));
+    found.sort_unstable();
+    found
+}
+
+/// Queues what a file declares ([`find_mods`]) from as few of its tokens as it can. Most files declare their
+/// modules first, and many a `mod tests;` last: the tokens up to a little past the last declaration that sits inside
+/// braces, then, for each one after it at the top level (no brace open around it), the tokens from the `;` or `}`
+/// before it (its attributes) to a little past it. Where the braces do not balance, or a window is too short, the
+/// whole file's tokens.
+#[allow(clippy::too_many_arguments)] // The scan's state, passed as it is.
+fn declared_files<'t>(
+    text: &'t str,
+    skim: &lex::Skim<'_>,
+    declarations: &[(usize, usize)],
+    file: &Path,
+    context: &ModuleFile,
+    lib: bool,
+    tokens: &mut Vec<Token<'t>>,
+    queue: &mut Vec<Pending>,
+) {
+    let bytes = text.as_bytes();
+    let in_code: Vec<(usize, usize)> =
+        declarations.iter().copied().filter(|&(start, _)| skim.span_at(start).is_none()).collect();
+    if in_code.is_empty() {
+        return;
+    }
+    let past = |at: usize| {
+        let margin = (at + 256).min(bytes.len());
+        memchr::memchr(b'\n', &bytes[margin..]).map_or(bytes.len(), |k| margin + k + 1)
+    };
+    // On a fallback, what was queued from a part of the tokens goes, and everything comes from all of them.
+    let queued = queue.len();
+    let whole = |tokens: &mut Vec<Token<'t>>, queue: &mut Vec<Pending>| {
+        queue.truncate(queued);
+        tokens.clear();
+        lex::tokens(text, &skim.spans, 0, bytes.len(), tokens);
+        let _ = find_mods(tokens, true, usize::MAX, file, context, lib, queue);
+    };
+    // The depth of braces (in code) at each declaration.
+    let mut depths = Vec::with_capacity(in_code.len());
+    let (mut depth, mut k, mut next) = (0usize, 0, 0);
+    for at in memchr::memchr2_iter(b'{', b'}', bytes) {
+        while next < in_code.len() && in_code[next].0 < at {
+            depths.push(depth);
+            next += 1;
+        }
+        while spans_before(skim, &mut k, at) {}
+        if skim.spans.get(k).is_some_and(|span| span.start <= at) {
+            continue;
+        }
+        if bytes[at] == b'{' {
+            depth += 1;
+        } else if let Some(less) = depth.checked_sub(1) {
+            depth = less;
+        } else {
+            return whole(tokens, queue);
+        }
+    }
+    if depth != 0 {
+        return whole(tokens, queue);
+    }
+    depths.resize(in_code.len(), 0);
+    // Everything up to the last declaration inside braces, at once.
+    let deep = in_code.iter().zip(&depths).filter(|(_, depth)| **depth > 0).map(|((_, end), _)| *end).max();
+    let mut done = 0;
+    if let Some(last) = deep {
+        let to = past(last);
+        tokens.clear();
+        lex::tokens(text, &skim.spans, 0, to, tokens);
+        if find_mods(tokens, to == bytes.len(), last, file, context, lib, queue).is_err() {
+            return whole(tokens, queue);
+        }
+        done = last;
+    }
+    for &(start, end) in in_code.iter().filter(|(start, _)| *start >= done) {
+        // The last `;` or `}` in code before it (never a `{`: no brace is open around it).
+        let mut boundary = start;
+        let from = loop {
+            match memchr::memrchr3(b';', b'{', b'}', &bytes[..boundary]) {
+                None => break 0,
+                Some(at) if skim.span_at(at).is_some() => boundary = at,
+                Some(at) if bytes[at] == b'{' => return whole(tokens, queue),
+                Some(at) => break at + 1,
+            }
+        };
+        let to = past(end);
+        tokens.clear();
+        lex::tokens(text, &skim.spans, from, to, tokens);
+        if find_mods(tokens, to == bytes.len(), end, file, context, lib, queue).is_err() {
+            return whole(tokens, queue);
+        }
+    }
+}
+
+/// Moves `k` past the spans that end at or before `at`; whether it moved.
+fn spans_before(skim: &lex::Skim<'_>, k: &mut usize, at: usize) -> bool {
+    let moved = skim.spans.get(*k).is_some_and(|span| span.end <= at);
+    if moved {
+        *k += 1;
+    }
+    moved
 }
 
 /// Every occurrence of one of the names in `bytes`, anywhere (code, comments, literals, or inside a longer word):
@@ -393,12 +481,18 @@ fn find_mods(
     let unescape = |path: &str| path.replace("\\\\", "\\");
     let mut i = 0;
     while i < tokens.len() {
-        // Nothing after the last candidate declares anything. The rules look at most six tokens forward, and to
-        // the end of a `cfg_attr`.
+        // Nothing after the last candidate declares anything. The rules read up to six tokens from an attribute's
+        // `#` (and to the end of a `cfg_attr`), three from a `mod`, four from an `include`.
         if tokens[i].at >= last {
             break;
         }
-        if !whole && i + 6 >= tokens.len() {
+        let reads = match tokens[i].tok {
+            Tok::Punct(b'#') => 6,
+            Tok::Ident("mod") => 3,
+            Tok::Ident("include") => 4,
+            _ => 0,
+        };
+        if !whole && i + reads > tokens.len() {
             return short(queue);
         }
         let in_items = !blocks.contains(&Block::Opaque);
@@ -1069,10 +1163,10 @@ mod tests {
     #[test]
     fn only_files_with_a_mod_item_or_an_include_are_lexed_for_modules() {
         for text in ["mod a;", "pub mod  b ;", "mod\n r#c\n;", "// mod d;", "include!(\"x\");"] {
-            assert!(last_declaration(text.as_bytes()).is_some(), "{text}");
+            assert!(!declarations(text.as_bytes()).is_empty(), "{text}");
         }
         for text in ["mod tests { }", "model;", "fn module() {}", "a.mod_x;", "mod x = 1;"] {
-            assert_eq!(last_declaration(text.as_bytes()), None, "{text}");
+            assert_eq!(declarations(text.as_bytes()), [], "{text}");
         }
     }
 
@@ -1235,6 +1329,22 @@ mod tests {
                 })
                 .filter_map(|at| window_root(&text, &skim, at, &mut window))
                 .collect();
+            // And module discovery on a few of the tokens, as the scan does it, against all of them.
+            let context = ModuleFile { path: path.clone(), mod_rs: path.ends_with("mod.rs") };
+            let (mut few, mut all) = (Vec::new(), Vec::new());
+            declared_files(&text, &skim, &declarations(text.as_bytes()), &path, &context, true, &mut window, &mut few);
+            let _ = find_mods(&tokens, true, usize::MAX, &path, &context, true, &mut all);
+            let files = |queue: &[Pending]| -> Vec<Vec<PathBuf>> {
+                queue.iter().map(|p| p.candidates.iter().map(|c| c.path.clone()).collect()).collect()
+            };
+            if files(&few) != files(&all) {
+                disagreements.push(format!(
+                    "{}: modules from a few tokens {:?}, from all {:?}",
+                    path.display(),
+                    files(&few),
+                    files(&all)
+                ));
+            }
             let key = |root: &Root<'_>| (root.at, root.path.clone(), root.alias.map(str::to_owned));
             let (whole_keys, windowed_keys): (Vec<_>, Vec<_>) =
                 (whole.iter().map(key).collect(), windowed.iter().map(key).collect());
