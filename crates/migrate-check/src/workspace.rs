@@ -360,6 +360,14 @@ impl Workspace {
             }
         }
 
+        // `Cargo.lock` is parsed beside the members' manifests (a large one takes as long as all of them), and
+        // used only if a dependency is not a path one.
+        let lock_path = root.join("Cargo.lock");
+        let lock_job = lock_path.is_file().then(|| {
+            let (loader, path) = (loader.clone(), lock_path.clone());
+            std::thread::spawn(move || loader.lock(&path))
+        });
+
         // Parse the members in parallel; path dependencies inside the root become members too (as in Cargo).
         let mut members: Vec<Package> = Vec::new();
         let mut pending = dirs;
@@ -422,8 +430,10 @@ impl Workspace {
         others.sort_by_cached_key(|package| path_order_key(&package.dir));
 
         let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.dir().is_none()));
-        let lock_path = root.join("Cargo.lock");
-        let lock = if needs_lock && lock_path.is_file() { loader.lock(&lock_path)? } else { Lock::default() };
+        let lock = match lock_job {
+            Some(job) if needs_lock => job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            _ => Lock::default(),
+        };
 
         if let Some((start, start_shown)) = &located.start
             && let Some(dir) = start.parent()
@@ -446,6 +456,7 @@ impl Workspace {
 }
 
 /// Reads and parses files, naming them in errors relative to the root as the user wrote it.
+#[derive(Clone)]
 struct Loader {
     root: PathBuf,
     root_shown: PathBuf,
