@@ -612,9 +612,11 @@ impl<'w> Graph<'w> {
                 names.push(locked.name.as_str());
             }
         }
-        let path_packages = |name: &str| -> Vec<usize> {
-            packages.iter().enumerate().filter(|(_, p)| p.name == name).map(|(i, _)| i).collect()
-        };
+        let mut path_named: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, package) in packages.iter().enumerate() {
+            path_named.entry(package.name.as_str()).or_default().push(i);
+        }
+        let path_packages = |name: &str| -> Vec<usize> { path_named.get(name).cloned().unwrap_or_default() };
         // The nodes a lockfile dependency names: its registry version, or the path package of that name.
         let targets = |dep: &str| -> Vec<usize> {
             lock.resolve(dep)
@@ -645,10 +647,7 @@ impl<'w> Graph<'w> {
                             .flat_map(|dep| targets(dep))
                             .collect();
                         if exact.is_empty() {
-                            (0..lock.packages.len())
-                                .filter(|&k| lock.packages[k].name == decl.package)
-                                .filter_map(|k| node_of_lock[k])
-                                .collect()
+                            lock.named(&decl.package).iter().filter_map(|&k| node_of_lock[k]).collect()
                         } else {
                             exact
                         }

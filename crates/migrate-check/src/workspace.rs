@@ -887,6 +887,9 @@ impl Loader {
                 deps: deps.into_iter().flat_map(|d| d.iter()).filter_map(|d| d.as_str().map(str::to_owned)).collect(),
             });
         }
+        for (k, package) in lock.packages.iter().enumerate() {
+            lock.named.entry(package.name.clone()).or_default().push(k);
+        }
         Ok(lock)
     }
 }
@@ -896,6 +899,8 @@ impl Loader {
 pub(crate) struct Lock {
     /// Every `[[package]]`, in file order.
     pub(crate) packages: Vec<LockPackage>,
+    /// The indices in `packages` of each name (a lockfile has hundreds of packages, each naming several).
+    named: HashMap<String, Vec<usize>>,
 }
 
 /// One `[[package]]` of `Cargo.lock`.
@@ -917,17 +922,21 @@ impl Lock {
         let name = parts.next().unwrap_or_default().to_owned();
         let version = parts.next().map(str::to_owned);
         let source = parts.next().map(|s| s.trim_start_matches('(').trim_end_matches(')').to_owned());
-        self.packages.iter().enumerate().filter_map(move |(i, p)| {
-            let matches = p.name == name
-                && version.as_ref().is_none_or(|v| *v == p.version)
-                && source.as_ref().is_none_or(|s| p.source.as_ref() == Some(s));
-            matches.then_some(i)
+        self.named(&name).iter().copied().filter(move |&i| {
+            let p = &self.packages[i];
+            version.as_ref().is_none_or(|v| *v == p.version)
+                && source.as_ref().is_none_or(|s| p.source.as_ref() == Some(s))
         })
+    }
+
+    /// The indices of the packages named `name`, in file order.
+    pub(crate) fn named(&self, name: &str) -> &[usize] {
+        self.named.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// The entry of the path package `name` (locked without a source).
     pub(crate) fn path_package(&self, name: &str) -> Option<&LockPackage> {
-        self.packages.iter().find(|p| p.source.is_none() && p.name == name)
+        self.named(name).iter().map(|&i| &self.packages[i]).find(|p| p.source.is_none())
     }
 
     /// The name of the package a dependency string names.
