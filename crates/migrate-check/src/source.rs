@@ -203,8 +203,8 @@ fn declarations(bytes: &[u8]) -> Vec<(usize, usize)> {
 /// Queues what a file declares ([`find_mods`]) from as few of its tokens as it can. Most files declare their
 /// modules first, and many a `mod tests;` last: the tokens up to a little past the last declaration that sits inside
 /// braces, then, for each one after it at the top level (no brace open around it), the tokens from the `;` or `}`
-/// before it (its attributes) to a little past it. Where the braces do not balance, or a window is too short, the
-/// whole file's tokens.
+/// before it (its attributes) to a little past it. Where a brace closes what is not open, or a window is too short,
+/// the whole file's tokens.
 #[allow(clippy::too_many_arguments)] // The scan's state, passed as it is.
 fn declared_files<'t>(
     text: &'t str,
@@ -234,13 +234,16 @@ fn declared_files<'t>(
         lex::tokens(text, &skim.spans, 0, bytes.len(), tokens);
         let _ = find_mods(tokens, true, usize::MAX, file, context, lib, queue);
     };
-    // The depth of braces (in code) at each declaration.
+    // The depth of braces (in code) at each declaration: the braces after the last one change nothing before it.
     let mut depths = Vec::with_capacity(in_code.len());
     let (mut depth, mut k, mut next) = (0usize, 0, 0);
     for at in memchr::memchr2_iter(b'{', b'}', bytes) {
         while next < in_code.len() && in_code[next].0 < at {
             depths.push(depth);
             next += 1;
+        }
+        if next == in_code.len() {
+            break;
         }
         while spans_before(skim, &mut k, at) {}
         if skim.spans.get(k).is_some_and(|span| span.start <= at) {
@@ -254,10 +257,8 @@ fn declared_files<'t>(
             return whole(tokens, queue);
         }
     }
-    if depth != 0 {
-        return whole(tokens, queue);
-    }
-    depths.resize(in_code.len(), 0);
+    // Past the last brace, the depth stays what it is.
+    depths.resize(in_code.len(), depth);
     // Everything up to the last declaration inside braces, at once.
     let deep = in_code.iter().zip(&depths).filter(|(_, depth)| **depth > 0).map(|((_, end), _)| *end).max();
     let mut done = 0;

@@ -360,13 +360,21 @@ impl Workspace {
             }
         }
 
-        // `Cargo.lock` is parsed beside the members' manifests (a large one takes as long as all of them), and
-        // used only if a dependency is not a path one.
+        // `Cargo.lock` is used only if a dependency is not a path one. One that locks registry or git packages
+        // (then almost always needed) is parsed beside the members' manifests: a large one takes as long as all of
+        // them. Another is parsed once it is known to be needed.
         let lock_path = root.join("Cargo.lock");
-        let lock_job = lock_path.is_file().then(|| {
+        let mut lock_text = match crate::read::read_text(&lock_path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            read => Some(read),
+        };
+        let mut lock_job = None;
+        if lock_text.as_ref().is_some_and(|read| read.as_ref().is_ok_and(|text| text.contains("\nsource = ")))
+            && let Some(Ok(text)) = lock_text.take()
+        {
             let (loader, path) = (loader.clone(), lock_path.clone());
-            std::thread::spawn(move || loader.lock(&path))
-        });
+            lock_job = Some(std::thread::spawn(move || loader.lock(&path, &text)));
+        }
 
         // Parse the members in parallel; path dependencies inside the root become members too (as in Cargo).
         let mut members: Vec<Package> = Vec::new();
@@ -430,8 +438,12 @@ impl Workspace {
         others.sort_by_cached_key(|package| path_order_key(&package.dir));
 
         let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.dir().is_none()));
-        let lock = match lock_job {
-            Some(job) if needs_lock => job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+        let lock = match (lock_job, lock_text) {
+            (Some(job), _) if needs_lock => job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            (None, Some(Ok(text))) if needs_lock => loader.lock(&lock_path, &text)?,
+            (None, Some(Err(err))) if needs_lock => {
+                return Err(loader.error("io", &lock_path, None, format!("cannot read: {err}")));
+            }
             _ => Lock::default(),
         };
 
@@ -869,9 +881,8 @@ impl Loader {
     }
 
     /// Every package of `Cargo.lock`, with its dependencies as the lockfile writes them.
-    fn lock(&self, path: &Path) -> Result<Lock, Diagnostic> {
-        let text = self.read(path)?;
-        let doc = self.parse(path, &text)?;
+    fn lock(&self, path: &Path, text: &str) -> Result<Lock, Diagnostic> {
+        let doc = self.parse(path, text)?;
         let mut lock = Lock::default();
         let Some(packages) = doc.as_table().get("package").and_then(Item::as_array_of_tables) else {
             return Ok(lock);
