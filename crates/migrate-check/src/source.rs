@@ -74,6 +74,10 @@ pub(crate) fn scan(
     }
 }
 
+thread_local! {
+    static BUFFER: std::cell::RefCell<ReadBuffer> = std::cell::RefCell::new(ReadBuffer::default());
+}
+
 /// One pass over the member's files: each is read once and lexed at most once, for its modules and for its
 /// occurrences of `names`. Returns the occurrences and the `extern crate` aliases seen.
 fn scan_with(
@@ -94,55 +98,57 @@ fn scan_with(
         .map(|root| Pending { candidates: vec![ModuleFile::root(root)], context: None, lib: false })
         .collect();
     queue.push(Pending { candidates: vec![ModuleFile::root(package.lib_root.clone())], context: None, lib: true });
-    // One buffer for every file: no allocation (nor fresh pages) per file.
-    let mut buffer = ReadBuffer::default();
-    while let Some(pending) = queue.pop() {
-        let Some((file, text)) = read_first(pending.candidates, shown, &mut buffer)? else { continue };
-        if !seen.insert(file.path.clone()) {
-            continue;
-        }
-        let bytes = text.as_bytes();
-        let declarations = declarations(bytes);
-        let scan_docs = pending.lib && package.doctest;
-        let found = occurrences(&finders, bytes);
-        let mentioned = mentions_outside_comments(bytes, &found, scan_docs)
-            || (scan_docs && memmem::find(bytes, b"include_str").is_some());
-        if declarations.is_empty() && !mentioned {
-            continue;
-        }
-        let skim = lex::skim(text);
-        let mut tokens = Vec::with_capacity(256);
-        if !declarations.is_empty() {
-            let context = pending.context.as_ref().unwrap_or(&file);
-            declared_files(text, &skim, &declarations, &file.path, context, pending.lib, &mut tokens, &mut queue);
-        }
-        if mentioned {
-            let rel = rel_path(root, &file.path);
-            let mut lines = LineCursor::new(text);
-            if let Some(at) = lex::unbalanced(text, &skim.spans) {
-                let (line, column) = line_col(text, at);
-                let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
-                return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
+    // One buffer for every file a thread reads: no allocation (nor fresh pages) per file or per member.
+    BUFFER.with_borrow_mut(|buffer| -> Result<(), Diagnostic> {
+        while let Some(pending) = queue.pop() {
+            let Some((file, text)) = read_first(pending.candidates, shown, buffer)? else { continue };
+            if !seen.insert(file.path.clone()) {
+                continue;
             }
-            for at in in_code(bytes, &found, &skim) {
-                let Some(found) = window_root(text, &skim, at, &mut tokens) else { continue };
-                let (line, column) = lines.line_col(found.at);
-                aliases.extend(found.alias.map(str::to_owned));
-                hits.push(Hit {
-                    file: rel.clone(),
-                    line,
-                    column,
-                    name: found.name.to_owned(),
-                    path: found.path,
-                    doctest: false,
-                    line_text: lines.line_text(found.at).to_owned(),
-                });
+            let bytes = text.as_bytes();
+            let declarations = declarations(bytes);
+            let scan_docs = pending.lib && package.doctest;
+            let found = occurrences(&finders, bytes);
+            let mentioned = mentions_outside_comments(bytes, &found, scan_docs)
+                || (scan_docs && memmem::find(bytes, b"include_str").is_some());
+            if declarations.is_empty() && !mentioned {
+                continue;
             }
-            if scan_docs {
-                doctest_hits(&file.path, text, &mut lines, &skim, &found, names, &finders, root, shown, &mut hits)?;
+            let skim = lex::skim(text);
+            let mut tokens = Vec::with_capacity(256);
+            if !declarations.is_empty() {
+                let context = pending.context.as_ref().unwrap_or(&file);
+                declared_files(text, &skim, &declarations, &file.path, context, pending.lib, &mut tokens, &mut queue);
+            }
+            if mentioned {
+                let rel = rel_path(root, &file.path);
+                let mut lines = LineCursor::new(text);
+                if let Some(at) = lex::unbalanced(text, &skim.spans) {
+                    let (line, column) = line_col(text, at);
+                    let problem = "Rust source does not parse: unbalanced delimiters or an invalid token";
+                    return Err(Diagnostic::error("syntax", problem).at(shown(&file.path), line, Some(column)));
+                }
+                for at in in_code(bytes, &found, &skim) {
+                    let Some(found) = window_root(text, &skim, at, &mut tokens) else { continue };
+                    let (line, column) = lines.line_col(found.at);
+                    aliases.extend(found.alias.map(str::to_owned));
+                    hits.push(Hit {
+                        file: rel.clone(),
+                        line,
+                        column,
+                        name: found.name.to_owned(),
+                        path: found.path,
+                        doctest: false,
+                        line_text: lines.line_text(found.at).to_owned(),
+                    });
+                }
+                if scan_docs {
+                    doctest_hits(&file.path, text, &mut lines, &skim, &found, names, &finders, root, shown, &mut hits)?;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     Ok((hits, aliases))
 }
 
