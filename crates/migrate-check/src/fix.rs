@@ -44,6 +44,10 @@ use crate::render::plural;
 use crate::workspace::{Decl, DepKind, Package, Workspace};
 use crate::{CheckOptions, Kind, Report};
 
+mod guard;
+
+pub use guard::Allow;
+
 /// What `--fix` would write: every edit computed, nothing written yet.
 #[derive(Debug)]
 pub struct FixPlan {
@@ -56,6 +60,12 @@ pub struct FixPlan {
     files: BTreeMap<PathBuf, FileChange>,
     /// Occurrences left in place, with the reason.
     pub unfixed: Vec<Unfixed>,
+    /// Members that keep the deprecated crate for the occurrences left in them.
+    kept: HashSet<String>,
+    /// Members with a library whose doctests the compile afterwards runs (those whose files change).
+    doctest_packages: Vec<String>,
+    /// Notes for the user about the plan (rustfmt not found, say).
+    pub notes: Vec<String>,
 }
 
 /// One file's text before and after the fix.
@@ -67,6 +77,8 @@ pub struct FileChange {
     pub new: String,
     /// The source edits that turned `old` into `new` (empty for manifests), sorted and disjoint.
     edits: Vec<Edit>,
+    /// rustfmt formatted `new` after the edits (so `edits` no longer locate text in it).
+    formatted: bool,
 }
 
 impl FileChange {
@@ -104,8 +116,98 @@ struct Edit {
 pub fn plan_fix(options: &CheckOptions) -> Result<FixPlan, Diagnostic> {
     let ws = crate::load(options)?;
     let before = crate::check_loaded(&ws, true)?;
-    let (files, unfixed) = plan(&ws, &before)?;
-    Ok(FixPlan { root: ws.root.clone(), root_shown: ws.root_shown.clone(), before, files, unfixed })
+    let planned = plan(&ws, &before)?;
+    let mut plan = FixPlan {
+        root: ws.root.clone(),
+        root_shown: ws.root_shown.clone(),
+        before,
+        files: planned.files,
+        unfixed: planned.unfixed,
+        kept: planned.kept,
+        doctest_packages: Vec::new(),
+        notes: Vec::new(),
+    };
+    if plan.changes().next().is_some() {
+        check_replacement_name(&ws)?;
+    }
+    plan.format(&ws);
+    plan.doctest_packages = ws
+        .members
+        .iter()
+        .filter(|m| m.doctest && m.lib_root.is_file())
+        .filter(|m| plan.files.iter().any(|(path, c)| c.old != c.new && path.starts_with(&m.dir)))
+        .map(|m| m.name.clone())
+        .collect();
+    Ok(plan)
+}
+
+/// Refuses a replacement that is probably not the package meant: `--fix` would write a dependency on it into every
+/// member. It must be in sight (a member, a path crate, a package some manifest declares, or in `Cargo.lock`), or
+/// else not be one or two letters away from a package that is, and be the crate the deprecation notes point at when
+/// the deprecated crate's source is in sight.
+fn check_replacement_name(ws: &Workspace) -> Result<(), Diagnostic> {
+    let replacement = ws.config.replacement.as_str();
+    let packages = ws.members.iter().chain(&ws.others);
+    let mut known: Vec<&str> = packages.clone().map(|p| p.name.as_str()).collect();
+    known.extend(packages.flat_map(|p| &p.decls).map(|d| d.package.as_str()));
+    known.extend(ws.lock.packages.iter().map(|p| p.name.as_str()));
+    if known.contains(&replacement) {
+        return Ok(());
+    }
+    let shown = ws.root_shown.join("Cargo.toml").display().to_string();
+    let source = format!("`replacement` in {}, or `--replacement`", ws.config.table);
+    known.sort_unstable();
+    if let Some(near) = known.iter().find(|k| edit_distance(k, replacement) <= 2) {
+        return Err(Diagnostic::error(
+            "fix",
+            format!(
+                "--fix would make the members depend on `{replacement}`, which no package here is named, but                  `{near}` is; nothing was written"
+            ),
+        )
+        .with_help(format!("if `{near}` is meant, correct {source}"))
+        .in_file(shown));
+    }
+    if let Some(dir) = ws.source_dir(&ws.config.deprecated) {
+        // Errors if no note names a path of the replacement's library.
+        Mapping::load(&dir, &ws.root, &ws.lib_name(replacement))?;
+    }
+    Ok(())
+}
+
+/// The Levenshtein distance of two names, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The edition a package's sources are written in (`package.edition`, inherited from `[workspace.package]`, else
+/// 2015), for rustfmt.
+fn edition(ws: &Workspace, package: &Package) -> String {
+    let get = |text: &str, table: &[&str]| -> Option<(Option<String>, bool)> {
+        let doc = text.parse::<DocumentMut>().ok()?;
+        let mut item = doc.as_item();
+        for key in table {
+            item = item.get(key)?;
+        }
+        let edition = item.get("edition")?;
+        Some((edition.as_str().map(str::to_owned), edition.get("workspace").and_then(Item::as_bool) == Some(true)))
+    };
+    match get(&package.text, &["package"]) {
+        Some((Some(edition), _)) => Some(edition),
+        Some((None, true)) => get(&ws.root_text, &["workspace", "package"]).and_then(|(e, _)| e),
+        _ => None,
+    }
+    .unwrap_or_else(|| "2015".to_owned())
 }
 
 impl FixPlan {
@@ -138,79 +240,168 @@ impl FixPlan {
             .collect()
     }
 
-    /// Refuses a work tree with uncommitted changes under the workspace root, as `cargo fix` does. Outside a git
-    /// work tree (or without git) there is nothing to compare with, and this passes.
-    pub fn ensure_clean(&self) -> Result<(), Diagnostic> {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.root)
-            .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
-            .output();
-        // No git, or not a work tree: nothing to protect.
-        let Ok(output) = output else { return Ok(()) };
-        if !output.status.success() {
+    /// Refuses to write unless version control can give the files back (see [`Allow`]): the workspace must be in a git
+    /// work tree that tracks the files to change and has no uncommitted changes under the root. With nothing to write,
+    /// there is nothing to refuse.
+    pub fn ensure_vcs(&self, allow: Allow) -> Result<(), Diagnostic> {
+        let files: Vec<PathBuf> = self.files.iter().filter(|(_, c)| c.old != c.new).map(|(p, _)| p.clone()).collect();
+        if files.is_empty() {
             return Ok(());
         }
-        let status = String::from_utf8_lossy(&output.stdout);
-        let dirty: Vec<&str> = status.lines().filter(|l| l.len() > 3).map(|l| l[3..].trim()).collect();
-        match dirty.first() {
-            None => Ok(()),
-            Some(first) => Err(Diagnostic::error(
-                "fix",
-                format!(
-                    "the git work tree has uncommitted changes ({}, first `{first}`); commit them, or pass \
-                     --allow-dirty to fix anyway",
-                    plural(dirty.len(), "file")
-                ),
-            )
-            .in_file(self.root_shown.join("Cargo.toml").display().to_string())),
-        }
+        guard::ensure_vcs(&self.root, &files, allow, &self.root_shown.join("Cargo.toml").display().to_string())
     }
 
-    /// Writes every change, each file through a temporary file and a rename. Returns the paths written (relative to
-    /// the root).
-    pub fn write(&self) -> Result<Vec<String>, Diagnostic> {
-        let mut written = Vec::new();
-        for (path, change) in self.files.iter().filter(|(_, c)| c.old != c.new) {
-            write_atomically(path, &change.new)?;
-            written.push(rel_path(&self.root, path));
+    /// How many violations of the check before fixing would still be there after writing the plan: the occurrences
+    /// left in place, the dependencies kept for them, `transitive` violations through packages that keep the crate
+    /// (or that `--fix` does not edit) and `stale-allow` entries. This is the exit code the real run has: 1 when it is
+    /// not zero.
+    pub fn would_remain(&self) -> usize {
+        let fixed = |package: &str| {
+            self.before
+                .violations
+                .iter()
+                .any(|v| v.package == package && matches!(v.kind, Kind::Dependency | Kind::Source))
+                && !self.kept.contains(package)
+        };
+        let kept_dependencies = self
+            .before
+            .violations
+            .iter()
+            .filter(|v| v.kind == Kind::Dependency && self.kept.contains(&v.package))
+            .count();
+        let other = self
+            .before
+            .violations
+            .iter()
+            .filter(|v| match v.kind {
+                Kind::Transitive => v.via.as_ref().and_then(|via| via.last()).is_none_or(|declares| !fixed(declares)),
+                Kind::StaleAllow => true,
+                Kind::Dependency | Kind::Source => false,
+            })
+            .count();
+        self.unfixed.len() + kept_dependencies + other
+    }
+
+    /// Writes every change or none (see [`guard::write_all`]), then, unless `verify` is off, compiles the workspace
+    /// (`cargo check --workspace --all-targets` and the doctests of the changed libraries) and puts every file back
+    /// (`Cargo.lock` too) when that fails, unless `keep_broken`. Returns the paths written (relative to the root) and,
+    /// when the compile failed and the edits were kept, its first errors.
+    pub fn write(&self, verify: bool, keep_broken: bool) -> Result<(Vec<String>, Option<String>), Diagnostic> {
+        let changed: Vec<(&Path, &str, &str)> = self
+            .files
+            .iter()
+            .filter(|(_, c)| c.old != c.new)
+            .map(|(path, c)| (path.as_path(), c.old.as_str(), c.new.as_str()))
+            .collect();
+        if changed.is_empty() {
+            return Ok((Vec::new(), None));
         }
-        Ok(written)
+        let mut written = guard::write_all(&changed, |path| rel_path(&self.root, path))?;
+        let paths = changed.iter().map(|(path, _, _)| rel_path(&self.root, path)).collect();
+        if !verify {
+            return Ok((paths, None));
+        }
+        written.save(self.root.join("Cargo.lock"));
+        let Err(errors) = guard::verify(&self.root, &self.doctest_packages) else { return Ok((paths, None)) };
+        if keep_broken {
+            return Ok((paths, Some(errors)));
+        }
+        let failed = written.restore();
+        let restored = if failed.is_empty() {
+            "every file was put back as it was".to_owned()
+        } else {
+            format!("{} could not be put back: {}", plural(failed.len(), "file"), failed.join("; "))
+        };
+        Err(Diagnostic::error(
+            "fix",
+            format!("the fixed workspace does not compile, so --fix backed out: {restored}; {errors}"),
+        )
+        .with_help(
+            "rewrite what the compiler names by hand, or pass --broken-code to keep the edits and see the errors",
+        )
+        .in_file(self.root_shown.join("Cargo.toml").display().to_string()))
+    }
+
+    /// Formats the changed Rust files that were rustfmt-clean before (their members' editions, the workspace's
+    /// `rustfmt.toml`). Without rustfmt, nothing is formatted and a note says so.
+    fn format(&mut self, ws: &Workspace) {
+        let changed: Vec<&PathBuf> = self
+            .files
+            .iter()
+            .filter(|(path, c)| c.old != c.new && path.extension().is_some_and(|e| e == "rs"))
+            .map(|(path, _)| path)
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let Some(rustfmt) = guard::Rustfmt::find() else {
+            self.notes.push(
+                "rustfmt was not found, so the rewritten Rust files are not formatted; run `cargo fmt` after --fix"
+                    .to_owned(),
+            );
+            return;
+        };
+        let changed: Vec<PathBuf> = changed.into_iter().cloned().collect();
+        for path in changed {
+            let Some(member) =
+                ws.members.iter().filter(|m| path.starts_with(&m.dir)).max_by_key(|m| m.dir.components().count())
+            else {
+                continue;
+            };
+            let edition = edition(ws, member);
+            let dir = path.parent().unwrap_or(&ws.root).to_owned();
+            let change = self.files.get_mut(&path).expect("a planned file");
+            if rustfmt.format(&change.old, &dir, &edition).as_deref() != Some(change.old.as_str()) {
+                continue;
+            }
+            if let Some(formatted) = rustfmt.format(&change.new, &dir, &edition)
+                && formatted != change.new
+            {
+                change.new = formatted;
+                change.formatted = true;
+            }
+        }
     }
 
     /// Puts the fixer's reason on the `source` violations of `report` (a check after writing) that it left in place.
     pub fn explain(&self, report: &mut Report) {
         let mut helps: HashMap<(String, usize, usize), &str> = HashMap::new();
+        // In a file rustfmt formatted, the k-th occurrence left is the k-th one the check finds (formatting keeps the
+        // order of tokens).
+        let mut by_order: HashMap<String, Vec<&str>> = HashMap::new();
         for note in &self.unfixed {
             let change = &self.files[&note.file];
+            if change.formatted {
+                by_order.entry(rel_path(&self.root, &note.file)).or_default().push(&note.help);
+                continue;
+            }
             let offset = change.new_offset(note.offset);
             let (line, column) = line_col(&change.new, offset);
             helps.insert((rel_path(&self.root, &note.file), line, column), &note.help);
         }
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for violation in report.violations.iter_mut().filter(|v| v.kind == Kind::Source) {
-            if let Some(help) = helps.get(&(violation.file().to_owned(), violation.line(), violation.column())) {
+            let file = violation.file().to_owned();
+            if let Some(helps) = by_order.get(&file) {
+                let k = seen.entry(file).or_default();
+                if let Some(help) = helps.get(*k) {
+                    violation.diagnostic.help = Some((*help).to_owned());
+                }
+                *k += 1;
+            } else if let Some(help) = helps.get(&(file, violation.line(), violation.column())) {
                 violation.diagnostic.help = Some((*help).to_owned());
             }
         }
     }
 }
 
-fn write_atomically(path: &Path, contents: &str) -> Result<(), Diagnostic> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.migrate-fix.tmp"));
-    let result = std::fs::write(&temp, contents)
-        .and_then(|()| match std::fs::metadata(path) {
-            Ok(meta) => std::fs::set_permissions(&temp, meta.permissions()),
-            Err(_) => Ok(()),
-        })
-        .and_then(|()| std::fs::rename(&temp, path));
-    result.map_err(|err| {
-        let _ = std::fs::remove_file(&temp);
-        Diagnostic::error("io", format!("cannot write: {err}")).in_file(path.display().to_string())
-    })
+/// What [`plan`] computes.
+struct Planned {
+    files: BTreeMap<PathBuf, FileChange>,
+    unfixed: Vec<Unfixed>,
+    /// Members that keep the deprecated crate for what is left in them.
+    kept: HashSet<String>,
 }
-
-type Planned = (BTreeMap<PathBuf, FileChange>, Vec<Unfixed>);
 
 fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
     let config = &ws.config;
@@ -282,7 +473,7 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
                 offset,
                 help,
             }));
-            changes.insert(path, FileChange { old: text, new, edits });
+            changes.insert(path, FileChange { old: text, new, edits, formatted: false });
         }
         member_sources.insert(member, (left, rewrote));
     }
@@ -291,7 +482,8 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
     }
 
     fix_manifests(ws, &to_fix, &member_sources, &mut changes)?;
-    Ok((changes, left_in_place))
+    let kept = member_sources.iter().filter(|(_, (left, _))| *left > 0).map(|(m, _)| (*m).to_owned()).collect();
+    Ok(Planned { files: changes, unfixed: left_in_place, kept })
 }
 
 /// The directory of the deprecated crate's source: a `path` declaration of it, else a member of that name.
@@ -1516,7 +1708,7 @@ fn fix_manifests(
     for (path, (old, doc)) in docs {
         let new = doc.to_string();
         if new != old {
-            files.insert(path, FileChange { old, new, edits: Vec::new() });
+            files.insert(path, FileChange { old, new, edits: Vec::new(), formatted: false });
         }
     }
     Ok(())

@@ -303,7 +303,7 @@ fn a_source_file_that_cannot_be_read_is_an_error_not_a_skip() {
 fn fix_refuses_a_replacement_path_that_is_not_the_replacement_before_writing() {
     let ws = workspace(&format!("{NAMES}\nreplacement-path = \"crates/nope\""));
     let before = ws.read("crates/app/Cargo.toml");
-    for args in [&["--fix", "--dry-run"][..], &["--fix"]] {
+    for args in [&["--fix", "--dry-run", "--allow-no-vcs"][..], &["--fix", "--allow-no-vcs"]] {
         let run = migrate_check(&ws.root, args);
         assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{args:?}: {}", run.stderr);
         assert_eq!(
@@ -345,7 +345,7 @@ fn a_doctest_is_code_the_check_counts_and_fix_leaves_with_its_dependency() {
     assert_eq!((doctest["line"].as_u64(), doctest["column"].as_u64()), (Some(2), Some(5)));
     assert_eq!(doctest["help"], "use `new_core::helper` instead of `old_core::helper`, and depend on `new-core`");
 
-    let fixed = migrate_check(&ws.root, &["--fix", "--format", "json"]);
+    let fixed = migrate_check(&ws.root, &["--fix", "--allow-no-vcs", "--format", "json"]);
     assert_eq!(fixed.code, 1, "{}", fixed.stderr);
     // The doc text is not rewritten, so the member keeps the crate its doctest needs.
     assert_eq!(ws.read("crates/app/src/lib.rs"), lib);
