@@ -412,9 +412,9 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
     // The members to fix: those with dependency or source violations that are not allowlisted.
     // Member -> file -> (line, column) of each occurrence.
     type Hits = HashSet<(usize, usize)>;
-    let mut source_hits: BTreeMap<&str, BTreeMap<String, Hits>> = BTreeMap::new();
+    // (code, doctests).
+    let mut source_hits: BTreeMap<&str, BTreeMap<String, (Hits, Hits)>> = BTreeMap::new();
     let mut to_fix: Vec<&Package> = Vec::new();
-    let mut doctests: HashMap<&str, usize> = HashMap::new();
     for violation in &report.violations {
         if !matches!(violation.kind, Kind::Dependency | Kind::Source) {
             continue;
@@ -423,16 +423,11 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
         if !to_fix.iter().any(|m| m.name == member.name) {
             to_fix.push(member);
         }
-        if violation.doctest {
-            // Doc text is not rewritten yet: the occurrence stays, and so does the member's old dependency.
-            *doctests.entry(member.name.as_str()).or_default() += 1;
-        } else if violation.kind == Kind::Source {
-            source_hits
-                .entry(member.name.as_str())
-                .or_default()
-                .entry(violation.file().to_owned())
-                .or_default()
-                .insert((violation.line(), violation.column()));
+        if violation.kind == Kind::Source {
+            let hits =
+                source_hits.entry(member.name.as_str()).or_default().entry(violation.file().to_owned()).or_default();
+            let hits = if violation.doctest { &mut hits.1 } else { &mut hits.0 };
+            hits.insert((violation.line(), violation.column()));
         }
     }
 
@@ -460,11 +455,18 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
             );
         let mut left = 0;
         let mut rewrote = false;
-        for (file, hits) in files {
+        for (file, (hits, doc_hits)) in files {
             let path = ws.root.join(file);
             let text = std::fs::read_to_string(&path)
                 .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(file.clone()))?;
-            let (edits, unfixed) = fix_source(file, &text, hits, mapping, &member_lib)?;
+            let (mut edits, mut unfixed) =
+                if hits.is_empty() { Default::default() } else { fix_source(file, &text, hits, mapping, &member_lib)? };
+            // Doc text (a `///` comment or a Markdown file) has no syntax tree: its occurrences are rewritten as text.
+            let (doc_edits, doc_unfixed) = fix_doctest(&text, doc_hits, mapping, &member_lib);
+            edits.extend(doc_edits);
+            edits.sort_by_key(|e| (e.start, e.end));
+            unfixed.extend(doc_unfixed);
+            unfixed.sort_by_key(|(offset, _)| *offset);
             left += unfixed.len();
             rewrote |= edits.iter().any(|e| e.text.contains(&member_lib));
             let new = apply(&text, &edits);
@@ -477,13 +479,82 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
         }
         member_sources.insert(member, (left, rewrote));
     }
-    for (member, count) in doctests {
-        member_sources.entry(member).or_insert((0, false)).0 += count;
-    }
 
     fix_manifests(ws, &to_fix, &member_sources, &mut changes)?;
     let kept = member_sources.iter().filter(|(_, (left, _))| *left > 0).map(|(m, _)| (*m).to_owned()).collect();
     Ok(Planned { files: changes, unfixed: left_in_place, kept })
+}
+
+/// The edits for the occurrences `hits` (line, column) in the doctests of `text`, and those left (offset, help). A path
+/// is rewritten when the mapping gives its new path (a macro when it is called with parentheses); an import whose new
+/// name differs is left, since the doctest's other lines still use the old name.
+fn fix_doctest(
+    text: &str,
+    hits: &HashSet<(usize, usize)>,
+    map: &Mapping,
+    replacement_lib: &str,
+) -> (Vec<Edit>, Vec<(usize, String)>) {
+    let index = LineIndex::new(text);
+    let rebase = |new: &str| match new.split_once("::") {
+        Some((_, rest)) => format!("{replacement_lib}::{rest}"),
+        None => replacement_lib.to_owned(),
+    };
+    let mut hits: Vec<&(usize, usize)> = hits.iter().collect();
+    hits.sort();
+    let (mut edits, mut left) = (Vec::new(), Vec::new());
+    for &(line, column) in hits {
+        let start = index.offset(line, column - 1);
+        let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+        // The path: ident (:: ident)*, ending where a segment ends.
+        let mut segments: Vec<(usize, usize)> = Vec::new();
+        let mut at = start;
+        loop {
+            let len = text[at..].find(|c: char| !is_ident(c)).unwrap_or(text.len() - at);
+            if len == 0 {
+                break;
+            }
+            segments.push((at, at + len));
+            at += len;
+            if text[at..].starts_with("::") && text[at + 2..].starts_with(is_ident) {
+                at += 2;
+            } else {
+                break;
+            }
+        }
+        let mut old: Vec<String> = segments.iter().map(|(a, b)| text[*a..*b].to_owned()).collect();
+        let Some(root) = old.first_mut() else { continue };
+        *root = map.lib.clone();
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let in_use = text[line_start..start].trim_end().ends_with("use");
+        let end = segments.last().map_or(start, |s| s.1);
+        let bang = text[end..].starts_with("!(");
+        let manual = |help: &str| (start, help.to_owned());
+        if bang {
+            match map.macros.get(&old.join("::")) {
+                Some(Action::Macro(new)) => edits.push(Edit { start, end: end + 1, text: rebase(new) }),
+                Some(Action::Manual(help)) => left.push(manual(help)),
+                _ => left.push(manual(&format!("rewrite this doctest's macro call by hand with `{replacement_lib}`"))),
+            }
+            continue;
+        }
+        match map.resolve(&old, 2.min(old.len()), false) {
+            Some((len, Action::Path(new))) => {
+                let renamed = new.rsplit("::").next() != old.get(len - 1).map(String::as_str);
+                if in_use && (renamed || new.split("::").count() > 2) {
+                    left.push(manual(&format!(
+                        "this doctest imports `{}`; import `{}` instead and rename its uses",
+                        old[..len].join("::"),
+                        rebase(new)
+                    )));
+                } else {
+                    edits.push(Edit { start, end: segments[len - 1].1, text: rebase(new) });
+                }
+            }
+            Some((_, Action::Manual(help))) => left.push(manual(help)),
+            _ => left.push(manual(&format!("rewrite this path in the doctest by hand with `{replacement_lib}`"))),
+        }
+    }
+    (edits, left)
 }
 
 /// The directory of the deprecated crate's source: a `path` declaration of it, else a member of that name.
@@ -537,6 +608,8 @@ struct Mapping {
     macros: HashMap<String, Action>,
     /// Old paths of constants and statics (which may stand in patterns).
     consts: HashSet<String>,
+    /// Old paths of helpers that call a method on their first parameter: a call becomes a method call.
+    methods: HashSet<String>,
 }
 
 impl Mapping {
@@ -583,6 +656,7 @@ impl Mapping {
             items: HashMap::new(),
             macros: HashMap::new(),
             consts: HashSet::new(),
+            methods: HashSet::new(),
         };
         for shim in shims {
             let manual = || {
@@ -607,10 +681,11 @@ impl Mapping {
                 ShimKind::Crate => {}
                 ShimKind::Module => _ = mapping.items.insert(shim.old_path.clone(), Action::Module),
                 ShimKind::Function | ShimKind::AsyncFunction => {
-                    let action = fns
-                        .get(&shim.old_path)
-                        .and_then(|f| forwarded_path(f, &new_path))
-                        .map_or_else(manual, Action::Path);
+                    let forwarded = fns.get(&shim.old_path).and_then(|f| forwarded_path(f, &new_path));
+                    if forwarded.as_ref().is_some_and(|(_, method)| *method) {
+                        mapping.methods.insert(shim.old_path.clone());
+                    }
+                    let action = forwarded.map_or_else(manual, |(path, _)| Action::Path(path));
                     mapping.items.insert(shim.old_path.clone(), action);
                 }
                 ShimKind::Macro => {
@@ -644,8 +719,9 @@ impl Mapping {
 
 /// The path a helper fn's call can be swapped for, if its body proves the swap keeps the meaning: `new(a, b)` with the
 /// parameters in order, or `a.method(b)` where `a: [&[mut]] Type` and the note names `Type` or `Type::method` (the call
-/// then becomes `Type::method(a, b)`). An `async fn` must end in `.await` on that call, a plain fn must not.
-fn forwarded_path(f: &syn::ItemFn, new_path: &str) -> Option<String> {
+/// then becomes `Type::method(a, b)`, or the method call `a.method(b)`: the `bool` says it is a method). An `async fn`
+/// must end in `.await` on that call, a plain fn must not.
+fn forwarded_path(f: &syn::ItemFn, new_path: &str) -> Option<(String, bool)> {
     let mut params = Vec::new();
     for input in &f.sig.inputs {
         let syn::FnArg::Typed(typed) = input else { return None };
@@ -677,7 +753,7 @@ fn forwarded_path(f: &syn::ItemFn, new_path: &str) -> Option<String> {
             let path = plain_path(&func.path).filter(|p| func.qself.is_none() && p == new_path)?;
             let forwards = call.args.len() == params.len()
                 && call.args.iter().zip(&params).all(|(arg, (name, _))| is_param(arg, name));
-            forwards.then_some(path)
+            forwards.then_some((path, false))
         }
         syn::Expr::MethodCall(method) => {
             let ((first, first_ty), rest) = params.split_first()?;
@@ -692,7 +768,7 @@ fn forwarded_path(f: &syn::ItemFn, new_path: &str) -> Option<String> {
             let syn::Type::Path(ty) = ty else { return None };
             let ty = plain_path(&ty.path).filter(|_| ty.qself.is_none())?;
             let swapped = format!("{ty}::{}", method.method);
-            (forwards && (new_path == ty || new_path == swapped)).then_some(swapped)
+            (forwards && (new_path == ty || new_path == swapped)).then_some((swapped, true))
         }
         _ => None,
     }
@@ -736,6 +812,9 @@ struct Scope {
     imports: HashSet<(String, String)>,
     /// `extern crate <replacement> [as alias]` items.
     externs: HashSet<Option<String>>,
+    /// Local names of old imports that are now imported under the new item's own name (`AgentContext` ->
+    /// `RunContext`): their use sites are renamed rather than the old name kept as an alias.
+    renamed: HashMap<String, String>,
 }
 
 struct FileFix<'a> {
@@ -801,6 +880,12 @@ fn fix_source(
     }
     fixer.unfixed.sort_by_key(|(offset, _)| *offset);
     Ok((disjoint, fixer.unfixed))
+}
+
+/// Whether an item is `use super::*;`.
+fn is_super_glob(item: &syn::Item) -> bool {
+    let syn::Item::Use(item) = item else { return false };
+    matches!(&item.tree, syn::UseTree::Path(p) if p.ident == "super" && matches!(&*p.tree, syn::UseTree::Glob(_)))
 }
 
 fn key(ident: &proc_macro2::Ident) -> (usize, usize) {
@@ -927,6 +1012,17 @@ impl FileFix<'_> {
     /// Handles one module's items: imports first (they decide which names are rewritten), then everything else.
     fn module(&mut self, items: &[syn::Item]) {
         let outer = std::mem::take(&mut self.scope);
+        // `use super::*` brings the parent's names in, those of its glob import of the old crate and its renamed
+        // imports too: they are rewritten here as they are there.
+        if items.iter().any(is_super_glob) {
+            self.scope.glob = outer.glob;
+            self.scope.lowered = outer.lowered.clone();
+            self.scope.renamed = outer.renamed.clone();
+            self.scope.shadowed = outer.shadowed.clone();
+            if outer.imports.iter().any(|(local, _)| local == "*") {
+                self.scope.imports.insert(("*".to_owned(), self.replacement_lib.to_owned()));
+            }
+        }
         for item in items {
             self.declare(item);
         }
@@ -1083,8 +1179,22 @@ impl FileFix<'_> {
             match decision {
                 None => rendered.push(leaf.render()),
                 Some(Decision::Import(new, local)) => {
-                    if self.scope.imports.insert((local.clone(), new.clone())) {
-                        let last = new.rsplit("::").next().unwrap_or_default();
+                    let last = new.rsplit("::").next().unwrap_or_default().to_owned();
+                    // An old name that the new item no longer has (`AgentContext` for `RunContext`) is renamed at its
+                    // use sites, unless the author chose it (`as`), it is re-exported, it is imported in a block, or
+                    // the new name is taken.
+                    let rename = last != local
+                        && top_level
+                        && !public
+                        && matches!(leaf.kind, LeafKind::Name)
+                        && !self.scope.shadowed.contains(&last)
+                        && !self.scope.imports.iter().any(|(l, path)| *l == last && *path != new);
+                    if rename {
+                        self.scope.renamed.insert(local.clone(), last.clone());
+                        if self.scope.imports.insert((last.clone(), new.clone())) {
+                            rendered.push(new);
+                        }
+                    } else if self.scope.imports.insert((local.clone(), new.clone())) {
                         rendered.push(if last == local { new } else { format!("{new} as {local}") });
                     }
                 }
@@ -1161,6 +1271,9 @@ impl FileFix<'_> {
         let Some(first) = path.segments.first() else { return };
         let idents: Vec<String> = path.segments.iter().map(|s| name(&s.ident)).collect();
         let hit = self.hits.contains(&key(&first.ident)) && (path.leading_colon.is_some() || idents.len() > 1);
+        if !hit && path.leading_colon.is_none() && self.rename_local(&first.ident) {
+            return;
+        }
         let (old, root_len) = if hit {
             self.handled.insert(key(&first.ident));
             let mut old = vec![self.map.lib.clone()];
@@ -1193,10 +1306,98 @@ impl FileFix<'_> {
         match action.clone() {
             Action::Path(new) => {
                 let end = path.segments[consumed - 1].ident.span().end();
-                self.edit(start, end, self.rebase(&new));
+                let new = if hit { self.rebase(&new) } else { self.through_glob(&new) };
+                self.edit(start, end, new);
             }
             Action::Manual(help) => self.leave(start, help),
             Action::Module | Action::Macro(_) => self.leave(start, self.no_note(&old)),
+        }
+    }
+
+    /// A call of a helper that called a method on its first argument, written as that method call:
+    /// `old::next_event(&mut self.events)` becomes `self.events.recv()`. The arguments keep their text
+    /// (and their own edits); only the call around them changes. Whether it was one.
+    fn method_call(&mut self, call: &syn::ExprCall) -> bool {
+        let syn::Expr::Path(func) = &*call.func else { return false };
+        let path = &func.path;
+        let Some(first) = path.segments.first() else { return false };
+        if func.qself.is_some() || path.segments.iter().any(|s| !s.arguments.is_none()) || call.args.is_empty() {
+            return false;
+        }
+        let idents: Vec<String> = path.segments.iter().map(|s| name(&s.ident)).collect();
+        let hit = self.hits.contains(&key(&first.ident)) && (path.leading_colon.is_some() || idents.len() > 1);
+        let old = if hit {
+            let mut old = vec![self.map.lib.clone()];
+            old.extend(idents[1..].iter().cloned());
+            old
+        } else if path.leading_colon.is_none() && idents.len() == 1 {
+            let Some(old) = self.local(&idents[0]) else { return false };
+            old
+        } else {
+            return false;
+        };
+        let joined = old.join("::");
+        let Some(Action::Path(new)) = self.map.items.get(&joined) else { return false };
+        if !self.map.methods.contains(&joined) {
+            return false;
+        }
+        let method = new.rsplit("::").next().unwrap_or_default().to_owned();
+        let args: Vec<&syn::Expr> = call.args.iter().collect();
+        let receiver = match args[0] {
+            syn::Expr::Reference(reference) => &*reference.expr,
+            other => other,
+        };
+        // A receiver that binds looser than `.` gets parentheses.
+        let plain = matches!(
+            receiver,
+            syn::Expr::Path(_)
+                | syn::Expr::Field(_)
+                | syn::Expr::MethodCall(_)
+                | syn::Expr::Call(_)
+                | syn::Expr::Index(_)
+                | syn::Expr::Paren(_)
+                | syn::Expr::Macro(_)
+                | syn::Expr::Lit(_)
+                | syn::Expr::Tuple(_)
+        );
+        let (open, close) = if plain { ("", "") } else { ("(", ")") };
+        if hit {
+            self.handled.insert(key(&first.ident));
+        }
+        let receiver_span = receiver.span();
+        self.edit(call.func.span().start(), receiver_span.start(), open.to_owned());
+        match args.get(1) {
+            Some(second) => {
+                self.edit(receiver_span.end(), second.span().start(), format!("{close}.{method}("));
+            }
+            None => {
+                let end = call.paren_token.span.close().end();
+                self.edit(receiver_span.end(), end, format!("{close}.{method}()"));
+            }
+        }
+        true
+    }
+
+    /// Renames a use site of an old import now imported under the new name; whether it was one.
+    fn rename_local(&mut self, ident: &proc_macro2::Ident) -> bool {
+        let Some(new) = self.scope.renamed.get(&name(ident)).cloned() else { return false };
+        self.edit(ident.span().start(), ident.span().end(), new);
+        true
+    }
+
+    /// The new path for a name that came through a glob import of the old crate: the bare name when the glob import of
+    /// the replacement provides it (`DEFAULT_EVENT_BUFFER`), else the full path.
+    fn through_glob(&self, new: &str) -> String {
+        let new = self.rebase(new);
+        match new.split_once("::") {
+            Some((_, last))
+                if !last.contains("::")
+                    && !self.scope.shadowed.contains(last)
+                    && self.scope.imports.contains(&("*".to_owned(), self.replacement_lib.to_owned())) =>
+            {
+                last.to_owned()
+            }
+            _ => new,
         }
     }
 
@@ -1205,10 +1406,13 @@ impl FileFix<'_> {
         if pat.by_ref.is_some() || pat.mutability.is_some() || pat.subpat.is_some() {
             return;
         }
+        if self.rename_local(&pat.ident) {
+            return;
+        }
         let Some(old) = self.local(&name(&pat.ident)) else { return };
         let joined = old.join("::");
         if let (true, Some(Action::Path(new))) = (self.map.consts.contains(&joined), self.map.items.get(&joined)) {
-            let new = self.rebase(new);
+            let new = self.through_glob(new);
             self.edit(pat.ident.span().start(), pat.ident.span().end(), new);
         }
     }
@@ -1273,6 +1477,10 @@ impl FileFix<'_> {
             let hit = self.hits.contains(&key(ident));
             let after_path =
                 i > 0 && (punct(i - 1, ':') || punct(i - 1, '.') || punct(i - 1, '$') || punct(i - 1, '\''));
+            if !hit && !after_path && self.rename_local(ident) {
+                i += 1;
+                continue;
+            }
             let local = if hit || after_path { None } else { self.local(&name(ident)) };
             if !hit && local.is_none() {
                 i += 1;
@@ -1366,6 +1574,14 @@ impl<'ast> Visit<'ast> for FileFix<'_> {
     fn visit_path(&mut self, path: &'ast syn::Path) {
         self.fix_path(path);
         visit::visit_path(self, path);
+    }
+
+    fn visit_expr_call(&mut self, call: &'ast syn::ExprCall) {
+        if !self.method_call(call) {
+            visit::visit_expr_call(self, call);
+        } else {
+            call.args.iter().for_each(|arg| self.visit_expr(arg));
+        }
     }
 
     fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
@@ -1720,7 +1936,8 @@ mod tests {
 
     #[test]
     fn helper_fns_are_swapped_only_when_their_body_forwards() {
-        let check = |src: &str, new: &str| forwarded_path(&syn::parse_str(src).expect("a fn"), new);
+        let check =
+            |src: &str, new: &str| forwarded_path(&syn::parse_str(src).expect("a fn"), new).map(|(path, _)| path);
         assert_eq!(check("fn f() -> B { c::R::builder() }", "c::R::builder").as_deref(), Some("c::R::builder"));
         assert_eq!(check("fn f(r: &c::R, u: &str) -> X { r.open(u) }", "c::R::open").as_deref(), Some("c::R::open"));
         assert_eq!(check("fn f(r: &c::R) -> c::R { r.clone() }", "c::R").as_deref(), Some("c::R::clone"));
