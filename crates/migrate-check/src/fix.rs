@@ -116,6 +116,10 @@ struct Edit {
 pub fn plan_fix(options: &CheckOptions) -> Result<FixPlan, Diagnostic> {
     let ws = crate::load(options)?;
     let before = crate::check_loaded(&ws, true)?;
+    // The name first: a typo would otherwise surface as a confusing problem of the notes, or be written everywhere.
+    if before.violations.iter().any(|v| matches!(v.kind, Kind::Dependency | Kind::Source)) {
+        check_replacement_name(&ws)?;
+    }
     let planned = plan(&ws, &before)?;
     let mut plan = FixPlan {
         root: ws.root.clone(),
@@ -127,9 +131,6 @@ pub fn plan_fix(options: &CheckOptions) -> Result<FixPlan, Diagnostic> {
         doctest_packages: Vec::new(),
         notes: Vec::new(),
     };
-    if plan.changes().next().is_some() {
-        check_replacement_name(&ws)?;
-    }
     plan.format(&ws);
     plan.doctest_packages = ws
         .members
@@ -161,7 +162,8 @@ fn check_replacement_name(ws: &Workspace) -> Result<(), Diagnostic> {
         return Err(Diagnostic::error(
             "fix",
             format!(
-                "--fix would make the members depend on `{replacement}`, which no package here is named, but                  `{near}` is; nothing was written"
+                "--fix would make the members depend on `{replacement}`, which no package here is named, but `{near}` \
+                 is; nothing was written"
             ),
         )
         .with_help(format!("if `{near}` is meant, correct {source}"))
@@ -826,6 +828,11 @@ struct FileFix<'a> {
     edits: Vec<Edit>,
     unfixed: Vec<(usize, String)>,
     handled: HashSet<(usize, usize)>,
+    /// `macro_rules!` macros defined in this file: their arguments may be pasted after a path (`old::$name`), so
+    /// names in them are not taken for names of the old crate's glob import.
+    local_macros: HashSet<String>,
+    /// Inside the arguments of one of `local_macros`.
+    in_local_macro: bool,
 }
 
 /// The edits for one source file and the occurrences it leaves (offset, help).
@@ -854,8 +861,19 @@ fn fix_source(
         edits: Vec::new(),
         unfixed: Vec::new(),
         handled: HashSet::new(),
+        local_macros: HashSet::new(),
+        in_local_macro: false,
     };
     if let Ok(file) = &file {
+        struct Macros<'m>(&'m mut HashSet<String>);
+        impl<'ast> Visit<'ast> for Macros<'_> {
+            fn visit_item_macro(&mut self, item: &'ast syn::ItemMacro) {
+                if let Some(ident) = &item.ident {
+                    self.0.insert(name(ident));
+                }
+            }
+        }
+        Macros(&mut fixer.local_macros).visit_file(file);
         for attr in &file.attrs {
             fixer.visit_attribute(attr);
         }
@@ -1453,7 +1471,11 @@ impl FileFix<'_> {
                 }
             }
         }
+        let local = mac.path.get_ident().is_some_and(|ident| self.local_macros.contains(&name(ident)));
+        let outer = self.in_local_macro;
+        self.in_local_macro |= local;
         self.fix_tokens(mac.tokens.clone());
+        self.in_local_macro = outer;
     }
 
     /// Token-level rewriting inside macro arguments and `macro_rules!` bodies, where there is no syntax tree.
@@ -1477,11 +1499,11 @@ impl FileFix<'_> {
             let hit = self.hits.contains(&key(ident));
             let after_path =
                 i > 0 && (punct(i - 1, ':') || punct(i - 1, '.') || punct(i - 1, '$') || punct(i - 1, '\''));
-            if !hit && !after_path && self.rename_local(ident) {
+            if !hit && !after_path && !self.in_local_macro && self.rename_local(ident) {
                 i += 1;
                 continue;
             }
-            let local = if hit || after_path { None } else { self.local(&name(ident)) };
+            let local = if hit || after_path || self.in_local_macro { None } else { self.local(&name(ident)) };
             if !hit && local.is_none() {
                 i += 1;
                 continue;

@@ -260,14 +260,17 @@ impl Rustfmt {
     /// `None` when rustfmt fails on it (it does not parse, say). (`rustfmt --check` on standard input exits 0 either
     /// way, so a file is clean when this gives it back unchanged.)
     pub(crate) fn format(&self, text: &str, dir: &Path, edition: &str) -> Option<String> {
-        let mut child = Command::new(&self.program)
-            .args(["--edition", edition, "--emit", "stdout"])
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
+        let mut command = Command::new(&self.program);
+        command.args(["--edition", edition, "--emit", "stdout"]);
+        // On standard input rustfmt does not look for the file's configuration: name it, as `cargo fmt` would find it.
+        let config = dir.ancestors().find_map(|dir| {
+            ["rustfmt.toml", ".rustfmt.toml"].into_iter().map(|name| dir.join(name)).find(|path| path.is_file())
+        });
+        if let Some(config) = config {
+            command.arg("--config-path").arg(config);
+        }
+        let mut child =
+            command.current_dir(dir).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
         let mut stdin = child.stdin.take()?;
         let input = text.to_owned();
         let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
