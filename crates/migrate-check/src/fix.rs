@@ -24,8 +24,11 @@
 //!   module that became a type) are removed and the names they brought in are rewritten in that module; imports that
 //!   become duplicates are dropped.
 //! - A member with an occurrence left keeps its old dependency (so it still builds) and gains the replacement.
-//! - Files are written through a temporary file and a rename. A dirty git work tree is refused (exit 2) unless
-//!   `--allow-dirty`; outside a git work tree there is nothing to check. `--dry-run` prints a unified diff instead.
+//! - Every check and edit comes first; then all files are written or none (module `guard`): the workspace must be under
+//!   git, clean (`--allow-dirty`, `--allow-staged`, `--allow-no-vcs` relax that), and after writing it must compile
+//!   (`cargo check --workspace --all-targets` and the changed libraries' doctests), else every file is put back
+//!   (`--broken-code` keeps them, `--no-verify` skips the compile). Rust files that were rustfmt-clean are formatted.
+//!   `--dry-run` prints a unified diff instead, with the exit code the real run would have.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -284,9 +287,9 @@ impl FixPlan {
         self.unfixed.len() + kept_dependencies + other
     }
 
-    /// Writes every change or none (see [`guard::write_all`]), then, unless `verify` is off, compiles the workspace
-    /// (`cargo check --workspace --all-targets` and the doctests of the changed libraries) and puts every file back
-    /// (`Cargo.lock` too) when that fails, unless `keep_broken`. Returns the paths written (relative to the root) and,
+    /// Writes every change or none (every new text to a temporary file first, then the renames), then, unless
+    /// `verify` is off, compiles the workspace (`cargo check --workspace --all-targets` and the doctests of the
+    /// changed libraries) and puts every file back (`Cargo.lock` too) when that fails, unless `keep_broken`. Returns the paths written (relative to the root) and,
     /// when the compile failed and the edits were kept, its first errors.
     pub fn write(&self, verify: bool, keep_broken: bool) -> Result<(Vec<String>, Option<String>), Diagnostic> {
         let changed: Vec<(&Path, &str, &str)> = self
