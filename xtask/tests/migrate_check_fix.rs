@@ -56,13 +56,17 @@ fn contents(dir: &Path) -> BTreeMap<PathBuf, String> {
     files
 }
 
-/// Runs `migrate-check --manifest-path <dir>/Cargo.toml <args>`; returns (exit code, stdout, stderr).
+/// Runs `migrate-check --manifest-path <dir>/Cargo.toml <args>`; returns (exit code, stdout, stderr). The compile
+/// that `--fix` runs afterwards is offline and shares the target directory of the test's own compiles of `dir`.
 fn xtask(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let name = dir.file_name().expect("a fixture directory").to_string_lossy();
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg("migrate-check")
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         .args(args)
+        .env("CARGO_TARGET_DIR", fixture_target(&name))
+        .env("CARGO_NET_OFFLINE", "true")
         .output()
         .expect("the xtask binary runs");
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("output is UTF-8");
@@ -88,27 +92,34 @@ fn left(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `--fix --dry-run`: exit 0, nothing written; returns the diff.
+/// The flags these fixtures need: their copies are under `target/`, which git ignores, and the check's fixtures are not
+/// meant to compile (`VERIFY` is for those that are).
+const NO_VCS: &[&str] = &["--allow-no-vcs", "--no-verify"];
+const VERIFY: &[&str] = &["--allow-no-vcs"];
+
+/// `--fix --dry-run` with `flags`, expecting the exit code the real run has; nothing written; returns the diff.
 #[track_caller]
-fn dry_run(dir: &Path) -> String {
+fn dry_run(dir: &Path, flags: &[&str], expected_exit: i32) -> String {
     let before = contents(dir);
-    let (code, stdout, stderr) = xtask(dir, &["--fix", "--dry-run"]);
-    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let (code, stdout, stderr) = xtask(dir, &[&["--fix", "--dry-run"], flags].concat());
+    assert_eq!(code, Some(expected_exit), "stderr: {stderr}");
     assert_eq!(contents(dir), before, "--dry-run changes nothing");
     stdout
 }
 
-/// `--fix` with the expected exit code, then a second `--fix` that changes nothing. Returns the first run's stdout.
+/// `--fix` with `flags` and the expected exit code, then a second `--fix` that changes nothing. Returns the first
+/// run's stdout.
 #[track_caller]
-fn fix(dir: &Path, expected_exit: i32) -> String {
-    let (code, stdout, stderr) = xtask(dir, &["--fix"]);
+fn fix(dir: &Path, flags: &[&str], expected_exit: i32) -> String {
+    let args = [&["--fix"], flags].concat();
+    let (code, stdout, stderr) = xtask(dir, &args);
     assert_eq!(code, Some(expected_exit), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let after = contents(dir);
-    let (code, _, stderr) = xtask(dir, &["--fix"]);
+    let (code, _, stderr) = xtask(dir, &args);
     assert_eq!(code, Some(expected_exit));
     assert_eq!(stderr, "migrate-check --fix: nothing to change\n", "a second --fix is a no-op");
     assert_eq!(contents(dir), after, "a second --fix changes nothing");
-    assert_eq!(dry_run(dir), "", "nothing left to diff");
+    assert_eq!(dry_run(dir, flags, expected_exit), "", "nothing left to diff");
     stdout
 }
 
@@ -144,10 +155,15 @@ fn legacy_consumer_migrates_completely_and_keeps_its_behaviour() {
     assert!(built && warnings_before > 50, "the old API builds, with its warnings ({warnings_before})");
     assert!(cargo(&dir, "test", "legacy-consumer").0, "the consumer's tests pass before the fix");
 
-    insta::assert_snapshot!("legacy-consumer", dry_run(&dir));
-    let stdout = fix(&dir, 0);
-    // Cargo.lock still has the compat crate (the next build updates it), so the name is in sight: no note.
-    assert_eq!(stdout, "migrate-check: ok: 1 checked package, none depends on or imports `registry-compat`\n");
+    insta::assert_snapshot!("legacy-consumer", dry_run(&dir, VERIFY, 0));
+    let stdout = fix(&dir, VERIFY, 0);
+    // The compile after writing updated Cargo.lock, so the compat crate is gone from sight: the note says so.
+    assert_eq!(
+        stdout,
+        "migrate-check: ok: 1 checked package, none depends on or imports `registry-compat`\nnote[migrate-check]: no \
+         package named `registry-compat` is a member, a dependency or in Cargo.lock: if the migration is not finished, \
+         check the name\n"
+    );
     assert_eq!(left(&dir), []);
 
     let (built, warnings_after) = cargo(&dir, "check", "legacy-consumer");
@@ -159,16 +175,16 @@ fn legacy_consumer_migrates_completely_and_keeps_its_behaviour() {
 #[test]
 fn small_workspace_swaps_what_is_safe_and_reports_the_rest() {
     let dir = scratch("migrate-fix/workspace", "workspace");
-    assert!(cargo(&dir, "test", "migrate-fix").0, "the fixture's tests pass before the fix");
-    insta::assert_snapshot!("workspace", dry_run(&dir));
-    insta::assert_snapshot!("workspace-after", fix(&dir, 1));
+    assert!(cargo(&dir, "test", "workspace").0, "the fixture's tests pass before the fix");
+    insta::assert_snapshot!("workspace", dry_run(&dir, VERIFY, 1));
+    insta::assert_snapshot!("workspace-after", fix(&dir, VERIFY, 1));
     // `app` keeps the old crate for the two uses that are not path swaps, and gained the replacement.
     assert_eq!(
         left(&dir),
         [("app", "dependency"), ("app", "source"), ("app", "source")].map(|(p, k)| (p.into(), k.into()))
     );
     // Another `--fix` (a no-op now) says why each is left, naming the new path.
-    let (code, stdout, _) = xtask(&dir, &["--fix", "--format", "json"]);
+    let (code, stdout, _) = xtask(&dir, &["--fix", "--allow-no-vcs", "--format", "json"]);
     assert_eq!(code, Some(1));
     let report: Value = serde_json::from_str(&stdout).expect("JSON report");
     let helps: Vec<&str> = report["violations"].as_array().expect("violations")[1..]
@@ -177,41 +193,41 @@ fn small_workspace_swaps_what_is_safe_and_reports_the_rest() {
         .collect();
     assert!(helps[0].contains("core_registry::Registry::open"), "the help names the new path: {}", helps[0]);
     assert!(helps[1].contains("macro tokens"), "{}", helps[1]);
-    let (built, _) = cargo(&dir, "check", "migrate-fix");
+    let (built, _) = cargo(&dir, "check", "workspace");
     assert!(built, "the fixed workspace builds");
-    assert!(cargo(&dir, "test", "migrate-fix").0, "the fixture's tests pass after the fix");
+    assert!(cargo(&dir, "test", "workspace").0, "the fixture's tests pass after the fix");
 }
 
 #[test]
 fn every_fixable_check_fixture_is_clean_after_fix() {
     let dir = scratch("migrate-check/dependency", "check-dependency");
-    insta::assert_snapshot!("dependency", dry_run(&dir));
-    fix(&dir, 0);
+    insta::assert_snapshot!("dependency", dry_run(&dir, NO_VCS, 0));
+    fix(&dir, NO_VCS, 0);
     assert_eq!(left(&dir), []);
 
     // What is left goes through packages --fix does not edit: an excluded path crate and a registry crate.
     let dir = scratch("migrate-check/transitive", "check-transitive");
-    insta::assert_snapshot!("transitive", dry_run(&dir));
-    fix(&dir, 1);
+    insta::assert_snapshot!("transitive", dry_run(&dir, NO_VCS, 1));
+    fix(&dir, NO_VCS, 1);
     assert_eq!(left(&dir), [("cli", "transitive"), ("sdk-user", "transitive")].map(|(p, k)| (p.into(), k.into())));
 
     // Allowlisted members are left alone; stale entries are the author's to remove.
     let dir = scratch("migrate-check/allow", "check-allow");
-    assert_eq!(dry_run(&dir), "");
-    fix(&dir, 1);
+    assert_eq!(dry_run(&dir, NO_VCS, 1), "");
+    fix(&dir, NO_VCS, 1);
 
     for case in ["clean", "traps"] {
         let dir = scratch(&format!("migrate-check/{case}"), &format!("check-{case}"));
-        assert_eq!(dry_run(&dir), "", "{case}");
-        fix(&dir, 0);
+        assert_eq!(dry_run(&dir, NO_VCS, 0), "", "{case}");
+        fix(&dir, NO_VCS, 0);
     }
 }
 
 #[test]
 fn replacement_version_from_the_configuration() {
     let dir = scratch("migrate-fix/registry-only", "registry-only");
-    insta::assert_snapshot!("registry-only", dry_run(&dir));
-    fix(&dir, 0);
+    insta::assert_snapshot!("registry-only", dry_run(&dir, NO_VCS, 0));
+    fix(&dir, NO_VCS, 0);
 }
 
 #[test]
@@ -226,7 +242,7 @@ fn without_the_compat_crate_source_or_its_notes_nothing_is_changed() {
     for (fixture, name, problem) in cases {
         let dir = scratch(fixture, name);
         let before = contents(&dir);
-        let (code, stdout, stderr) = xtask(&dir, &["--fix"]);
+        let (code, stdout, stderr) = xtask(&dir, &["--fix", "--allow-no-vcs"]);
         assert_eq!((code, stdout.as_str()), (Some(2), ""), "{fixture}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{fixture}: one line: {stderr}");
         assert!(stderr.starts_with("error: ") && stderr.contains(problem), "{fixture}: {stderr}");
@@ -260,10 +276,14 @@ fn a_dirty_git_work_tree_is_refused_unless_allowed() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("uncommitted changes") && stderr.contains("--allow-dirty"), "{stderr}");
     assert_eq!(contents(&dir), before, "nothing written");
-    // A dry run writes nothing, so it does not care.
-    assert_ne!(dry_run(&dir), "");
+    // A dry run writes nothing, but exits as the real run would, with the same line.
+    let (code, diff, dry_stderr) = xtask(&dir, &["--fix", "--dry-run", "--no-verify"]);
+    assert_eq!(code, Some(2), "{dry_stderr}");
+    assert_ne!(diff, "");
+    assert!(dry_stderr.ends_with(&stderr), "{dry_stderr}");
+    assert_eq!(contents(&dir), before, "nothing written");
 
-    let (code, _, stderr) = xtask(&dir, &["--fix", "--allow-dirty"]);
+    let (code, _, stderr) = xtask(&dir, &["--fix", "--allow-dirty", "--no-verify"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(left(&dir), []);
     let _ = std::fs::remove_dir_all(&dir);
@@ -272,7 +292,10 @@ fn a_dirty_git_work_tree_is_refused_unless_allowed() {
 #[test]
 fn fix_flags_are_checked_and_documented() {
     let dir = root().join("tests/fixtures/migrate-check/clean");
-    for args in [&["--dry-run"][..], &["--allow-dirty"], &["--fix", "--no-source"], &["--fix=yes"]] {
+    let lone = ["--dry-run", "--allow-dirty", "--allow-staged", "--allow-no-vcs", "--broken-code", "--no-verify"];
+    let mut cases: Vec<Vec<&str>> = lone.iter().map(|flag| vec![*flag]).collect();
+    cases.extend([vec!["--fix", "--no-source"], vec!["--fix=yes"], vec!["--fix", "--broken-code", "--no-verify"]]);
+    for args in &cases {
         let (code, stdout, stderr) = xtask(&dir, args);
         assert_eq!((code, stdout.as_str()), (Some(2), ""), "{args:?}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -280,7 +303,9 @@ fn fix_flags_are_checked_and_documented() {
     }
     let (code, stdout, _) = xtask(&dir, &["--help"]);
     assert_eq!(code, Some(0));
-    for needle in ["--fix", "--dry-run", "--allow-dirty", "replacement-version", "replacement-path"] {
+    for needle in
+        ["--fix", "--dry-run", "--allow-dirty", "--allow-staged", "--allow-no-vcs", "--broken-code", "--no-verify"]
+    {
         assert!(stdout.contains(needle), "--help mentions {needle}");
     }
 }

@@ -48,7 +48,9 @@ struct Args {
     no_source: bool,
     fix: bool,
     dry_run: bool,
-    allow_dirty: bool,
+    allow: crate::Allow,
+    broken_code: bool,
+    no_verify: bool,
 }
 
 /// What the command line asks for.
@@ -65,7 +67,8 @@ fn help(program: &str) -> String {
 
 USAGE:
     {program} [--manifest-path PATH] [--format FORMAT] [--deprecated PKG --replacement PKG] [--no-source]
-    {program} --fix [--dry-run] [--allow-dirty] [--manifest-path PATH] [--format FORMAT] [--deprecated PKG ..]
+    {program} --fix [--dry-run] [--allow-dirty] [--allow-staged] [--allow-no-vcs] [--broken-code | --no-verify]
+        [--manifest-path PATH] [--format FORMAT] [--deprecated PKG ..]
 
 OPTIONS:
     --manifest-path PATH  a Cargo.toml of the workspace to check (default: the workspace that contains the
@@ -80,8 +83,16 @@ OPTIONS:
     --fix                 migrate the members: swap the dependency in their Cargo.toml files and rewrite the old
                           paths to the new ones named by the deprecated crate's deprecation notes, then check again
                           and report what is left (with a `help:` line for what could not be rewritten safely)
-    --dry-run             with --fix: print a unified diff (paths relative to the workspace root), change nothing
+                          (validates and computes every edit before writing; writes all files or none; then
+                          compiles the workspace, all targets and the changed libraries' doctests, and puts
+                          every file back if that fails; formats with rustfmt the files that were formatted)
+    --dry-run             with --fix: print a unified diff (paths relative to the workspace root), change nothing;
+                          exits as the real run would: 1 if violations would be left, 2 if it would refuse
     --allow-dirty         with --fix: write even if the git work tree has uncommitted changes
+    --allow-staged        with --fix: write even if the git index has staged changes (nothing else uncommitted)
+    --allow-no-vcs        with --fix: write even outside a git work tree, or over files git ignores
+    --broken-code         with --fix: keep the edits even if the workspace no longer compiles
+    --no-verify           with --fix: do not compile afterwards (unsafe: broken code stays, unseen)
     -h, --help            print this help
     -V, --version         print the version
 
@@ -105,10 +116,12 @@ EXIT CODES:
     1  violations found
     2  could not check: no manifest, TOML that does not parse, unknown config key, allow entry without a reason,
        no deprecated or replacement package named (one line on stderr names the file and the problem)
-    With --fix: 0 nothing left, 1 violations left after fixing, 2 could not fix (as above, or a dirty work tree
-    without --allow-dirty, the deprecated crate's source not found or its notes naming no replacement path, or
-    no version or path known for the replacement, or a replacement-path that does not hold it); nothing is
-    written when it exits 2 before writing. With --fix --dry-run: 0 when the diff could be computed.
+    With --fix: 0 nothing left, 1 violations left after fixing (or code kept broken with --broken-code), 2 could
+    not fix: as above, or no git work tree without --allow-no-vcs, a dirty one without --allow-dirty, the
+    deprecated crate's source not found or its notes naming no replacement path, no version or path known for the
+    replacement, a replacement-path that does not hold it, a replacement name no package has, a file that cannot
+    be written, or a result that does not compile (then every file is put back). Exit 2 leaves every file as it
+    was. With --fix --dry-run: the exit code the real run would have.
 
 Reference: docs/migrate-check.md ({uri})
 ",
@@ -141,7 +154,11 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
             Long("no-source") => parsed.no_source = true,
             Long("fix") => parsed.fix = true,
             Long("dry-run") => parsed.dry_run = true,
-            Long("allow-dirty") => parsed.allow_dirty = true,
+            Long("allow-dirty") => parsed.allow.dirty = true,
+            Long("allow-staged") => parsed.allow.staged = true,
+            Long("allow-no-vcs") => parsed.allow.no_vcs = true,
+            Long("broken-code") => parsed.broken_code = true,
+            Long("no-verify") => parsed.no_verify = true,
             Value(value) => return Err(format!("unexpected argument `{}`", value.to_string_lossy())),
             other => return Err(other.unexpected().to_string()),
         }
@@ -149,8 +166,18 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if parsed.fix && parsed.no_source {
         return Err("`--fix` rewrites sources too and cannot be combined with `--no-source`".to_owned());
     }
-    if !parsed.fix && (parsed.dry_run || parsed.allow_dirty) {
-        return Err("`--dry-run` and `--allow-dirty` only go with `--fix`".to_owned());
+    let allow = parsed.allow;
+    if !parsed.fix
+        && (parsed.dry_run || allow.dirty || allow.staged || allow.no_vcs || parsed.broken_code || parsed.no_verify)
+    {
+        return Err("`--dry-run`, `--allow-dirty`, `--allow-staged`, `--allow-no-vcs`, `--broken-code` and \
+                    `--no-verify` only go with `--fix`"
+            .to_owned());
+    }
+    if parsed.broken_code && parsed.no_verify {
+        return Err(
+            "`--broken-code` keeps edits that do not compile, which `--no-verify` never finds out: pass one".to_owned()
+        );
     }
     Ok(Command::Run(parsed))
 }
@@ -206,7 +233,13 @@ fn check(options: &CheckOptions, format: Format, output: &mut Output) -> Result<
 }
 
 fn fix(options: &CheckOptions, args: &Args, output: &mut Output) -> Result<(), Diagnostic> {
+    // Every check and every edit first: a refusal here has written nothing.
     let plan = crate::plan_fix(options)?;
+    for note in &plan.notes {
+        output.stderr.push_str(&format!("note: {note}\n"));
+    }
+    // Like `cargo fix`, refuse to write where version control could not give the files back.
+    let vcs = plan.ensure_vcs(args.allow);
     if args.dry_run {
         output.stdout = plan.diff();
         for (file, line, column, help) in plan.left() {
@@ -217,13 +250,17 @@ fn fix(options: &CheckOptions, args: &Args, output: &mut Output) -> Result<(), D
             plural(plan.changes().count(), "file"),
             plural(plan.unfixed.len(), "occurrence")
         ));
+        // The exit code the real run would have: 2 when it would refuse, 1 when violations would be left.
+        if let Err(refusal) = vcs {
+            output.stderr.push_str(&format!("{refusal}\n"));
+            output.code = 2;
+        } else {
+            output.code = u8::from(plan.would_remain() > 0);
+        }
         return Ok(());
     }
-    // Like `cargo fix`, refuse to write over uncommitted work; with nothing to write there is nothing to refuse.
-    if !args.allow_dirty && plan.changes().next().is_some() {
-        plan.ensure_clean()?;
-    }
-    let written = plan.write()?;
+    vcs?;
+    let (written, broken) = plan.write(!args.no_verify, args.broken_code)?;
     let mut after = crate::check(options)?;
     plan.explain(&mut after);
     if written.is_empty() {
@@ -237,5 +274,11 @@ fn fix(options: &CheckOptions, args: &Args, output: &mut Output) -> Result<(), D
     }
     output.stdout = render(&after, args.format);
     output.code = u8::from(!after.violations.is_empty());
+    if let Some(errors) = broken {
+        output.stderr.push_str(&format!(
+            "warning: the fixed workspace does not compile; --broken-code kept the edits: {errors}\n"
+        ));
+        output.code = output.code.max(1);
+    }
     Ok(())
 }

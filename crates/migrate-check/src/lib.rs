@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use diag::{Diagnostic, Format, Severity};
-pub use fix::{FileChange, FixPlan, Unfixed, plan_fix};
+pub use fix::{Allow, FileChange, FixPlan, Unfixed, plan_fix};
 pub use render::render;
 pub use workspace::Names;
 

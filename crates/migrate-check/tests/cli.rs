@@ -303,7 +303,7 @@ fn a_source_file_that_cannot_be_read_is_an_error_not_a_skip() {
 fn fix_refuses_a_replacement_path_that_is_not_the_replacement_before_writing() {
     let ws = workspace(&format!("{NAMES}\nreplacement-path = \"crates/nope\""));
     let before = ws.read("crates/app/Cargo.toml");
-    for args in [&["--fix", "--dry-run"][..], &["--fix"]] {
+    for args in [&["--fix", "--dry-run", "--allow-no-vcs"][..], &["--fix", "--allow-no-vcs"]] {
         let run = migrate_check(&ws.root, args);
         assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{args:?}: {}", run.stderr);
         assert_eq!(
@@ -334,7 +334,7 @@ fn without_the_source_scan_an_allow_entry_is_not_called_stale() {
 }
 
 #[test]
-fn a_doctest_is_code_the_check_counts_and_fix_leaves_with_its_dependency() {
+fn a_doctest_is_code_the_check_counts_and_fix_rewrites() {
     let ws = workspace(NAMES);
     let lib = "/// ```\n/// old_core::helper();\n/// ```\npub fn run() {}\n";
     std::fs::write(ws.path("crates/app/src/lib.rs"), lib).expect("write a doc comment");
@@ -345,12 +345,38 @@ fn a_doctest_is_code_the_check_counts_and_fix_leaves_with_its_dependency() {
     assert_eq!((doctest["line"].as_u64(), doctest["column"].as_u64()), (Some(2), Some(5)));
     assert_eq!(doctest["help"], "use `new_core::helper` instead of `old_core::helper`, and depend on `new-core`");
 
-    let fixed = migrate_check(&ws.root, &["--fix", "--format", "json"]);
+    let fixed = migrate_check(&ws.root, &["--fix", "--allow-no-vcs", "--format", "json"]);
+    assert_eq!(fixed.code, 0, "{}", fixed.stderr);
+    // The doc text is code: rewritten like the rest, so the member no longer needs the old crate (and the compile
+    // afterwards ran the doctest).
+    assert_eq!(ws.read("crates/app/src/lib.rs"), lib.replace("old_core::helper", "new_core::helper"));
+    assert!(!ws.read("crates/app/Cargo.toml").contains("old-core"), "{}", ws.read("crates/app/Cargo.toml"));
+    assert_eq!(violations(&fixed.stdout), pairs(&[]));
+}
+
+#[test]
+fn a_doctest_import_under_a_new_name_is_left_with_its_dependency() {
+    let ws = workspace(NAMES);
+    let lib = "//! ```\n//! use old_core::helper;\n//! helper();\n//! ```\n";
+    std::fs::write(
+        ws.path("crates/old-core/src/lib.rs"),
+        "#[deprecated(note = \"use new_core::help\")]\npub fn helper() {\n    new_core::help()\n}\n",
+    )
+    .expect("write the shim");
+    std::fs::write(ws.path("crates/new-core/src/lib.rs"), "pub fn help() {}\n").expect("write the replacement");
+    std::fs::write(ws.path("crates/clean/src/lib.rs"), "pub use new_core::help;\n").expect("write a member");
+    std::fs::write(ws.path("crates/app/src/lib.rs"), lib).expect("write a doc comment");
+    let fixed = migrate_check(&ws.root, &["--fix", "--allow-no-vcs", "--format", "json"]);
     assert_eq!(fixed.code, 1, "{}", fixed.stderr);
-    // The doc text is not rewritten, so the member keeps the crate its doctest needs.
+    // `helper()` below the import still needs the old name: the import stays, and so does the old dependency.
     assert_eq!(ws.read("crates/app/src/lib.rs"), lib);
     assert!(ws.read("crates/app/Cargo.toml").contains("old-core = { path = \"../old-core\" }"));
+    let report: Value = serde_json::from_str(&fixed.stdout).expect("a JSON report");
     assert_eq!(violations(&fixed.stdout), pairs(&[("app", "dependency"), ("app", "source")]));
+    assert_eq!(
+        report["violations"][1]["help"],
+        "this doctest imports `old_core::helper`; import `new_core::help` instead and rename its uses"
+    );
 }
 
 #[test]

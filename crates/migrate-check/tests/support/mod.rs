@@ -72,11 +72,20 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs `cargo-migrate-check <args>` in `dir`.
+/// The target directory for the compiles `--fix` runs on fixtures: one of its own under this build's, so that they
+/// never wait on the outer build's lock, shared by every fixture so their dependencies build once.
+pub fn fixture_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("fix-verify")
+}
+
+/// Runs `cargo-migrate-check <args>` in `dir` (the compile `--fix` runs afterwards is offline, in
+/// [`fixture_target`]).
 pub fn migrate_check(dir: &Path, args: &[&str]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_cargo-migrate-check"))
         .args(args)
         .current_dir(dir)
+        .env("CARGO_TARGET_DIR", fixture_target())
+        .env("CARGO_NET_OFFLINE", "true")
         .output()
         .expect("the binary runs");
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("output is UTF-8");
