@@ -2,12 +2,12 @@
 //!
 //! [`skim`] is the one place that knows Rust's lexical rules for what is not code: comments (nested block comments
 //! included; doc comments kept aside, since doctests are code), string literals of every form (plain, byte, C, raw
-//! with any number of hashes), char and byte literals (told from lifetimes), a shebang line. It jumps from one byte
-//! that can start or end one of those (or a delimiter, for the balance check) to the next, and records each as a
-//! [`Span`]. Everything between spans is code made of identifiers, numbers, lifetimes and punctuation only, which
-//! [`tokens`] turns into [`Token`]s for any range that starts at a token boundary: the whole file ([`lex`]) or a
-//! window around one occurrence of a name. Neither fails: input that is not Rust gives some tokens, and unbalanced
-//! delimiters are reported in [`Skim::unbalanced`].
+//! with any number of hashes), char and byte literals (told from lifetimes), a shebang line. It jumps (`memchr`) from
+//! one byte that can open one of those to the next, and records each as a [`Span`]. Everything between spans is code
+//! made of identifiers, numbers, lifetimes and punctuation only, which [`tokens`] turns into [`Token`]s for any range
+//! that starts at a token boundary: the whole file ([`lex`]) or a window around one occurrence of a name. The
+//! delimiters of that code are checked by [`unbalanced`]. None of them fails: input that is not Rust gives some
+//! tokens.
 
 /// What a token is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
