@@ -13,8 +13,9 @@
 //!   [`supervisor::agent_registry::AgentRegistry`], are aliases of the one [`core_registry::AgentRegistry`];
 //! - the [`Agent`] trait and [`async_trait`] are re-exported (a trait alias does not exist on stable Rust), with a
 //!   hidden deprecated twin of the same name so that `use registry_compat::Agent;` warns;
-//! - [`register_agent!`] and [`register_agent`] forward to [`core_registry::AgentRegistryBuilder::try_register`],
-//!   which fails at once on a bad name as 0.9 did (core-registry's own `register` reports problems from `build`).
+//! - [`register_agent!`] and [`register_agent`](fn@register_agent) forward to
+//!   [`core_registry::AgentRegistryBuilder::try_register`], which fails at once on a bad name as 0.9 did
+//!   (core-registry's own `register` reports problems from `build`).
 //!
 //! There is no global registry any more: the helpers take the registry, session or stream explicitly.
 //!
