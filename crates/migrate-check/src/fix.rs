@@ -464,8 +464,13 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
             let path = ws.root.join(file);
             let text = std::fs::read_to_string(&path)
                 .map_err(|err| Diagnostic::error("io", format!("cannot read: {err}")).in_file(file.clone()))?;
-            let (mut edits, mut unfixed) =
-                if hits.is_empty() { Default::default() } else { fix_source(file, &text, hits, mapping, &member_lib)? };
+            let (mut edits, mut unfixed) = if hits.is_empty() {
+                Default::default()
+            } else {
+                let elsewhere = || bare_macro_calls_elsewhere(&package.dir, &path, mapping);
+                let bare_elsewhere = text.contains("macro_use") && elsewhere();
+                fix_source(file, &text, hits, mapping, &member_lib, bare_elsewhere)?
+            };
             // Doc text (a `///` comment or a Markdown file) has no syntax tree: its occurrences are rewritten as text.
             let (doc_edits, doc_unfixed) = fix_doctest(&text, doc_hits, mapping, &member_lib);
             edits.extend(doc_edits);
@@ -836,6 +841,13 @@ struct FileFix<'a> {
     local_macros: HashSet<String>,
     /// Inside the arguments of one of `local_macros`.
     in_local_macro: bool,
+    /// A `#[macro_use] extern crate <old>;` of this file: the old macros are in scope by their bare names, and the
+    /// item can go once every bare call of them is rewritten (here and, `bare_elsewhere` says, nowhere else).
+    /// (the item's span, where its name starts)
+    macro_use: Option<(proc_macro2::Span, proc_macro2::LineColumn)>,
+    bare_elsewhere: bool,
+    /// A bare call of an old macro left as it is (so the item that brings it in stays).
+    bare_left: bool,
 }
 
 /// The edits for one source file and the occurrences it leaves (offset, help).
@@ -846,6 +858,7 @@ fn fix_source(
     hits: &HashSet<(usize, usize)>,
     map: &Mapping,
     replacement_lib: &str,
+    bare_elsewhere: bool,
 ) -> Result<(Vec<Edit>, Vec<(usize, String)>), Diagnostic> {
     let file = syn::parse_file(text).map_err(|err| {
         let start = err.span().start();
@@ -866,6 +879,9 @@ fn fix_source(
         handled: HashSet::new(),
         local_macros: HashSet::new(),
         in_local_macro: false,
+        macro_use: None,
+        bare_elsewhere,
+        bare_left: false,
     };
     if let Ok(file) = &file {
         struct Macros<'m>(&'m mut HashSet<String>);
@@ -881,6 +897,19 @@ fn fix_source(
             fixer.visit_attribute(attr);
         }
         fixer.module(&file.items);
+        if let Some((span, name)) = fixer.macro_use {
+            if fixer.bare_left || fixer.bare_elsewhere {
+                let help = format!(
+                    "`#[macro_use]` brings the old macros in by their bare names; import them from `{}` or use their \
+                     new paths, then drop this item",
+                    fixer.replacement_lib
+                );
+                fixer.leave(name, help);
+            } else {
+                // Every bare call of an old macro is rewritten: nothing needs the item any more.
+                fixer.delete(span);
+            }
+        }
     }
     proc_macro2::extra::invalidate_current_thread_spans();
     file?;
@@ -901,6 +930,32 @@ fn fix_source(
     }
     fixer.unfixed.sort_by_key(|(offset, _)| *offset);
     Ok((disjoint, fixer.unfixed))
+}
+
+/// Whether a Rust file of the member in `dir` other than `file` has text that may be a bare call of one of the old
+/// crate's macros (`name!`): then a `#[macro_use] extern crate` of it stays. A text search (names in comments count),
+/// so it errs on the side of keeping the item.
+fn bare_macro_calls_elsewhere(dir: &Path, file: &Path, map: &Mapping) -> bool {
+    let calls: Vec<String> =
+        map.macros.keys().filter_map(|old| old.rsplit_once("::")).map(|(_, name)| format!("{name}!")).collect();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                if path.file_name().is_some_and(|name| name != "target") {
+                    dirs.push(path);
+                }
+            } else if path != file
+                && path.extension().is_some_and(|extension| extension == "rs")
+                && std::fs::read_to_string(&path).is_ok_and(|text| calls.iter().any(|call| text.contains(call)))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Whether an item is `use super::*;`.
@@ -1007,6 +1062,14 @@ impl FileFix<'_> {
     fn edit(&mut self, start: proc_macro2::LineColumn, end: proc_macro2::LineColumn, text: String) {
         let (start, end) = (self.offset(start), self.offset(end));
         self.edits.push(Edit { start, end, text });
+    }
+
+    /// The old macro a bare `name!` calls, where a `#[macro_use] extern crate` of the old crate brings its macros in
+    /// and no macro of this file has the name.
+    fn bare_old_macro(&self, name: &str) -> Option<Vec<String>> {
+        let old = vec![self.map.lib.clone(), name.to_owned()];
+        (self.macro_use.is_some() && !self.local_macros.contains(name) && self.map.macros.contains_key(&old.join("::")))
+            .then_some(old)
     }
 
     fn leave(&mut self, at: proc_macro2::LineColumn, help: String) {
@@ -1271,12 +1334,8 @@ impl FileFix<'_> {
         }
         self.handled.insert(root);
         if item.attrs.iter().any(|a| a.path().is_ident("macro_use")) {
-            let help = format!(
-                "`#[macro_use]` brings the old macros in by their bare names; import them from `{}` or use their new \
-                 paths, then drop this item",
-                self.replacement_lib
-            );
-            self.leave(item.ident.span().start(), help);
+            // Decided once the file's bare macro calls are known.
+            self.macro_use = Some((item.span(), item.ident.span().start()));
             return;
         }
         let alias = item.rename.as_ref().map(|(_, alias)| alias.to_string());
@@ -1449,12 +1508,18 @@ impl FileFix<'_> {
                 old.extend(idents[1..].iter().cloned());
                 Some(old)
             } else if idents.len() == 1 && path.leading_colon.is_none() {
-                self.local(&idents[0])
+                self.local(&idents[0]).or_else(|| self.bare_old_macro(&idents[0]))
             } else {
                 None
             };
             if let Some(old) = old {
                 let start = first.ident.span().start();
+                let bare = !hit && idents.len() == 1 && self.local(&idents[0]).is_none();
+                let rewritable = matches!(
+                    self.map.macros.get(&old.join("::")),
+                    Some(Action::Macro(_)) if matches!(mac.delimiter, syn::MacroDelimiter::Paren(_))
+                );
+                self.bare_left |= bare && !rewritable;
                 match self.map.macros.get(&old.join("::")) {
                     Some(Action::Macro(new)) if matches!(mac.delimiter, syn::MacroDelimiter::Paren(_)) => {
                         let new = self.rebase(new);

@@ -392,3 +392,46 @@ fn two_members_of_one_name_are_refused_as_cargo_refuses_them() {
          crates/clean/Cargo.toml\n"
     );
 }
+
+#[test]
+fn macro_use_goes_once_the_bare_macro_calls_it_enabled_call_the_new_path() {
+    let shim = "#[doc(hidden)]\npub mod __private {\n    pub use new_core::make;\n}\n\n\
+                #[deprecated(note = \"use new_core::make\")]\n#[macro_export]\nmacro_rules! make {\n    \
+                ($x:expr) => {\n        $crate::__private::make($x)\n    };\n}\n";
+    let lib = "#[macro_use]\nextern crate old_core;\n\npub fn run() -> u32 {\n    make!(1)\n}\n";
+    let setup = |with_other_file: bool| {
+        let ws = workspace(NAMES);
+        std::fs::write(ws.path("crates/old-core/src/lib.rs"), shim).expect("write the shim");
+        std::fs::write(ws.path("crates/new-core/src/lib.rs"), "pub fn make(x: u32) -> u32 {\n    x\n}\n")
+            .expect("write the replacement");
+        std::fs::write(ws.path("crates/clean/src/lib.rs"), "pub use new_core::make;\n").expect("write a member");
+        if with_other_file {
+            let lib = lib.replace("extern crate old_core;\n", "extern crate old_core;\n\nmod other;\n");
+            std::fs::write(ws.path("crates/app/src/lib.rs"), lib).expect("write the library");
+            std::fs::write(ws.path("crates/app/src/other.rs"), "pub fn again() -> u32 {\n    make!(2)\n}\n")
+                .expect("write a module");
+        } else {
+            std::fs::write(ws.path("crates/app/src/lib.rs"), lib).expect("write the library");
+        }
+        ws
+    };
+
+    // Every bare call is in the file: each becomes a call of the new path, and the item and the old dependency go.
+    let ws = setup(false);
+    let fixed = migrate_check(&ws.root, &["--fix", "--allow-no-vcs", "--format", "json"]);
+    assert_eq!(fixed.code, 0, "{}", fixed.stderr);
+    assert_eq!(ws.read("crates/app/src/lib.rs"), "pub fn run() -> u32 {\n    new_core::make(1)\n}\n");
+    assert!(!ws.read("crates/app/Cargo.toml").contains("old-core"), "{}", ws.read("crates/app/Cargo.toml"));
+
+    // A bare call in another file of the member (which has no other occurrence): the item stays, with its help,
+    // and so does the old dependency, so that the other file still builds.
+    let ws = setup(true);
+    let fixed = migrate_check(&ws.root, &["--fix", "--allow-no-vcs", "--format", "json"]);
+    assert_eq!(fixed.code, 1, "{}", fixed.stderr);
+    assert!(ws.read("crates/app/src/lib.rs").contains("#[macro_use]\nextern crate old_core;\n"));
+    assert!(ws.read("crates/app/Cargo.toml").contains("old-core = { path = \"../old-core\" }"));
+    let report: Value = serde_json::from_str(&fixed.stdout).expect("a JSON report");
+    assert_eq!(violations(&fixed.stdout), pairs(&[("app", "dependency"), ("app", "source")]));
+    let help = report["violations"][1]["help"].as_str().unwrap_or_default();
+    assert!(help.starts_with("`#[macro_use]` brings the old macros in by their bare names"), "{help}");
+}
