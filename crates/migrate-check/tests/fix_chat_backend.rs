@@ -46,7 +46,7 @@ fn cargo(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(args)
         .current_dir(dir)
-        .env("CARGO_TARGET_DIR", support::fixture_target())
+        .env("CARGO_TARGET_DIR", support::target_for(dir))
         .env("CARGO_NET_OFFLINE", "true")
         .output()
         .expect("cargo runs");

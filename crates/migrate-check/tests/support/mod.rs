@@ -78,13 +78,21 @@ pub fn fixture_target() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("fix-verify")
 }
 
-/// Runs `cargo-migrate-check <args>` in `dir` (the compile `--fix` runs afterwards is offline, in
-/// [`fixture_target`]).
+/// The target directory for the compiles of the fixture in `dir`: its own, under [`fixture_target`].
+pub fn target_for(dir: &Path) -> PathBuf {
+    fixture_target().join(dir.file_name().expect("a fixture directory has a name"))
+}
+
+/// Runs `cargo-migrate-check <args>` in `dir` (the compile `--fix` runs afterwards is offline, in a directory of
+/// [`fixture_target`] of this fixture's own: Cargo hashes a path package by its place in its workspace, so two
+/// fixtures of the same layout would share artefacts, and a test that changes a crate's text could build against
+/// another test's copy of it).
 pub fn migrate_check(dir: &Path, args: &[&str]) -> Run {
+    let target = target_for(dir);
     let output = Command::new(env!("CARGO_BIN_EXE_cargo-migrate-check"))
         .args(args)
         .current_dir(dir)
-        .env("CARGO_TARGET_DIR", fixture_target())
+        .env("CARGO_TARGET_DIR", target)
         .env("CARGO_NET_OFFLINE", "true")
         .output()
         .expect("the binary runs");
