@@ -620,6 +620,9 @@ struct Mapping {
     consts: HashSet<String>,
     /// Old paths of helpers that call a method on their first parameter: a call becomes a method call.
     methods: HashSet<String>,
+    /// The new paths those helpers call as methods (`new_core::Builder::add`): a
+    /// forwarding macro that calls one through its type with its first argument is a method call too.
+    method_targets: HashSet<String>,
 }
 
 impl Mapping {
@@ -667,6 +670,7 @@ impl Mapping {
             macros: HashMap::new(),
             consts: HashSet::new(),
             methods: HashSet::new(),
+            method_targets: HashSet::new(),
         };
         for shim in shims {
             let manual = || {
@@ -692,8 +696,9 @@ impl Mapping {
                 ShimKind::Module => _ = mapping.items.insert(shim.old_path.clone(), Action::Module),
                 ShimKind::Function | ShimKind::AsyncFunction => {
                     let forwarded = fns.get(&shim.old_path).and_then(|f| forwarded_path(f, &new_path));
-                    if forwarded.as_ref().is_some_and(|(_, method)| *method) {
+                    if let Some((path, true)) = &forwarded {
                         mapping.methods.insert(shim.old_path.clone());
+                        mapping.method_targets.insert(path.clone());
                     }
                     let action = forwarded.map_or_else(manual, |(path, _)| Action::Path(path));
                     mapping.items.insert(shim.old_path.clone(), action);
@@ -956,6 +961,28 @@ fn bare_macro_calls_elsewhere(dir: &Path, file: &Path, map: &Mapping) -> bool {
         }
     }
     false
+}
+
+/// The receiver a first argument makes (`&x` gives `x`: a method call borrows by itself) and the parentheses it
+/// needs before `.method(..)`: one that binds looser than `.` gets them.
+fn receiver_of(first: &syn::Expr) -> (&syn::Expr, &'static str, &'static str) {
+    let receiver = match first {
+        syn::Expr::Reference(reference) => &*reference.expr,
+        other => other,
+    };
+    let plain = matches!(
+        receiver,
+        syn::Expr::Path(_)
+            | syn::Expr::Field(_)
+            | syn::Expr::MethodCall(_)
+            | syn::Expr::Call(_)
+            | syn::Expr::Index(_)
+            | syn::Expr::Paren(_)
+            | syn::Expr::Macro(_)
+            | syn::Expr::Lit(_)
+            | syn::Expr::Tuple(_)
+    );
+    if plain { (receiver, "", "") } else { (receiver, "(", ")") }
 }
 
 /// Whether an item is `use super::*;`.
@@ -1423,24 +1450,7 @@ impl FileFix<'_> {
         }
         let method = new.rsplit("::").next().unwrap_or_default().to_owned();
         let args: Vec<&syn::Expr> = call.args.iter().collect();
-        let receiver = match args[0] {
-            syn::Expr::Reference(reference) => &*reference.expr,
-            other => other,
-        };
-        // A receiver that binds looser than `.` gets parentheses.
-        let plain = matches!(
-            receiver,
-            syn::Expr::Path(_)
-                | syn::Expr::Field(_)
-                | syn::Expr::MethodCall(_)
-                | syn::Expr::Call(_)
-                | syn::Expr::Index(_)
-                | syn::Expr::Paren(_)
-                | syn::Expr::Macro(_)
-                | syn::Expr::Lit(_)
-                | syn::Expr::Tuple(_)
-        );
-        let (open, close) = if plain { ("", "") } else { ("(", ")") };
+        let (receiver, open, close) = receiver_of(args[0]);
         if hit {
             self.handled.insert(key(&first.ident));
         }
@@ -1452,6 +1462,30 @@ impl FileFix<'_> {
             }
             None => {
                 let end = call.paren_token.span.close().end();
+                self.edit(receiver_span.end(), end, format!("{close}.{method}()"));
+            }
+        }
+        true
+    }
+
+    /// `old!(receiver, args..)` of a macro that forwards to the method `new` as `receiver.method(args..)`, as
+    /// [`Self::method_call`] writes a helper's call; whether its arguments parse as expressions (else nothing is
+    /// edited).
+    fn macro_method_call(&mut self, mac: &syn::Macro, start: proc_macro2::LineColumn, new: &str) -> bool {
+        use syn::punctuated::Punctuated;
+        let Ok(args) = mac.parse_body_with(Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated) else {
+            return false;
+        };
+        let args: Vec<&syn::Expr> = args.iter().collect();
+        let Some(first) = args.first() else { return false };
+        let method = new.rsplit("::").next().unwrap_or_default().to_owned();
+        let (receiver, open, close) = receiver_of(first);
+        let receiver_span = receiver.span();
+        self.edit(start, receiver_span.start(), open.to_owned());
+        match args.get(1) {
+            Some(second) => self.edit(receiver_span.end(), second.span().start(), format!("{close}.{method}(")),
+            None => {
+                let end = mac.delimiter.span().close().end();
                 self.edit(receiver_span.end(), end, format!("{close}.{method}()"));
             }
         }
@@ -1522,8 +1556,11 @@ impl FileFix<'_> {
                 self.bare_left |= bare && !rewritable;
                 match self.map.macros.get(&old.join("::")) {
                     Some(Action::Macro(new)) if matches!(mac.delimiter, syn::MacroDelimiter::Paren(_)) => {
-                        let new = self.rebase(new);
-                        self.edit(start, mac.bang_token.span.end(), new);
+                        let method = self.map.method_targets.contains(new.as_str());
+                        if !(method && self.macro_method_call(mac, start, new)) {
+                            let new = self.rebase(new);
+                            self.edit(start, mac.bang_token.span.end(), new);
+                        }
                     }
                     Some(Action::Macro(new)) => {
                         let help =
