@@ -846,6 +846,8 @@ struct FileFix<'a> {
     local_macros: HashSet<String>,
     /// Inside the arguments of one of `local_macros`.
     in_local_macro: bool,
+    /// Processing the `use` items of a block, whose renames hold in that block only.
+    in_block: bool,
     /// A `#[macro_use] extern crate <old>;` of this file: the old macros are in scope by their bare names, and the
     /// item can go once every bare call of them is rewritten (here and, `bare_elsewhere` says, nowhere else).
     /// (the item's span, where its name starts)
@@ -884,6 +886,7 @@ fn fix_source(
         handled: HashSet::new(),
         local_macros: HashSet::new(),
         in_local_macro: false,
+        in_block: false,
         macro_use: None,
         bare_elsewhere,
         bare_left: false,
@@ -1292,10 +1295,10 @@ impl FileFix<'_> {
                 Some(Decision::Import(new, local)) => {
                     let last = new.rsplit("::").next().unwrap_or_default().to_owned();
                     // An old name that the new item no longer has (`AgentContext` for `RunContext`) is renamed at its
-                    // use sites, unless the author chose it (`as`), it is re-exported, it is imported in a block, or
-                    // the new name is taken.
+                    // use sites (in its module, or in its block: see `visit_block`), unless the author chose it
+                    // (`as`), it is re-exported, or the new name is taken.
                     let rename = last != local
-                        && top_level
+                        && (top_level || self.in_block)
                         && !public
                         && matches!(leaf.kind, LeafKind::Name)
                         && !self.scope.shadowed.contains(&last)
@@ -1689,7 +1692,28 @@ impl<'ast> Visit<'ast> for FileFix<'_> {
         }
     }
 
-    /// Only reached for imports inside blocks (module-level ones are handled first by [`FileFix::module`]).
+    /// A block's `use` items name things in the whole block (before them too): they are handled first, and what
+    /// they rename (and import) holds in the block only.
+    fn visit_block(&mut self, block: &'ast syn::Block) {
+        let (renamed, imports) = (self.scope.renamed.clone(), self.scope.imports.clone());
+        let outer = self.in_block;
+        self.in_block = true;
+        for stmt in &block.stmts {
+            if let syn::Stmt::Item(syn::Item::Use(item)) = stmt {
+                self.fix_use(item, false);
+            }
+        }
+        self.in_block = outer;
+        for stmt in &block.stmts {
+            if !matches!(stmt, syn::Stmt::Item(syn::Item::Use(_))) {
+                self.visit_stmt(stmt);
+            }
+        }
+        (self.scope.renamed, self.scope.imports) = (renamed, imports);
+    }
+
+    /// Only reached for imports that are not a block's statements (module-level ones are handled first by
+    /// [`FileFix::module`], a block's by [`Self::visit_block`]).
     fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
         self.fix_use(item, false);
     }

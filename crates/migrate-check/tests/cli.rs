@@ -435,3 +435,24 @@ fn macro_use_goes_once_the_bare_macro_calls_it_enabled_call_the_new_path() {
     let help = report["violations"][1]["help"].as_str().unwrap_or_default();
     assert!(help.starts_with("`#[macro_use]` brings the old macros in by their bare names"), "{help}");
 }
+
+#[test]
+fn a_block_level_import_of_a_renamed_item_renames_its_uses_in_that_block_only() {
+    let ws = workspace(NAMES);
+    let shim = "#[deprecated(note = \"use new_core::Renamed\")]\npub type Old = new_core::Renamed;\n";
+    std::fs::write(ws.path("crates/old-core/src/lib.rs"), shim).expect("write the shim");
+    std::fs::write(ws.path("crates/new-core/src/lib.rs"), "#[derive(Default)]\npub struct Renamed;\n")
+        .expect("write the replacement");
+    std::fs::write(ws.path("crates/clean/src/lib.rs"), "pub use new_core::Renamed;\n").expect("write a member");
+    // `Old` in `other` is a local variable of that name: the block's rename must not reach it.
+    let lib = "pub fn make() -> impl Sized {\n    let made: Old = Old::default();\n    use old_core::Old;\n    made\n}\n\n\
+               #[allow(non_snake_case)]\npub fn other() -> u32 {\n    let Old = 1;\n    Old\n}\n";
+    std::fs::write(ws.path("crates/app/src/lib.rs"), lib).expect("write the library");
+    let fixed = migrate_check(&ws.root, &["--fix", "--allow-no-vcs"]);
+    assert_eq!(fixed.code, 0, "{}", fixed.stderr);
+    assert_eq!(
+        ws.read("crates/app/src/lib.rs"),
+        "pub fn make() -> impl Sized {\n    let made: Renamed = Renamed::default();\n    use new_core::Renamed;\n    \
+         made\n}\n\n#[allow(non_snake_case)]\npub fn other() -> u32 {\n    let Old = 1;\n    Old\n}\n"
+    );
+}
