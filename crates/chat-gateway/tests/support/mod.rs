@@ -213,6 +213,25 @@ impl Client {
         messages
     }
 
+    /// The next server message (seq checked), or the code of the close frame that ends the connection.
+    pub(crate) async fn next_or_close(&mut self) -> Result<Value, u16> {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("no message and no close");
+            match message.expect("the connection ended without a close frame").expect("websocket error") {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                    let seq = value["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {value}"));
+                    assert_eq!(seq, self.last_seq + 1, "seq gap before {value}");
+                    self.last_seq = seq;
+                    return Ok(value);
+                }
+                Message::Close(frame) => return Err(frame.map_or(0, |frame| frame.code.into())),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
     /// Waits for the server's close frame and returns its code.
     pub(crate) async fn recv_close(&mut self) -> u16 {
         loop {
