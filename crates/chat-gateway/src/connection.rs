@@ -195,7 +195,7 @@ async fn receive_loop(mut stream: SplitStream<WebSocket>, live: Arc<LiveSession>
             if let Body::Error { code, .. } = &refusal.body {
                 tracing::debug!(code = code.as_str(), "refused a client message");
             }
-            if live.refusals.send(refusal).await.is_err() {
+            if live.refusals.send(Box::new(refusal)).await.is_err() {
                 return Leave::Gone;
             }
         }

@@ -40,7 +40,8 @@ pub(crate) struct Refusal {
 pub(crate) struct LiveSession {
     pub(crate) key: SessionKey,
     pub(crate) core: Session,
-    pub(crate) refusals: mpsc::Sender<Refusal>,
+    // Boxed: the channel allocates its first block of slots up front, and every idle session has one.
+    pub(crate) refusals: mpsc::Sender<Box<Refusal>>,
     // Invariant: every request id that started a run in this session, with that run (for `duplicate_request`).
     request_ids: Mutex<HashMap<Box<str>, RunId>>,
     // Invariant: at least the number of runs started whose terminal event the pump has not appended yet.
@@ -272,14 +273,14 @@ impl Sessions {
 /// One message the pump appends.
 enum Outgoing {
     Event(core_registry::Event),
-    Refusal(Refusal),
+    Refusal(Box<Refusal>),
 }
 
 /// The session's only writer: numbers every message and appends it to the log, until the session is closed.
 async fn pump(
     live: Arc<LiveSession>,
     mut events: EventStream,
-    mut refusals: mpsc::Receiver<Refusal>,
+    mut refusals: mpsc::Receiver<Box<Refusal>>,
     log: Arc<dyn ReplayLog>,
     metrics: Arc<Metrics>,
 ) {
