@@ -33,7 +33,7 @@ OPTIONS:
 
 Figures: migrate-check (manifest-only and with sources) against `cargo metadata --no-deps` on generated
 300- and 1,500-member workspaces, then `cargo bench -p core-registry --bench registry` and
-`cargo run --release -p chat-gateway --example load` when they exist. Each figure is also printed as
+`cargo run --release -p chat-gateway --example load` and `--example replay` when they exist. Each figure is also printed as
 `BENCH\\t<figure>\\t<measured>\\t<ratio>\\t<target>\\t<yes|no>` on stdout.
 ";
 
@@ -47,7 +47,7 @@ struct External {
     cargo_args: &'static [&'static str],
 }
 
-const EXTERNAL: [External; 2] = [
+const EXTERNAL: [External; 3] = [
     External {
         name: "core-registry event delivery",
         group: "core-registry",
@@ -59,6 +59,12 @@ const EXTERNAL: [External; 2] = [
         group: "chat-gateway",
         probes: &["crates/chat-gateway/examples/load.rs", "crates/chat-gateway/examples/load/main.rs"],
         cargo_args: &["run", "--release", "-p", "chat-gateway", "--example", "load", "--"],
+    },
+    External {
+        name: "chat-gateway replay log",
+        group: "chat-gateway",
+        probes: &["crates/chat-gateway/examples/replay.rs"],
+        cargo_args: &["run", "--release", "-p", "chat-gateway", "--example", "replay", "--"],
     },
 ];
 

@@ -150,6 +150,11 @@ async fn user(User { addr, token, user, handshakes, start, stop }: User) -> Tall
             return tally;
         }
     };
+    // The first frame is the unnumbered `session` frame; anything else is out of order.
+    match tokio::time::timeout(FINISH_TIMEOUT, ws.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) if text.starts_with(r#"{"type":"session","#) => {}
+        _ => tally.misordered += 1,
+    }
 
     let mut runs: HashMap<u64, Run> = HashMap::new(); // by request number
     let mut run_ids: HashMap<String, u64> = HashMap::new();

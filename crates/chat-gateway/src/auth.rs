@@ -32,19 +32,15 @@ impl Secret {
         if bytes.is_empty() { None } else { Some(Secret(bytes)) }
     }
 
-    /// A fresh secret that is hard to guess, for `serve --dev`: 32 bytes drawn from the standard library's
-    /// randomly seeded hasher keys, mixed with the current time. Good enough for a development server; production
-    /// secrets come from the environment.
+    /// A fresh secret for `serve --dev`: 32 bytes from the operating system's random number generator
+    /// (`getrandom`). Production secrets come from the environment.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system has no random number generator to offer, which no supported platform lacks.
     pub fn random() -> Secret {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos());
-        let mut bytes = Vec::with_capacity(32);
-        for round in 0..4u64 {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u64(round);
-            hasher.write_u128(nanos);
-            bytes.extend_from_slice(&hasher.finish().to_le_bytes());
-        }
+        let mut bytes = vec![0; 32];
+        getrandom::fill(&mut bytes).unwrap_or_else(|err| panic!("the OS random number generator failed: {err}"));
         Secret(bytes)
     }
 

@@ -1,27 +1,25 @@
-//! One WebSocket connection: one registry session, a receive task and a send task.
+//! One WebSocket connection, attached to one gateway session: a receive task and a send task.
 //!
-//! The receive task parses client messages and starts or cancels runs; refusals go to the send task as `error`
-//! messages. The send task is the only writer: it merges the session's events with those errors, numbers every
-//! message with the connection's `seq`, and writes them out. When either task ends, the other is aborted and the
-//! session is closed, which cancels the connection's runs.
+//! The receive task parses client messages and starts or cancels the session's runs; refusals go to the session's
+//! pump, which numbers them with the events. The send task is the connection's only writer: the `session` frame
+//! first, then every message of the session's replay log after the client's `after`, then live ones as the pump
+//! appends them. When the connection ends for any reason, the session detaches (its runs go on and their messages
+//! wait in the log) unless the client said `close`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use core_registry::{CancelError, EventStream, RunError, RunId, Session};
+use core_registry::{CancelError, RunError, RunId};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use crate::protocol::{Body, ClientMessage, ErrorCode, MAX_FRAME_BYTES, ProtocolError, ServerMessage};
+use crate::protocol::{Body, ClientMessage, ErrorCode, MAX_FRAME_BYTES, ProtocolError, session_frame};
+use crate::replay::{Attached, ReplayError};
 use crate::server::Gateway;
-
-/// How many refusals may wait for the send task before the receive task stops reading (backpressure on a client
-/// that floods bad messages without reading the answers).
-const ERROR_BUFFER: usize = 16;
+use crate::sessions::{LiveSession, Refusal, RunStart};
 
 /// The most messages written before one flush.
 const BATCH: usize = 64;
@@ -32,53 +30,11 @@ const FINAL_WRITE_GRACE: Duration = Duration::from_secs(5);
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// What the connection's two tasks share.
-///
-/// Each run is started with its request id as its tag (`Session::run_tagged`), so every event names its request
-/// itself: no map from run to request id, and no lock between starting a run and sending its events.
-struct Shared {
-    session: Session,
-    // Invariant: at least the number of runs started on this connection whose terminal event has not been sent yet.
-    // Incremented before a run is started (and decremented again if it was refused), so that the send task, which
-    // decrements on each terminal event, never sees a terminal event before the increment.
-    runs_in_flight: AtomicUsize,
-    // Notified when `runs_in_flight` drops to zero.
-    runs_idle: Notify,
-}
+/// Close code: another connection resumed the session.
+pub(crate) const CLOSE_TAKEN_OVER: u16 = 4000;
 
-impl Shared {
-    /// Counts a run about to be started.
-    fn run_starting(&self) {
-        self.runs_in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Uncounts a run that was refused or has had its terminal event sent.
-    fn run_done(&self) {
-        if self.runs_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.runs_idle.notify_waiters();
-        }
-    }
-
-    /// Waits until no run of this connection is in progress.
-    async fn runs_done(&self) {
-        loop {
-            let notified = self.runs_idle.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.runs_in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// An `error` message on its way to the send task.
-#[derive(Debug)]
-struct Refusal {
-    request_id: Option<String>,
-    body: Body,
-}
+/// Close code: the connection's token expired.
+pub(crate) const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
 impl From<ProtocolError> for Refusal {
     fn from(err: ProtocolError) -> Self {
@@ -86,53 +42,115 @@ impl From<ProtocolError> for Refusal {
     }
 }
 
-/// Serves one upgraded connection for `user` until the client leaves or the gateway shuts down.
-pub(crate) async fn run(gateway: Gateway, socket: WebSocket, user: String) {
-    gateway.metrics.connection_opened();
-    let (session, events) = match gateway.registry.open_session(&user) {
-        Ok(pair) => pair,
+/// Which session a connection serves, and from where its client reads.
+pub(crate) struct Attachment {
+    pub(crate) gateway: Gateway,
+    pub(crate) live: Arc<LiveSession>,
+    pub(crate) attached: Attached,
+    /// The seq of the last message the client has.
+    pub(crate) after: u64,
+    pub(crate) resumed: bool,
+    /// Set when the client said `close`: the session is closed as the connection ends.
+    pub(crate) close_now: bool,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        // However the connection ends (also when the upgrade never completes), the session detaches.
+        self.gateway.sessions.detach(self.live.key, self.attached, self.close_now);
+    }
+}
+
+/// Opens a new session for `user` and attaches to it, or explains why not.
+pub(crate) fn open(gateway: &Gateway, user: &str) -> Option<Attachment> {
+    match gateway.sessions.open(&gateway.registry, &gateway.metrics, user) {
+        Ok((live, attached)) => {
+            Some(Attachment { gateway: gateway.clone(), live, attached, after: 0, resumed: false, close_now: false })
+        }
         Err(err) => {
             tracing::warn!(%err, user, "cannot open a session for a new connection");
-            let mut socket = socket;
-            let frame = CloseFrame { code: close_code::ERROR, reason: "cannot open a session".into() };
-            let _ = socket.send(Message::Close(Some(frame))).await;
-            gateway.metrics.connection_closed();
-            return;
+            None
         }
-    };
-    let span = tracing::info_span!("connection", user, session = %session.id());
-    serve(&gateway, socket, session, events).instrument(span).await;
+    }
+}
+
+/// Why the receive task ended.
+enum Leave {
+    /// The connection ended or broke.
+    Gone,
+    /// The client sent `{"type":"close"}`.
+    Close,
+}
+
+/// Serves one upgraded connection until the client leaves, the token expires, another connection takes the session
+/// over, or the gateway shuts down.
+pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_at: u64) {
+    let gateway = attachment.gateway.clone();
+    gateway.metrics.connection_opened();
+    let span = tracing::info_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
+    serve(&gateway, &mut attachment, socket, expires_at).instrument(span).await;
+    drop(attachment);
     gateway.metrics.connection_closed();
 }
 
-async fn serve(gateway: &Gateway, socket: WebSocket, session: Session, events: EventStream) {
+/// How long until `expires_at` (seconds since the Unix epoch).
+fn until(expires_at: u64) -> Duration {
+    let deadline = UNIX_EPOCH + Duration::from_secs(expires_at);
+    deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+}
+
+async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket, expires_at: u64) {
     tracing::debug!("connected");
-    let shared = Arc::new(Shared { session, runs_in_flight: AtomicUsize::new(0), runs_idle: Notify::new() });
+    let live = Arc::clone(&attachment.live);
     let (sink, stream) = socket.split();
-    let (refusals, refusals_rx) = mpsc::channel(ERROR_BUFFER);
+    let (stop, stop_rx) = oneshot::channel();
     let mut send_task = tokio::spawn(
-        send_loop(sink, events, refusals_rx, Arc::clone(&shared), gateway.clone()).instrument(tracing::Span::current()),
+        send_loop(
+            sink,
+            gateway.clone(),
+            Arc::clone(&live),
+            attachment.attached,
+            attachment.after,
+            attachment.resumed,
+            stop_rx,
+        )
+        .instrument(tracing::Span::current()),
     );
-    let mut receive_task = tokio::spawn(
-        receive_loop(stream, refusals, Arc::clone(&shared), gateway.clone()).instrument(tracing::Span::current()),
-    );
+    let mut receive_task =
+        tokio::spawn(receive_loop(stream, Arc::clone(&live), gateway.clone()).instrument(tracing::Span::current()));
+    let token_expiry = tokio::time::sleep(until(expires_at));
 
     // A JoinHandle must not be polled again once it has completed: track which task has ended.
     let (mut sent_all, mut client_left) = (false, false);
+    let stop_with = |code: u16, reason: &'static str| {
+        let _ = stop.send(CloseFrame { code, reason: reason.into() });
+    };
     tokio::select! {
         _ = &mut send_task => sent_all = true,
-        _ = &mut receive_task => client_left = true,
+        leave = &mut receive_task => {
+            client_left = true;
+            if let Ok(Leave::Close) = leave {
+                attachment.close_now = true;
+                stop_with(close_code::NORMAL, "session closed");
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut send_task).await;
+            }
+        }
+        () = token_expiry => {
+            tracing::debug!("token expired");
+            stop_with(CLOSE_TOKEN_EXPIRED, "token expired");
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut send_task).await;
+        }
         () = gateway.shutdown.cancelled() => {
             // Drain: the receive task refuses new runs from now on; runs in progress may finish, up to the timeout.
             tokio::select! {
-                _ = tokio::time::timeout(gateway.drain_timeout, shared.runs_done()) => {}
+                _ = tokio::time::timeout(gateway.drain_timeout, live.runs_done()) => {}
                 _ = &mut send_task => sent_all = true,
                 _ = &mut receive_task => client_left = true,
             }
             if !sent_all && !client_left {
-                // Cancel what still runs: the stream ends after their terminal events, then the send task writes the
+                // Cancel what still runs: the log ends after their terminal events, then the send task writes the
                 // close frame. A client that stops reading is cut off after the grace period.
-                shared.session.close();
+                live.core.close();
                 if tokio::time::timeout(FINAL_WRITE_GRACE, &mut send_task).await.is_ok() {
                     let _ = tokio::time::timeout(CLOSE_GRACE, &mut receive_task).await;
                 }
@@ -142,24 +160,17 @@ async fn serve(gateway: &Gateway, socket: WebSocket, session: Session, events: E
     tracing::debug!(sent_all, client_left, "connection ending");
     send_task.abort();
     receive_task.abort();
-    // Cancels the runs still in progress (if the client left) and frees the session once they are done.
-    shared.session.close();
     tracing::debug!("disconnected");
 }
 
-async fn receive_loop(
-    mut stream: SplitStream<WebSocket>,
-    refusals: mpsc::Sender<Refusal>,
-    shared: Arc<Shared>,
-    gateway: Gateway,
-) {
+async fn receive_loop(mut stream: SplitStream<WebSocket>, live: Arc<LiveSession>, gateway: Gateway) -> Leave {
     while let Some(message) = stream.next().await {
         let message = match message {
             Ok(message) => message,
             Err(err) => {
                 // The client broke the protocol or the connection dropped: not our error.
                 tracing::debug!(%err, "websocket read ended");
-                return;
+                return Leave::Gone;
             }
         };
         let refusal = match message {
@@ -167,7 +178,11 @@ async fn receive_loop(
                 ErrorCode::FrameTooLarge,
                 format!("the message has {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()),
             ))),
-            Message::Text(text) => handle_text(text.as_str(), &shared, &gateway).await,
+            Message::Text(text) => match ClientMessage::parse(text.as_str()) {
+                Ok(ClientMessage::Close) => return Leave::Close,
+                Ok(message) => handle(message, &live, &gateway),
+                Err(err) => Some(err.into()),
+            },
             Message::Binary(_) => Some(Refusal::from(ProtocolError::new(
                 ErrorCode::BinaryFrame,
                 "binary frames are not supported; send JSON messages as text frames",
@@ -180,39 +195,40 @@ async fn receive_loop(
             if let Body::Error { code, .. } = &refusal.body {
                 tracing::debug!(code = code.as_str(), "refused a client message");
             }
-            if refusals.send(refusal).await.is_err() {
-                return;
+            if live.refusals.send(Box::new(refusal)).await.is_err() {
+                return Leave::Gone;
             }
         }
     }
+    Leave::Gone
 }
 
-async fn handle_text(text: &str, shared: &Shared, gateway: &Gateway) -> Option<Refusal> {
-    let message = match ClientMessage::parse(text) {
-        Ok(message) => message,
-        Err(err) => return Some(err.into()),
-    };
+fn handle(message: ClientMessage, live: &LiveSession, gateway: &Gateway) -> Option<Refusal> {
     match message {
         ClientMessage::Run { agent, input, request_id } => {
             if gateway.shutdown.is_cancelled() {
                 return Some(refuse(ErrorCode::ShuttingDown, "the server is shutting down; no new runs", request_id));
             }
-            shared.run_starting();
-            // The request id travels as the run's tag on every event, so the send task needs nothing from here.
-            let started = match request_id.as_deref() {
-                Some(tag) => shared.session.run_tagged(&agent, input, tag),
-                None => shared.session.run(&agent, input),
-            };
-            match started {
-                Ok(run_id) => {
+            // The request id travels as the run's tag on every event, so the pump needs nothing from here.
+            match live.start_run(&agent, input, request_id.as_deref()) {
+                RunStart::Started(run_id) => {
                     gateway.metrics.run_started();
                     tracing::debug!(run = %run_id, agent, "run started");
                     None
                 }
-                Err(err) => {
-                    shared.run_done();
-                    Some(refuse_run(err, request_id))
-                }
+                RunStart::Duplicate(run_id) => Some(Refusal {
+                    body: Body::Error {
+                        code: ErrorCode::DuplicateRequest,
+                        message: format!(
+                            "request_id `{}` already started {run_id} in this session; nothing new was started \
+                             (its events carry this request_id)",
+                            request_id.as_deref().unwrap_or_default()
+                        ),
+                        run_id: Some(run_id),
+                    },
+                    request_id,
+                }),
+                RunStart::Refused(err) => Some(refuse_run(err, request_id)),
             }
         }
         ClientMessage::Cancel { run_id, request_id } => {
@@ -220,18 +236,20 @@ async fn handle_text(text: &str, shared: &Shared, gateway: &Gateway) -> Option<R
                 let message = format!("`{run_id}` is not a run id; run ids look like `run-42`");
                 return Some(refuse(ErrorCode::UnknownRun, message, request_id));
             };
-            match shared.session.cancel(run) {
+            match live.core.cancel(run) {
                 Ok(()) => None,
                 Err(CancelError::UnknownRun { run, .. }) => Some(Refusal {
                     request_id,
                     body: Body::Error {
                         code: ErrorCode::UnknownRun,
-                        message: format!("{run} is not in progress on this connection"),
+                        message: format!("{run} is not in progress in this session"),
                         run_id: Some(run),
                     },
                 }),
             }
         }
+        // Handled by the receive loop, which ends the connection.
+        ClientMessage::Close => None,
     }
 }
 
@@ -244,12 +262,12 @@ fn refuse_run(err: RunError, request_id: Option<String>) -> Refusal {
         RunError::UnknownAgent { .. } => refuse(ErrorCode::UnknownAgent, err.to_string(), request_id),
         RunError::TooManyRuns { limit, .. } => refuse(
             ErrorCode::TooManyRuns,
-            format!("this connection already has {limit} runs in progress; wait for one to complete or cancel one"),
+            format!("this session already has {limit} runs in progress; wait for one to complete or cancel one"),
             request_id,
         ),
-        // The session is closed, or its stream is gone because the send task ended: the connection is going away.
+        // The session is closed, or its stream is gone because its pump ended: the session is going away.
         RunError::SessionClosed(_) | RunError::StreamDropped(_) => {
-            refuse(ErrorCode::ShuttingDown, "the connection is closing; no new runs", request_id)
+            refuse(ErrorCode::ShuttingDown, "the session is closing; no new runs", request_id)
         }
         // The receive task runs on the gateway's runtime, so this is a bug of ours, not the client's.
         RunError::NoRuntime => {
@@ -259,72 +277,61 @@ fn refuse_run(err: RunError, request_id: Option<String>) -> Refusal {
     }
 }
 
-/// One message the send task writes.
-enum Outgoing {
-    Event(core_registry::Event),
-    Refusal(Refusal),
-}
-
 async fn send_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut events: EventStream,
-    mut refusals: mpsc::Receiver<Refusal>,
-    shared: Arc<Shared>,
     gateway: Gateway,
+    live: Arc<LiveSession>,
+    attached: Attached,
+    after: u64,
+    resumed: bool,
+    mut stop: oneshot::Receiver<CloseFrame>,
 ) {
-    // Invariant: the seq of the last message written; every message (event or error) gets the next one, so the
-    // client sees 1, 2, 3, ... with no gaps.
-    let mut seq = 0u64;
-    loop {
-        let first = tokio::select! {
+    let frame = session_frame(&live.key.to_string(), resumed, attached.last_seq);
+    if let Err(err) = sink.send(Message::Text(frame.into())).await {
+        tracing::debug!(%err, "websocket write failed");
+        return;
+    }
+    // Invariant: the client has been sent every message of the session up to `cursor`, in order, once each on this
+    // connection.
+    let mut cursor = after;
+    let close = loop {
+        if live.finished.is_cancelled() && cursor >= live.last_seq() {
+            // The session was closed (a shutdown) and its last message is out.
+            break CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+        }
+        let batch = tokio::select! {
             biased;
-            Some(refusal) = refusals.recv() => Outgoing::Refusal(refusal),
-            event = events.recv() => match event {
-                Some(event) => Outgoing::Event(event),
-                // The session was closed and every run has delivered its terminal event.
-                None => break,
+            frame = &mut stop => match frame {
+                Ok(frame) => break frame,
+                Err(_) => return,
             },
+            batch = gateway.sessions.log.replay_after(live.key, &attached, cursor, BATCH) => batch,
+            () = live.finished.cancelled() => continue,
         };
-        // Write what is ready now, then flush once.
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(outgoing) = next.take() {
-            seq += 1;
-            let is_event = matches!(outgoing, Outgoing::Event(_));
-            let text = match outgoing {
-                Outgoing::Event(event) => {
-                    if event.kind().is_terminal() {
-                        shared.run_done();
-                    }
-                    let body = Body::Event(event);
-                    ServerMessage { seq, request_id: body.run_tag(), body: &body }.to_json()
-                }
-                Outgoing::Refusal(refusal) => {
-                    ServerMessage { seq, request_id: refusal.request_id.as_deref(), body: &refusal.body }.to_json()
-                }
-            };
-            if let Err(err) = sink.feed(Message::Text(text.into())).await {
+        let messages = match batch {
+            Ok(messages) => messages,
+            Err(ReplayError::TakenOver) => {
+                tracing::debug!("session resumed elsewhere");
+                break CloseFrame { code: CLOSE_TAKEN_OVER, reason: "session resumed elsewhere".into() };
+            }
+            Err(err) => {
+                tracing::debug!(%err, "session ended");
+                break CloseFrame { code: close_code::AWAY, reason: "session closed".into() };
+            }
+        };
+        for message in messages {
+            if let Err(err) = sink.feed(Message::Text(message.text.as_ref().into())).await {
                 tracing::debug!(%err, "websocket write failed");
                 return;
             }
-            // Counted as each message is handed to the socket, so a later failed write loses no count.
-            gateway.metrics.sent(u64::from(is_event), u64::from(!is_event));
-            written += 1;
-            if written < BATCH {
-                next = refusals
-                    .try_recv()
-                    .ok()
-                    .map(Outgoing::Refusal)
-                    .or_else(|| events.try_recv().ok().map(Outgoing::Event));
-            }
+            cursor = message.seq;
         }
         if let Err(err) = sink.flush().await {
             tracing::debug!(%err, "websocket write failed");
             return;
         }
-    }
-    let frame = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
-    if let Err(err) = sink.send(Message::Close(Some(frame))).await {
+    };
+    if let Err(err) = sink.send(Message::Close(Some(close))).await {
         tracing::debug!(%err, "could not send the close frame");
     }
 }

@@ -7,6 +7,9 @@ pub mod auth;
 mod connection;
 pub mod metrics;
 pub mod protocol;
+pub mod replay;
 mod server;
+mod sessions;
 
 pub use server::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RUNS_PER_CONNECTION, Gateway, builtin_registry};
+pub use sessions::DEFAULT_RESUME_WINDOW;

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chat_gateway::auth::{self, Secret};
-use chat_gateway::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RUNS_PER_CONNECTION, Gateway, builtin_registry};
+use chat_gateway::replay::DEFAULT_REPLAY_LIMIT;
+use chat_gateway::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RUNS_PER_CONNECTION, DEFAULT_RESUME_WINDOW, Gateway, builtin_registry,
+};
 
 const SECRET_VAR: &str = "CHAT_GATEWAY_SECRET";
 const LOG_VAR: &str = "CHAT_GATEWAY_LOG";
@@ -19,14 +22,16 @@ const USAGE: &str = "\
 chat-gateway: WebSocket chat gateway over the agent registry
 
 Usage:
-  chat-gateway serve [--addr 127.0.0.1:8080] [--dev] [--drain-timeout 5s]
+  chat-gateway serve [--addr 127.0.0.1:8080] [--dev] [--drain-timeout 5s] [--resume-window 30s]
+                     [--replay-limit 4096]
   chat-gateway token --user <id> [--ttl 1h]
 
 serve   Serves GET /v1/ws, /healthz and /metrics. Tokens are checked with the HS256 secret in
         CHAT_GATEWAY_SECRET; --dev makes a random secret instead and prints a token for user `dev`.
         --addr 127.0.0.1:0 picks a free port (the log says which). SIGTERM or Ctrl-C drains: runs get
         up to --drain-timeout to finish, then are cancelled; clients get every terminal event, then a
-        close frame.
+        close frame. A session whose connection drops stays resumable for --resume-window, keeping up
+        to --replay-limit of its latest messages (its runs wait rather than lose one).
 token   Prints a token for --user, valid for --ttl (s, m, h or d; default 1h), signed with
         CHAT_GATEWAY_SECRET, alone on stdout.
 
@@ -38,7 +43,7 @@ struct UsageError(String);
 enum Command {
     Help,
     Version,
-    Serve { addr: SocketAddr, dev: bool, drain_timeout: Duration },
+    Serve { addr: SocketAddr, dev: bool, drain_timeout: Duration, resume_window: Duration, replay_limit: usize },
     Token { user: String, ttl: Duration },
 }
 
@@ -60,7 +65,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Token { user, ttl } => token(&user, ttl),
-        Command::Serve { addr, dev, drain_timeout } => serve(addr, dev, drain_timeout),
+        Command::Serve { addr, dev, drain_timeout, resume_window, replay_limit } => {
+            serve(addr, dev, drain_timeout, resume_window, replay_limit)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +114,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
         "serve" => {
             let mut addr = SocketAddr::from(([127, 0, 0, 1], 8080));
             let (mut dev, mut drain_timeout) = (false, DEFAULT_DRAIN_TIMEOUT);
+            let (mut resume_window, mut replay_limit) = (DEFAULT_RESUME_WINDOW, DEFAULT_REPLAY_LIMIT);
             for (name, given) in flags {
                 match name.as_str() {
                     "help" => return Ok(Command::Help),
@@ -118,10 +126,17 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
                         })?;
                     }
                     "drain-timeout" => drain_timeout = parse_duration(&name, &value(&name, given)?)?,
+                    "resume-window" => resume_window = parse_duration(&name, &value(&name, given)?)?,
+                    "replay-limit" => {
+                        let text = value(&name, given)?;
+                        replay_limit = text.parse().ok().filter(|limit| *limit > 0).ok_or_else(|| {
+                            UsageError(format!("`--replay-limit {text}` is not a number of messages above zero"))
+                        })?;
+                    }
                     other => return Err(UsageError(format!("unknown flag `--{other}` for `serve`"))),
                 }
             }
-            Ok(Command::Serve { addr, dev, drain_timeout })
+            Ok(Command::Serve { addr, dev, drain_timeout, resume_window, replay_limit })
         }
         "token" => {
             let (mut user, mut ttl) = (None, Duration::from_secs(3600));
@@ -178,7 +193,13 @@ fn token(user: &str, ttl: Duration) -> Result<(), Failure> {
     Ok(())
 }
 
-fn serve(addr: SocketAddr, dev: bool, drain_timeout: Duration) -> Result<(), Failure> {
+fn serve(
+    addr: SocketAddr,
+    dev: bool,
+    drain_timeout: Duration,
+    resume_window: Duration,
+    replay_limit: usize,
+) -> Result<(), Failure> {
     let secret = if dev {
         let secret = Secret::random();
         let token = auth::mint_token(&secret, "dev", Duration::from_secs(86_400), auth::now_unix());
@@ -194,7 +215,10 @@ fn serve(addr: SocketAddr, dev: bool, drain_timeout: Duration) -> Result<(), Fai
     }
     let registry = builtin_registry(DEFAULT_MAX_RUNS_PER_CONNECTION)
         .map_err(|err| Failure::Runtime(format!("cannot build the agent registry: {err}")))?;
-    let gateway = Gateway::new(registry, secret).drain_timeout(drain_timeout);
+    let gateway = Gateway::new(registry, secret)
+        .drain_timeout(drain_timeout)
+        .resume_window(resume_window)
+        .replay_limit(replay_limit);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -254,8 +278,8 @@ mod tests {
         let actual = match parse_args(args.split_whitespace().map(str::to_owned)) {
             Ok(Command::Help) => "help".to_owned(),
             Ok(Command::Version) => "version".to_owned(),
-            Ok(Command::Serve { addr, dev, drain_timeout }) => {
-                format!("serve {addr} dev={dev} drain={drain_timeout:?}")
+            Ok(Command::Serve { addr, dev, drain_timeout, resume_window, replay_limit }) => {
+                format!("serve {addr} dev={dev} drain={drain_timeout:?} window={resume_window:?} log={replay_limit}")
             }
             Ok(Command::Token { user, ttl }) => format!("token {user} {ttl:?}"),
             Err(UsageError(message)) => format!("error: {message}"),
@@ -265,9 +289,17 @@ mod tests {
 
     #[test]
     fn parses_the_command_line() {
-        check("serve", "serve 127.0.0.1:8080 dev=false drain=5s");
-        check("serve --addr 127.0.0.1:0 --dev", "serve 127.0.0.1:0 dev=true drain=5s");
-        check("serve --dev --addr=[::1]:9000 --drain-timeout 0", "serve [::1]:9000 dev=true drain=0ns");
+        check("serve", "serve 127.0.0.1:8080 dev=false drain=5s window=30s log=4096");
+        check("serve --addr 127.0.0.1:0 --dev", "serve 127.0.0.1:0 dev=true drain=5s window=30s log=4096");
+        check(
+            "serve --dev --addr=[::1]:9000 --drain-timeout 0",
+            "serve [::1]:9000 dev=true drain=0ns window=30s log=4096",
+        );
+        check(
+            "serve --resume-window 2m --replay-limit 16",
+            "serve 127.0.0.1:8080 dev=false drain=5s window=120s log=16",
+        );
+        check("serve --replay-limit 0", "error: `--replay-limit 0` is not a number of messages above zero");
         check("token --user alice", "token alice 3600s");
         check("token --ttl 15m --user bob", "token bob 900s");
         check("token --user bob --ttl 2d", "token bob 172800s");

@@ -14,6 +14,7 @@ pub struct Metrics {
     runs_started_total: AtomicU64,
     events_sent_total: AtomicU64,
     errors_sent_total: AtomicU64,
+    resumes_total: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`] plus the registry's gauges.
@@ -27,14 +28,19 @@ pub struct MetricsSnapshot {
     pub auth_failures_total: u64,
     /// Runs started since start.
     pub runs_started_total: u64,
-    /// Lifecycle events written to clients since start.
+    /// Lifecycle events produced for clients since start (each counted once, however often it is replayed).
     pub events_sent_total: u64,
-    /// `error` messages written to clients since start.
+    /// `error` messages produced for clients since start.
     pub errors_sent_total: u64,
-    /// The registry's live sessions (one per open connection, plus closed ones whose runs are finishing).
+    /// The registry's live sessions (one per gateway session, attached or detached, plus closed ones whose runs are
+    /// finishing).
     pub live_sessions: u64,
     /// The registry's runs in progress.
     pub live_runs: u64,
+    /// Gateway sessions that can be resumed: attached to a connection, or detached within their resume window.
+    pub resumable_sessions: u64,
+    /// Connections that resumed a session since start.
+    pub resumes_total: u64,
 }
 
 impl Metrics {
@@ -49,6 +55,10 @@ impl Metrics {
 
     pub(crate) fn auth_failed(&self) {
         self.auth_failures_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn resumed(&self) {
+        self.resumes_total.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn run_started(&self) {
@@ -75,6 +85,8 @@ impl Metrics {
             errors_sent_total: self.errors_sent_total.load(Ordering::Relaxed),
             live_sessions: registry.live_sessions() as u64,
             live_runs: registry.live_runs() as u64,
+            resumable_sessions: 0,
+            resumes_total: self.resumes_total.load(Ordering::Relaxed),
         }
     }
 }
@@ -87,15 +99,27 @@ impl MetricsSnapshot {
     /// assert!(text.contains("# TYPE chat_gateway_live_sessions gauge\nchat_gateway_live_sessions 0\n"));
     /// ```
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 8] = [
+        let rows: [(&str, &str, &str, u64); 10] = [
             ("live_sessions", "gauge", "Registry sessions still holding resources.", self.live_sessions),
             ("live_runs", "gauge", "Agent runs in progress.", self.live_runs),
+            (
+                "resumable_sessions",
+                "gauge",
+                "Sessions attached or within their resume window.",
+                self.resumable_sessions,
+            ),
+            ("resumes_total", "counter", "Connections that resumed a session.", self.resumes_total),
             ("connections_open", "gauge", "WebSocket connections open.", self.connections_open),
             ("connections_total", "counter", "WebSocket connections accepted.", self.connections_total),
             ("auth_failures_total", "counter", "Upgrade requests refused with 401.", self.auth_failures_total),
             ("runs_started_total", "counter", "Agent runs started.", self.runs_started_total),
-            ("events_sent_total", "counter", "Lifecycle events sent to clients.", self.events_sent_total),
-            ("errors_sent_total", "counter", "Protocol error messages sent to clients.", self.errors_sent_total),
+            (
+                "events_sent_total",
+                "counter",
+                "Lifecycle events produced for clients (once each, however often replayed).",
+                self.events_sent_total,
+            ),
+            ("errors_sent_total", "counter", "Protocol error messages produced for clients.", self.errors_sent_total),
         ];
         let mut text = String::new();
         for (name, kind, help, value) in rows {

@@ -21,7 +21,7 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 pub enum ErrorCode {
     /// `malformed_json`: the frame is not a JSON object.
     MalformedJson,
-    /// `unknown_type`: `type` is not `run` or `cancel`.
+    /// `unknown_type`: `type` is not `run`, `cancel` or `close`.
     UnknownType,
     /// `missing_field`: a required field (`type`, `agent`, `run_id`) is absent.
     MissingField,
@@ -33,8 +33,11 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// `too_many_runs`: the connection already has as many runs in progress as allowed.
     TooManyRuns,
-    /// `unknown_run`: `cancel` named a run that is not in progress on this connection.
+    /// `unknown_run`: `cancel` named a run that is not in progress in this session.
     UnknownRun,
+    /// `duplicate_request`: a `run` reused a `request_id` already used in the session; nothing was started, and
+    /// the error's `run_id` names the run that request started.
+    DuplicateRequest,
     /// `binary_frame`: the protocol is JSON text; binary frames are refused.
     BinaryFrame,
     /// `shutting_down`: the server is draining and starts no new runs.
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::TooManyRuns => "too_many_runs",
             ErrorCode::UnknownRun => "unknown_run",
+            ErrorCode::DuplicateRequest => "duplicate_request",
             ErrorCode::BinaryFrame => "binary_frame",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
@@ -75,13 +79,16 @@ pub enum ClientMessage {
         /// The client's correlation id.
         request_id: Option<String>,
     },
-    /// `{"type":"cancel","run_id":"run-3"}`: cancel a run of this connection; it ends with `outcome: cancelled`.
+    /// `{"type":"cancel","run_id":"run-3"}`: cancel a run of this session; it ends with `outcome: cancelled`.
     Cancel {
         /// The run to cancel, as sent (it may not name a run at all).
         run_id: String,
         /// The client's correlation id, echoed on an error.
         request_id: Option<String>,
     },
+    /// `{"type":"close"}`: the client is leaving for good; the session is closed at once (its runs cancelled)
+    /// instead of waiting for a resume, and the connection ends.
+    Close,
 }
 
 /// A client message the gateway refused; it becomes an `error` message and the connection carries on.
@@ -146,12 +153,20 @@ impl ClientMessage {
                 let run_id = take_string("run_id", true)?.unwrap_or_default();
                 Ok(ClientMessage::Cancel { run_id, request_id })
             }
+            "close" => Ok(ClientMessage::Close),
             other => Err(refuse(
                 ErrorCode::UnknownType,
-                format!("unknown message type `{other}`; expected `run` or `cancel`"),
+                format!("unknown message type `{other}`; expected `run`, `cancel` or `close`"),
             )),
         }
     }
+}
+
+/// The first frame on every connection, without a `seq` of its own: which session this is, whether it was
+/// resumed, and the seq of the last message it has produced so far.
+pub(crate) fn session_frame(session_id: &str, resumed: bool, last_seq: u64) -> String {
+    // Written by hand so that the field order is the documented one whatever serde_json's features; the id is hex.
+    format!(r#"{{"type":"session","session_id":"{session_id}","resumed":{resumed},"last_seq":{last_seq}}}"#)
 }
 
 /// The body of one server message, before it gets its `seq`.
@@ -264,6 +279,7 @@ mod tests {
             r#"{"type":"cancel","run_id":"run-3"}"#,
             Ok(ClientMessage::Cancel { run_id: "run-3".into(), request_id: None }),
         );
+        check(r#"{"type":"close","reason":"bye"}"#, Ok(ClientMessage::Close));
     }
 
     #[test]

@@ -98,6 +98,8 @@ async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
     };
 
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws?token={token}")).await.unwrap();
+    let session = ws.next().await.unwrap().unwrap();
+    assert!(session.to_text().unwrap().starts_with(r#"{"type":"session","session_id":""#), "{session:?}");
     ws.send(Message::text(r#"{"type":"run","agent":"slow","input":"100000","request_id":"r"}"#)).await.unwrap();
     let first = ws.next().await.unwrap().unwrap();
     assert!(first.to_text().unwrap().contains(r#""type":"agent_started""#), "{first:?}");

@@ -83,6 +83,9 @@ async fn exercise(mut client: Client, user: usize) {
     assert_eq!(runs.len(), RUNS.len());
     let total: usize = RUNS.iter().map(|(_, _, events)| events.len()).sum();
     assert_eq!(client.last_seq, total as u64, "user {user} received extra messages");
+    // Leave for good, so the session does not wait for a resume.
+    client.send(serde_json::json!({"type": "close"})).await;
+    assert_eq!(client.recv_close().await, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

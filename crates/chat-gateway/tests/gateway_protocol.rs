@@ -13,17 +13,24 @@ use tokio_tungstenite::tungstenite::Message;
 async fn golden_path_exchange() {
     let server = TestServer::start().await;
     let mut client = server.connect("alice").await;
-    let mut exchange = client.run_to_end("tools", "hello world", "r1").await;
+    let mut exchange = vec![client.session.clone()];
+    exchange.extend(client.run_to_end("tools", "hello world", "r1").await);
     client.send(json!({"type": "run", "agent": "nope", "request_id": "r2"})).await;
     exchange.push(client.recv_error().await);
     // Key order inside an object is not part of the protocol, and serde_json's `preserve_order` (enabled by another
     // workspace member, so present in workspace builds only) changes it: compare with sorted keys.
-    insta::with_settings!({ description => "tools run, then an unknown agent", sort_maps => true }, {
+    insta::with_settings!({ description => "the session frame, a tools run, then an unknown agent", sort_maps => true }, {
         // Run ids come from a registry-wide counter: redact them, but keep the `null` of an error about no run.
+        // Session ids are random: check their shape, then redact them.
         insta::assert_json_snapshot!("golden_path_exchange", exchange, {
             "[].run_id" => insta::dynamic_redaction(|value, _| match value.as_str() {
                 Some(_) => "[run]".into(),
                 None => value,
+            }),
+            "[].session_id" => insta::dynamic_redaction(|value, _| {
+                let id = value.as_str().unwrap();
+                assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{id}");
+                "[session]"
             })
         });
     });
@@ -60,7 +67,8 @@ fn check_error(error: &Value, code: &str, request_id: Option<&str>) {
 async fn check_refused(client: &mut Client, frame: Message, code: &str, request_id: Option<&str>) {
     client.ws.send(frame).await.unwrap();
     check_error(&client.recv_error().await, code, request_id);
-    let messages = client.run_to_end("echo", "still here", "ok").await;
+    // Request ids are unique per session (a reused one is a `duplicate_request`): number them by seq.
+    let messages = client.run_to_end("echo", "still here", &format!("ok-{}", client.last_seq)).await;
     assert_eq!(messages.last().unwrap()["outcome"], "succeeded");
 }
 
@@ -185,8 +193,13 @@ async fn too_many_runs_is_refused_until_one_ends() {
 }
 
 #[tokio::test]
-async fn disconnect_cancels_runs_and_frees_the_session() {
-    let server = TestServer::start().await;
+async fn disconnect_detaches_and_the_window_frees_the_session() {
+    let gateway = chat_gateway::Gateway::new(
+        chat_gateway::builtin_registry(4).unwrap(),
+        chat_gateway::auth::Secret::new(support::SECRET).unwrap(),
+    )
+    .resume_window(Duration::from_millis(200));
+    let server = TestServer::start_gateway(gateway).await;
     let mut client = server.connect("alice").await;
     for n in 0..3 {
         client.run("slow", "100000", &format!("r{n}")).await;
@@ -197,11 +210,13 @@ async fn disconnect_cancels_runs_and_frees_the_session() {
     let metrics = server.gateway.metrics();
     assert_eq!((metrics.live_sessions, metrics.live_runs, metrics.connections_open), (1, 3, 1));
     drop(client);
+    // Detached: the runs go on until the window ends, then the session is closed and everything freed.
     server.wait_idle().await;
+    assert_eq!(server.gateway.metrics().resumable_sessions, 0);
 }
 
 #[tokio::test]
-async fn client_close_frame_ends_the_connection_cleanly() {
+async fn client_close_frame_detaches_and_close_message_ends_the_session() {
     let server = TestServer::start().await;
     let mut client = server.connect("alice").await;
     client.run("slow", "100000", "r").await;
@@ -215,7 +230,16 @@ async fn client_close_frame_ends_the_connection_cleanly() {
             Some(Err(err)) => panic!("unexpected error: {err}"),
         }
     }
+    // A close frame is a drop like any other: the session waits for a resume, its run goes on.
+    let metrics = server.gateway.metrics();
+    assert_eq!((metrics.resumable_sessions, metrics.live_runs), (1, 1));
+    let mut client = server.resume("alice", &client.session_id(), client.last_seq).await.unwrap();
+    assert_eq!(client.session["resumed"], true);
+    // `close` ends the session at once, with close code 1000.
+    client.send(json!({"type": "close"})).await;
+    assert_eq!(client.recv_close().await, 1000);
     server.wait_idle().await;
+    assert_eq!(server.gateway.metrics().resumable_sessions, 0);
 }
 
 #[tokio::test]

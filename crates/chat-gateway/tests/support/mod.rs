@@ -36,7 +36,12 @@ impl TestServer {
 
     pub(crate) async fn start_with(max_runs: usize, drain_timeout: Duration) -> TestServer {
         let registry = builtin_registry(max_runs).unwrap();
-        let gateway = Gateway::new(registry, Secret::new(SECRET).unwrap()).drain_timeout(drain_timeout);
+        TestServer::start_gateway(Gateway::new(registry, Secret::new(SECRET).unwrap()).drain_timeout(drain_timeout))
+            .await
+    }
+
+    /// A server over `gateway`, which must use [`SECRET`].
+    pub(crate) async fn start_gateway(gateway: Gateway) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -45,20 +50,45 @@ impl TestServer {
     }
 
     pub(crate) fn token(&self, user: &str) -> String {
-        auth::mint_token(&Secret::new(SECRET).unwrap(), user, Duration::from_secs(600), auth::now_unix())
+        token_for(user, Duration::from_secs(600))
     }
 
     pub(crate) fn url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
     }
 
-    /// Connects as `user` with an `Authorization: Bearer` header.
+    /// Connects as `user` with an `Authorization: Bearer` header, to a new session.
     pub(crate) async fn connect(&self, user: &str) -> Client {
-        let mut request = self.url().into_client_request().unwrap();
-        request.headers_mut().insert("authorization", format!("Bearer {}", self.token(user)).parse().unwrap());
-        let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        self.connect_with(&self.token(user), "").await.unwrap_or_else(|(status, body)| panic!("{status}: {body}"))
+    }
+
+    /// Connects with `token` and `query` (`?session=...&after=...` or empty); reads the `session` frame and checks
+    /// it. A refused upgrade gives back its status and body.
+    pub(crate) async fn connect_with(&self, token: &str, query: &str) -> Result<Client, (u16, String)> {
+        let mut request = format!("{}{query}", self.url()).into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, response) = match tokio_tungstenite::connect_async(request).await {
+            Ok(pair) => pair,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+                let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+                return Err((response.status().as_u16(), format!("{} {body}", content_type.unwrap_or_default())));
+            }
+            Err(err) => panic!("cannot connect: {err}"),
+        };
         assert_eq!(response.status(), 101);
-        Client { ws, last_seq: 0 }
+        let mut client = Client { ws, last_seq: 0, session: Value::Null };
+        let frame = client.recv_raw().await;
+        assert_eq!(frame["type"], "session", "the first frame must be the session frame: {frame}");
+        assert!(frame.get("seq").is_none(), "the session frame has no seq: {frame}");
+        client.last_seq = query.split("after=").nth(1).map_or(0, |after| after.parse().unwrap());
+        client.session = frame;
+        Ok(client)
+    }
+
+    /// Resumes `session` after `after` as `user`.
+    pub(crate) async fn resume(&self, user: &str, session: &str, after: u64) -> Result<Client, (u16, String)> {
+        self.connect_with(&self.token(user), &format!("?session={session}&after={after}")).await
     }
 
     /// Signals shutdown and waits for the server to finish draining.
@@ -87,6 +117,11 @@ impl TestServer {
     }
 }
 
+/// A token for `user`, signed with [`SECRET`], valid for `ttl` from now.
+pub(crate) fn token_for(user: &str, ttl: Duration) -> String {
+    auth::mint_token(&Secret::new(SECRET).unwrap(), user, ttl, auth::now_unix())
+}
+
 /// `GET path` over plain HTTP/1.1; returns the status and the body.
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -103,6 +138,8 @@ pub(crate) struct Client {
     pub(crate) ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     // Invariant: the seq of the last message received; the next must be last_seq + 1.
     pub(crate) last_seq: u64,
+    /// The `session` frame the connection began with.
+    pub(crate) session: Value,
 }
 
 impl Client {
@@ -118,22 +155,30 @@ impl Client {
         self.send(json!({"type": "run", "agent": agent, "input": input, "request_id": request_id})).await;
     }
 
-    /// The next server message, checking that its seq follows the last one.
-    pub(crate) async fn recv(&mut self) -> Value {
+    /// The session id of the `session` frame.
+    pub(crate) fn session_id(&self) -> String {
+        self.session["session_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The next text message, unchecked.
+    pub(crate) async fn recv_raw(&mut self) -> Value {
         loop {
             let message = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("no message from the server");
             match message.expect("the connection ended").expect("websocket error") {
-                Message::Text(text) => {
-                    let value: Value = serde_json::from_str(text.as_str()).unwrap();
-                    let seq = value["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {value}"));
-                    assert_eq!(seq, self.last_seq + 1, "seq gap before {value}");
-                    self.last_seq = seq;
-                    return value;
-                }
+                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text message, got {other:?}"),
             }
         }
+    }
+
+    /// The next server message, checking that its seq follows the last one.
+    pub(crate) async fn recv(&mut self) -> Value {
+        let value = self.recv_raw().await;
+        let seq = value["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {value}"));
+        assert_eq!(seq, self.last_seq + 1, "seq gap before {value}");
+        self.last_seq = seq;
+        value
     }
 
     /// Messages up to and including the first of type `kind` (for run `run_id`, if given).
@@ -166,6 +211,25 @@ impl Client {
         messages.extend(self.recv_until("agent_completed", Some(&run_id)).await);
         assert!(messages.iter().all(|message| message["run_id"] == run_id.as_str()), "{messages:#?}");
         messages
+    }
+
+    /// The next server message (seq checked), or the code of the close frame that ends the connection.
+    pub(crate) async fn next_or_close(&mut self) -> Result<Value, u16> {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("no message and no close");
+            match message.expect("the connection ended without a close frame").expect("websocket error") {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                    let seq = value["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {value}"));
+                    assert_eq!(seq, self.last_seq + 1, "seq gap before {value}");
+                    self.last_seq = seq;
+                    return Ok(value);
+                }
+                Message::Close(frame) => return Err(frame.map_or(0, |frame| frame.code.into())),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
     }
 
     /// Waits for the server's close frame and returns its code.

@@ -1,0 +1,333 @@
+//! The gateway's sessions: each outlives its connections.
+//!
+//! A gateway session is one registry session plus a pump task. The pump is the session's only writer of messages: it
+//! merges the registry's events with the refusals its connections send it, numbers each with the session's `seq`,
+//! renders it and appends it to the session's replay log (waiting while the log is full of messages the client has
+//! not been sent). Connections attach to the session, read the log from their client's `after` and write out what
+//! they read; when a connection ends, the session detaches and is closed if nobody resumes it within the resume
+//! window.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use core_registry::{EventStream, OpenError, RunId, Session};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::metrics::Metrics;
+use crate::protocol::{Body, ServerMessage};
+use crate::replay::{Attach, AttachError, Attached, LoggedMessage, ReplayLog, SessionKey};
+
+/// How many refusals may wait for the pump before a connection's receive task stops reading (backpressure on a
+/// client that floods bad messages without reading the answers).
+const REFUSAL_BUFFER: usize = 16;
+
+/// How long a session stays resumable after its connection ended, unless configured otherwise.
+pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(30);
+
+/// An `error` message on its way to the pump.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) request_id: Option<String>,
+    pub(crate) body: Body,
+}
+
+/// One gateway session, shared by its pump and the connections attached to it.
+pub(crate) struct LiveSession {
+    pub(crate) key: SessionKey,
+    pub(crate) core: Session,
+    // Boxed: the channel allocates its first block of slots up front, and every idle session has one.
+    pub(crate) refusals: mpsc::Sender<Box<Refusal>>,
+    // Invariant: every request id that started a run in this session, with that run (for `duplicate_request`).
+    request_ids: Mutex<HashMap<Box<str>, RunId>>,
+    // Invariant: at least the number of runs started whose terminal event the pump has not appended yet.
+    // Incremented before a run is started (and decremented again if it was refused).
+    runs_in_flight: AtomicUsize,
+    runs_idle: Notify,
+    // Cancelled when the session is closed for good (expired, `close`d, or shut down): the pump stops.
+    closed: CancellationToken,
+    // Cancelled once the pump has appended its last message; `last_seq` is final from then on.
+    pub(crate) finished: CancellationToken,
+    // The seq of the last message appended to the log.
+    last_seq: AtomicU64,
+}
+
+impl fmt::Debug for LiveSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveSession").field("key", &self.key).field("core", &self.core).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What [`LiveSession::start_run`] decided.
+pub(crate) enum RunStart {
+    Started(RunId),
+    /// The request id was used before, by this run.
+    Duplicate(RunId),
+    Refused(core_registry::RunError),
+}
+
+impl LiveSession {
+    /// The seq of the last message the session has appended so far.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Starts a run tagged with its request id, unless the request id was used before in this session.
+    pub(crate) fn start_run(&self, agent: &str, input: String, request_id: Option<&str>) -> RunStart {
+        let Some(request_id) = request_id else {
+            self.run_starting();
+            return match self.core.run(agent, input) {
+                Ok(run) => RunStart::Started(run),
+                Err(err) => {
+                    self.run_done();
+                    RunStart::Refused(err)
+                }
+            };
+        };
+        // Held while the run starts (a plain, non-async call), so that two connections sending the same request
+        // at once start it once.
+        let mut request_ids = lock(&self.request_ids);
+        if let Some(run) = request_ids.get(request_id) {
+            return RunStart::Duplicate(*run);
+        }
+        self.run_starting();
+        match self.core.run_tagged(agent, input, request_id) {
+            Ok(run) => {
+                request_ids.insert(request_id.into(), run);
+                RunStart::Started(run)
+            }
+            Err(err) => {
+                self.run_done();
+                RunStart::Refused(err)
+            }
+        }
+    }
+
+    fn run_starting(&self) {
+        self.runs_in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn run_done(&self) {
+        if self.runs_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.runs_idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no run of this session is in progress.
+    pub(crate) async fn runs_done(&self) {
+        loop {
+            let notified = self.runs_idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.runs_in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Closes the session for good: its runs are cancelled and the pump stops.
+    fn shut(&self) {
+        self.closed.cancel();
+        self.core.close();
+    }
+}
+
+/// Every gateway session of this process, and where their messages wait.
+pub(crate) struct Sessions {
+    pub(crate) log: Arc<dyn ReplayLog>,
+    pub(crate) resume_window: Duration,
+    live: Mutex<HashMap<SessionKey, Arc<LiveSession>>>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("log", &self.log)
+            .field("resume_window", &self.resume_window)
+            .field("live", &lock(&self.live).len())
+            .finish()
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenSessionError {
+    #[error(transparent)]
+    Registry(#[from] OpenError),
+    #[error(transparent)]
+    Log(#[from] AttachError),
+}
+
+impl Sessions {
+    pub(crate) fn new(log: Arc<dyn ReplayLog>, resume_window: Duration) -> Sessions {
+        Sessions { log, resume_window, live: Mutex::default() }
+    }
+
+    /// How many sessions are attached or within their resume window.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    /// Opens a new session for `user`, attached to the calling connection, and starts its pump.
+    pub(crate) fn open(
+        &self,
+        registry: &core_registry::AgentRegistry,
+        metrics: &Arc<Metrics>,
+        user: &str,
+    ) -> Result<(Arc<LiveSession>, Attached), OpenSessionError> {
+        let (core, events) = registry.open_session(user)?;
+        let key = SessionKey::random();
+        let attached = self.log.attach(key, user, Attach::Open)?;
+        let (refusals, refusals_rx) = mpsc::channel(REFUSAL_BUFFER);
+        let live = Arc::new(LiveSession {
+            key,
+            core,
+            refusals,
+            request_ids: Mutex::default(),
+            runs_in_flight: AtomicUsize::new(0),
+            runs_idle: Notify::new(),
+            closed: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            last_seq: AtomicU64::new(0),
+        });
+        lock(&self.live).insert(key, Arc::clone(&live));
+        let span = tracing::info_span!("session", user, session = %key);
+        tokio::spawn(
+            pump(Arc::clone(&live), events, refusals_rx, Arc::clone(&self.log), Arc::clone(metrics)).instrument(span),
+        );
+        Ok((live, attached))
+    }
+
+    /// Attaches the calling connection to `user`'s session `key`, whose client has every message up to `after`.
+    pub(crate) fn resume(
+        &self,
+        user: &str,
+        key: SessionKey,
+        after: u64,
+    ) -> Result<(Arc<LiveSession>, Attached), AttachError> {
+        let attached = self.log.attach(key, user, Attach::Resume { after })?;
+        let live = lock(&self.live).get(&key).cloned();
+        match live {
+            Some(live) => Ok((live, attached)),
+            None => {
+                // Closed between the two look-ups: gone, like any expired session.
+                self.log.detach(key, &attached);
+                Err(AttachError::Unknown)
+            }
+        }
+    }
+
+    /// The connection holding `attached` has ended: the session waits for a resume, or is closed at once if its
+    /// client said `close`.
+    pub(crate) fn detach(self: &Arc<Self>, key: SessionKey, attached: Attached, close_now: bool) {
+        if !self.log.detach(key, &attached) {
+            // Taken over: the session is someone else's business now.
+            return;
+        }
+        if close_now {
+            self.expire(key, &attached);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.expire(key, &attached);
+            return;
+        };
+        let sessions = Arc::clone(self);
+        let window = self.resume_window;
+        runtime.spawn(async move {
+            tokio::time::sleep(window).await;
+            sessions.expire(key, &attached);
+        });
+    }
+
+    /// Closes the session if nobody attached since `attached` detached.
+    fn expire(&self, key: SessionKey, attached: &Attached) {
+        if !self.log.expire(key, attached) {
+            return;
+        }
+        let live = lock(&self.live).remove(&key);
+        if let Some(live) = live {
+            tracing::debug!(session = %key, "session closed: not resumed in time, or closed by its client");
+            live.shut();
+        }
+    }
+
+    /// Closes every session (at the end of a shutdown): their runs are cancelled.
+    pub(crate) fn close_all(&self) {
+        let live: Vec<Arc<LiveSession>> = lock(&self.live).drain().map(|(_, live)| live).collect();
+        for live in live {
+            live.shut();
+        }
+    }
+}
+
+/// One message the pump appends.
+enum Outgoing {
+    Event(core_registry::Event),
+    Refusal(Box<Refusal>),
+}
+
+/// The session's only writer: numbers every message and appends it to the log, until the session is closed.
+async fn pump(
+    live: Arc<LiveSession>,
+    mut events: EventStream,
+    mut refusals: mpsc::Receiver<Box<Refusal>>,
+    log: Arc<dyn ReplayLog>,
+    metrics: Arc<Metrics>,
+) {
+    // Invariant: the seq of the last message appended; the next gets the next one, so the client sees 1, 2, 3, ...
+    // with no gaps, across reconnects.
+    let mut seq = 0u64;
+    loop {
+        let outgoing = tokio::select! {
+            biased;
+            () = live.closed.cancelled() => break,
+            Some(refusal) = refusals.recv() => Outgoing::Refusal(refusal),
+            event = events.recv() => match event {
+                Some(event) => Outgoing::Event(event),
+                // The session was closed and every run has delivered its terminal event.
+                None => break,
+            },
+        };
+        seq += 1;
+        let (text, terminal, is_event) = match outgoing {
+            Outgoing::Event(event) => {
+                let terminal = event.kind().is_terminal();
+                let body = Body::Event(event);
+                (ServerMessage { seq, request_id: body.run_tag(), body: &body }.to_json(), terminal, true)
+            }
+            Outgoing::Refusal(refusal) => {
+                let message = ServerMessage { seq, request_id: refusal.request_id.as_deref(), body: &refusal.body };
+                (message.to_json(), false, false)
+            }
+        };
+        let message = LoggedMessage { seq, text: Arc::from(text) };
+        let appended = tokio::select! {
+            biased;
+            () = live.closed.cancelled() => break,
+            appended = log.append(live.key, message) => appended,
+        };
+        if let Err(err) = appended {
+            tracing::debug!(%err, "session's messages can no longer be delivered");
+            break;
+        }
+        live.last_seq.store(seq, Ordering::Release);
+        metrics.sent(u64::from(is_event), u64::from(!is_event));
+        if terminal {
+            live.run_done();
+        }
+    }
+    live.finished.cancel();
+    // Dropping the stream cancels whatever still runs (the session was closed for good, nobody can receive it).
+    drop(events);
+    tracing::debug!(last_seq = seq, "session's pump ended");
+}
