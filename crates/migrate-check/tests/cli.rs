@@ -7,62 +7,9 @@ mod support;
 use serde_json::Value;
 use support::{Fixture, migrate_check};
 
-/// A workspace where `app` uses `old-core` (in its manifest and its source) and `clean` uses `new-core`. `config`
-/// is the text of `[workspace.metadata.migrate-check]`.
+/// The shared fixture ([`support::old_core_workspace`]) with `config` as its configuration table.
 fn workspace(config: &str) -> Fixture {
-    Fixture::new(&format!(
-        r#"
-//- /Cargo.toml
-[workspace]
-resolver = "2"
-members = ["crates/*"]
-
-[workspace.metadata.migrate-check]
-{config}
-//- /crates/old-core/Cargo.toml
-[package]
-name = "old-core"
-version = "1.0.0"
-edition = "2021"
-
-[dependencies]
-new-core = {{ path = "../new-core" }}
-//- /crates/old-core/src/lib.rs
-#[deprecated(note = "use new_core::helper")]
-pub fn helper() {{
-    new_core::helper()
-}}
-//- /crates/new-core/Cargo.toml
-[package]
-name = "new-core"
-version = "2.0.0"
-edition = "2021"
-//- /crates/new-core/src/lib.rs
-pub fn helper() {{}}
-//- /crates/app/Cargo.toml
-[package]
-name = "app"
-version = "0.1.0"
-edition = "2021"
-
-[dependencies]
-old-core = {{ path = "../old-core" }}
-//- /crates/app/src/lib.rs
-pub fn run() {{
-    old_core::helper();
-}}
-//- /crates/clean/Cargo.toml
-[package]
-name = "clean"
-version = "0.1.0"
-edition = "2021"
-
-[dependencies]
-new-core = {{ path = "../new-core" }}
-//- /crates/clean/src/lib.rs
-pub use new_core::helper;
-"#
-    ))
+    support::old_core_workspace(config, "")
 }
 
 const NAMES: &str = "deprecated = \"old-core\"\nreplacement = \"new-core\"";

@@ -5,54 +5,10 @@ mod support;
 
 use support::{Fixture, git, migrate_check};
 
-/// A workspace where `app` uses `old-core`'s one shim; `extra` is appended to `app`'s source.
+/// The shared fixture ([`support::old_core_workspace`]) migrating `old-core` to `new-core`, with `config` added to
+/// its configuration and `extra` appended to `app`'s source.
 fn workspace(config: &str, extra: &str) -> Fixture {
-    Fixture::new(&format!(
-        r#"
-//- /Cargo.toml
-[workspace]
-resolver = "2"
-members = ["crates/*"]
-
-[workspace.metadata.migrate-check]
-deprecated = "old-core"
-replacement = "new-core"
-{config}
-//- /crates/old-core/Cargo.toml
-[package]
-name = "old-core"
-version = "1.0.0"
-edition = "2021"
-
-[dependencies]
-new-core = {{ path = "../new-core" }}
-//- /crates/old-core/src/lib.rs
-#[deprecated(note = "use new_core::helper")]
-pub fn helper() {{
-    new_core::helper()
-}}
-//- /crates/new-core/Cargo.toml
-[package]
-name = "new-core"
-version = "2.0.0"
-edition = "2021"
-//- /crates/new-core/src/lib.rs
-pub fn helper() {{}}
-//- /crates/app/Cargo.toml
-[package]
-name = "app"
-version = "0.1.0"
-edition = "2021"
-
-[dependencies]
-old-core = {{ path = "../old-core" }}
-//- /crates/app/src/lib.rs
-pub fn run() {{
-    old_core::helper();
-}}
-{extra}
-"#
-    ))
+    support::old_core_workspace(&format!("deprecated = \"old-core\"\nreplacement = \"new-core\"\n{config}"), extra)
 }
 
 /// Every file of the fixture (but `target/` and `.git/`) with its text.
