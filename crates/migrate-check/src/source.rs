@@ -1069,18 +1069,11 @@ fn doctest_hits<'t>(
         let after = bytes[at + 3..].iter().find(|b| !b.is_ascii_whitespace());
         after == Some(&b'=') && !(at > 0 && lex::is_ident_byte(bytes[at - 1])) && skim.span_at(at).is_none()
     });
-    // Without those, only doc comments that hold one of the names can have a doctest that names it.
-    let in_doc_comment = |&(at, _): &(usize, usize)| {
-        let k = skim.docs.partition_point(|doc| doc.at + doc.body.len() <= at);
-        skim.docs.get(k).is_some_and(|doc| doc.at <= at)
-    };
-    if !attributes && !found.iter().any(in_doc_comment) {
-        return Ok(());
-    }
     let mut tokens = Vec::new();
     if attributes {
         lex::tokens(text, &skim.spans, 0, text.len(), &mut tokens);
     }
+    // Only the doc comments that hold one of the names can have a doctest that names it.
     let wanted = |start: usize, end: usize| {
         let k = found.partition_point(|&(at, _)| at < start);
         found.get(k).is_some_and(|&(at, _)| at < end)
