@@ -946,24 +946,9 @@ fn fix_source(
 fn bare_macro_calls_elsewhere(dir: &Path, file: &Path, map: &Mapping) -> bool {
     let calls: Vec<String> =
         map.macros.keys().filter_map(|old| old.rsplit_once("::")).map(|(_, name)| format!("{name}!")).collect();
-    let mut dirs = vec![dir.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                if path.file_name().is_some_and(|name| name != "target") {
-                    dirs.push(path);
-                }
-            } else if path != file
-                && path.extension().is_some_and(|extension| extension == "rs")
-                && std::fs::read_to_string(&path).is_ok_and(|text| calls.iter().any(|call| text.contains(call)))
-            {
-                return true;
-            }
-        }
-    }
-    false
+    crate::read::any_rust_file(dir, |path, text| {
+        path != file && calls.iter().any(|call| memchr::memmem::find(text, call.as_bytes()).is_some())
+    })
 }
 
 /// The receiver a first argument makes (`&x` gives `x`: a method call borrows by itself) and the parentheses it

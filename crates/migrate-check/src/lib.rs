@@ -466,23 +466,7 @@ fn deprecation_notes(
 /// Whether a Rust file below `dir` says `deprecated` anywhere. Without one, the crate has no deprecation notes, and
 /// parsing it (a real crate can be thousands of lines, on a core the scan needs) is skipped.
 fn mentions_deprecated(dir: &Path) -> bool {
-    let mut dirs = vec![dir.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-            if is_dir && path.file_name().is_some_and(|name| name != "target") {
-                dirs.push(path);
-            } else if !is_dir
-                && path.extension().is_some_and(|extension| extension == "rs")
-                && std::fs::read(&path).is_ok_and(|text| memchr::memmem::find(&text, b"deprecated").is_some())
-            {
-                return true;
-            }
-        }
-    }
-    false
+    read::any_rust_file(dir, |_, text| memchr::memmem::find(text, b"deprecated").is_some())
 }
 
 /// Messages and fixes.

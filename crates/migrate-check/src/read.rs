@@ -45,6 +45,28 @@ pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// Whether `accept` holds for one of the Rust files below `dir` (its path and bytes), `target` directories skipped:
+/// a text search across a package's files, stopping at the first that answers yes.
+pub(crate) fn any_rust_file(dir: &Path, mut accept: impl FnMut(&Path, &[u8]) -> bool) -> bool {
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                if path.file_name().is_some_and(|name| name != "target") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|extension| extension == "rs")
+                && std::fs::read(&path).is_ok_and(|bytes| accept(&path, &bytes))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
