@@ -93,10 +93,12 @@ pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_a
     gateway.metrics.connection_closed();
 }
 
-/// How long until `expires_at` (seconds since the Unix epoch).
+/// How long until `expires_at` (seconds since the Unix epoch); an `exp` past what the clock can hold never comes.
 fn until(expires_at: u64) -> Duration {
-    let deadline = UNIX_EPOCH + Duration::from_secs(expires_at);
-    deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+    match UNIX_EPOCH.checked_add(Duration::from_secs(expires_at)) {
+        Some(deadline) => deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+        None => Duration::MAX,
+    }
 }
 
 async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket, expires_at: u64) {
@@ -333,5 +335,18 @@ async fn send_loop(
     };
     if let Err(err) = sink.send(Message::Close(Some(close))).await {
         tracing::debug!(%err, "could not send the close frame");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_the_clock_cannot_hold_never_comes() {
+        assert_eq!(until(u64::MAX), Duration::MAX);
+        assert_eq!(until(0), Duration::ZERO);
+        let in_a_minute = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |now| now.as_secs()) + 60;
+        assert!((Duration::from_secs(50)..=Duration::from_secs(60)).contains(&until(in_a_minute)));
     }
 }

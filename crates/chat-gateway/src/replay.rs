@@ -379,7 +379,7 @@ impl ReplayLog for MemoryReplayLog {
                     record.room.notify_one();
                 }
                 let first_held = state.first_held();
-                if after + 1 < first_held {
+                if after.saturating_add(1) < first_held {
                     return Err(ReplayError::Gap { first_seq: first_held });
                 }
                 if after < state.last_seq {
@@ -416,8 +416,12 @@ impl ReplayLog for MemoryReplayLog {
                 let Some(record) = record.cloned() else { return Err(AttachError::Unknown) };
                 drop(sessions);
                 let mut state = lock(&record.state);
+                // Expired between the look-up and now: gone, as an unknown session is.
+                if state.expired {
+                    return Err(AttachError::Unknown);
+                }
                 let first_held = state.first_held();
-                if after + 1 < first_held || after > state.last_seq {
+                if after > state.last_seq || after.saturating_add(1) < first_held {
                     return Err(AttachError::Gap { first_seq: first_held });
                 }
                 let took_over = state.attached;
@@ -429,6 +433,9 @@ impl ReplayLog for MemoryReplayLog {
                 let attached = Attached { generation: state.generation, last_seq: state.last_seq, took_over };
                 drop(state);
                 record.changed.notify_waiters();
+                // What the client has may free room in a full log: a pump waiting for it must look again (the next
+                // `replay_after` marks nothing new when the client already has everything).
+                record.room.notify_one();
                 Ok(attached)
             }
         }
@@ -521,6 +528,35 @@ mod tests {
         assert!(log.expire(key, &second));
         assert!(log.is_empty());
         assert_eq!(log.attach(key, "alice", Attach::Resume { after: 3 }), Err(AttachError::Unknown));
+    }
+
+    /// A pump waiting on a log full of messages the client turns out to have (it resumes after the last one) goes on.
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_after_everything_wakes_the_waiting_append() {
+        let log = Arc::new(MemoryReplayLog::new(2));
+        let key = SessionKey::random();
+        let first = log.attach(key, "alice", Attach::Open).unwrap();
+        log.append(key, message(1)).await.unwrap();
+        log.append(key, message(2)).await.unwrap();
+        let third = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append(key, message(3)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "the log is full of unsent messages");
+        assert!(log.detach(key, &first));
+        let second = log.attach(key, "alice", Attach::Resume { after: 2 }).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), third)
+            .await
+            .expect("the append goes on once the client says it has everything")
+            .unwrap()
+            .unwrap();
+        assert_eq!(seqs(&log.replay_after(key, &second, 2, 8).await.unwrap()), [3]);
+        // An `after` at the top of the range is a gap, not an overflow.
+        assert_eq!(
+            log.attach(key, "alice", Attach::Resume { after: u64::MAX }),
+            Err(AttachError::Gap { first_seq: 2 })
+        );
     }
 
     #[test]
