@@ -10,6 +10,14 @@ use serde_json::Value;
 /// (up to [`HARD_FRAME_LIMIT`], beyond which the WebSocket layer closes the connection).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// The longest `request_id` a message may carry: 128 bytes. It is echoed on every message about its run (and kept
+/// for the session's life, for `duplicate_request`), so a longer one is refused with [`ErrorCode::InvalidField`] and
+/// not echoed.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The longest agent name a `run` may ask for: 64 bytes (longer ones are [`ErrorCode::InvalidField`]).
+pub const MAX_AGENT_BYTES: usize = 64;
+
 /// The largest message the WebSocket layer accepts at all (1 MiB). A larger one ends the connection without a close
 /// frame (the WebSocket layer stops reading and drops it; its runs are cancelled), since reading it would already
 /// cost the memory the limit protects.
@@ -25,7 +33,8 @@ pub enum ErrorCode {
     UnknownType,
     /// `missing_field`: a required field (`type`, `agent`, `run_id`) is absent.
     MissingField,
-    /// `invalid_field`: a field has the wrong JSON type (e.g. `"input": 3`).
+    /// `invalid_field`: a field has the wrong JSON type (e.g. `"input": 3`), or is longer than its limit
+    /// ([`MAX_REQUEST_ID_BYTES`], [`MAX_AGENT_BYTES`]).
     InvalidField,
     /// `unknown_agent`: no agent is registered under that name; the message lists the known ones.
     UnknownAgent,
@@ -130,6 +139,10 @@ impl ClientMessage {
         };
         let request_id = match fields.remove("request_id") {
             None | Some(Value::Null) => None,
+            Some(Value::String(id)) if id.len() > MAX_REQUEST_ID_BYTES => {
+                let message = format!("`request_id` is {} bytes long; at most {MAX_REQUEST_ID_BYTES}", id.len());
+                return Err(ProtocolError::new(ErrorCode::InvalidField, message));
+            }
             Some(Value::String(id)) => Some(id),
             Some(_) => {
                 return Err(ProtocolError::new(ErrorCode::InvalidField, "`request_id` must be a string"));
@@ -146,6 +159,10 @@ impl ClientMessage {
         match kind.as_str() {
             "run" => {
                 let agent = take_string("agent", true)?.unwrap_or_default();
+                if agent.len() > MAX_AGENT_BYTES {
+                    let message = format!("`agent` is {} bytes long; at most {MAX_AGENT_BYTES}", agent.len());
+                    return Err(refuse(ErrorCode::InvalidField, message));
+                }
                 let input = take_string("input", false)?.unwrap_or_default();
                 Ok(ClientMessage::Run { agent, input, request_id })
             }
@@ -294,5 +311,18 @@ mod tests {
         check(r#"{"type":"run","agent":"echo","input":3}"#, Err((ErrorCode::InvalidField, None)));
         check(r#"{"type":"run","agent":"echo","request_id":1}"#, Err((ErrorCode::InvalidField, None)));
         check(r#"{"type":"cancel","request_id":"c"}"#, Err((ErrorCode::MissingField, Some("c"))));
+    }
+
+    #[test]
+    fn long_request_ids_and_agent_names_are_refused_and_not_echoed() {
+        let id = |len: usize| "r".repeat(len);
+        let agent = |len: usize| "a".repeat(len);
+        let text = |agent: &str, id: &str| format!(r#"{{"type":"run","agent":"{agent}","request_id":"{id}"}}"#);
+        check(&text("echo", &id(MAX_REQUEST_ID_BYTES)), Ok(run("echo", "", Some(&id(MAX_REQUEST_ID_BYTES)))));
+        check(&text("echo", &id(MAX_REQUEST_ID_BYTES + 1)), Err((ErrorCode::InvalidField, None)));
+        let cancel = format!(r#"{{"type":"cancel","run_id":"run-1","request_id":"{}"}}"#, id(60_000));
+        check(&cancel, Err((ErrorCode::InvalidField, None)));
+        check(&text(&agent(MAX_AGENT_BYTES), "r"), Ok(run(&agent(MAX_AGENT_BYTES), "", Some("r"))));
+        check(&text(&agent(MAX_AGENT_BYTES + 1), "r"), Err((ErrorCode::InvalidField, Some("r"))));
     }
 }
