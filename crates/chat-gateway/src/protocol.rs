@@ -5,6 +5,8 @@
 use core_registry::{Event, EventKind, Outcome, RunId};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 /// The largest text frame the gateway reads as a message: 64 KiB. Larger ones get [`ErrorCode::FrameTooLarge`]
 /// (up to [`HARD_FRAME_LIMIT`], beyond which the WebSocket layer closes the connection).
@@ -131,13 +133,17 @@ impl ClientMessage {
     /// assert_eq!((err.code, err.request_id.as_deref()), (ErrorCode::MissingField, Some("r2")));
     /// ```
     pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
-        let value: Value = serde_json::from_str(text).map_err(|err| {
-            ProtocolError::new(ErrorCode::MalformedJson, format!("the message is not valid JSON: {err}"))
+        // Each field's JSON is kept as written and only the known ones are read: an unknown field is ignored
+        // whatever its value, even one no number type holds (`1e400`).
+        let mut raw: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).map_err(|err| {
+            ProtocolError::new(ErrorCode::MalformedJson, format!("the message is not a JSON object: {err}"))
         })?;
-        let Value::Object(mut fields) = value else {
-            return Err(ProtocolError::new(ErrorCode::MalformedJson, "the message must be a JSON object"));
+        let mut fields = |name: &str| -> Option<Value> {
+            let raw = raw.remove(name)?;
+            // Valid JSON that no Rust value holds (`1e400`) is not a string: the wrong type for every known field.
+            Some(serde_json::from_str(raw.get()).unwrap_or(Value::Bool(false)))
         };
-        let request_id = match fields.remove("request_id") {
+        let request_id = match fields("request_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) if id.len() > MAX_REQUEST_ID_BYTES => {
                 let message = format!("`request_id` is {} bytes long; at most {MAX_REQUEST_ID_BYTES}", id.len());
@@ -149,7 +155,7 @@ impl ClientMessage {
             }
         };
         let refuse = |code, message: String| ProtocolError { code, message, request_id: request_id.clone() };
-        let mut take_string = |name: &'static str, required: bool| match fields.remove(name) {
+        let mut take_string = |name: &'static str, required: bool| match fields(name) {
             Some(Value::String(text)) => Ok(Some(text)),
             None | Some(Value::Null) if !required => Ok(None),
             None | Some(Value::Null) => Err(refuse(ErrorCode::MissingField, format!("missing field `{name}`"))),
@@ -297,6 +303,9 @@ mod tests {
             Ok(ClientMessage::Cancel { run_id: "run-3".into(), request_id: None }),
         );
         check(r#"{"type":"close","reason":"bye"}"#, Ok(ClientMessage::Close));
+        // Unknown fields are ignored whatever their value, even one no number type holds.
+        check(r#"{"type":"run","agent":"echo","huge":1e400,"deep":[[{"x":-1e999}]]}"#, Ok(run("echo", "", None)));
+        check(r#"{"type":"run","agent":"echo","input":1e400}"#, Err((ErrorCode::InvalidField, None)));
     }
 
     #[test]
