@@ -171,9 +171,9 @@ async fn ws_handler(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let token = bearer_token(&headers).or_else(|| query_param(uri.query(), "token"));
+    let token = bearer_token(&headers).map(std::borrow::Cow::Borrowed).or_else(|| query_param(uri.query(), "token"));
     let claims =
-        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix()));
+        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, &token, auth::now_unix()));
     let claims = match claims {
         Ok(claims) => claims,
         Err(err) => {
@@ -243,7 +243,7 @@ fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64
         }
         return Ok(None);
     };
-    let after = match after.map(str::parse::<u64>) {
+    let after = match after.as_deref().map(str::parse::<u64>) {
         None => 0,
         Some(Ok(after)) => after,
         Some(Err(_)) => {
@@ -275,13 +275,14 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }
 
-/// The query parameter `name`, if not empty. JWTs, session ids and seqs are made of URL-safe characters, so no
-/// percent-decoding is needed.
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?
+/// The query parameter `name`, percent-decoded, if not empty. Tokens, session ids and seqs are made of URL-safe
+/// characters, but a client may encode them anyway (`%2E` for `.`); one that does not decode to UTF-8 is absent.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let value = query?
         .split('&')
         .find_map(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
-        .filter(|value| !value.is_empty())
+        .filter(|value| !value.is_empty())?;
+    percent_encoding::percent_decode_str(value).decode_utf8().ok()
 }
 
 fn unauthorized(err: &AuthError) -> Response {
@@ -317,12 +318,16 @@ mod tests {
         assert_eq!(bearer_token(&headers), Some("abc.def.ghi"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
         assert_eq!(bearer_token(&headers), None);
-        assert_eq!(query_param(Some("a=1&token=x.y.z"), "token"), Some("x.y.z"));
-        assert_eq!(query_param(Some("token="), "token"), None);
-        assert_eq!(query_param(Some("notoken=1"), "token"), None);
-        assert_eq!(query_param(Some("tokens=1"), "token"), None);
-        assert_eq!(query_param(None, "token"), None);
-        assert_eq!(query_param(Some("session=ab&after=7"), "after"), Some("7"));
+        let param = |query: Option<&str>, name: &str| query_param(query, name).map(|value| value.into_owned());
+        assert_eq!(param(Some("a=1&token=x.y.z"), "token").as_deref(), Some("x.y.z"));
+        assert_eq!(param(Some("token="), "token"), None);
+        assert_eq!(param(Some("notoken=1"), "token"), None);
+        assert_eq!(param(Some("tokens=1"), "token"), None);
+        assert_eq!(param(None, "token"), None);
+        assert_eq!(param(Some("session=ab&after=7"), "after").as_deref(), Some("7"));
+        // Percent-encoded, as a client may send it anyway; not UTF-8 once decoded: absent.
+        assert_eq!(param(Some("token=x%2Ey%2ez"), "token").as_deref(), Some("x.y.z"));
+        assert_eq!(param(Some("token=%FF"), "token"), None);
     }
 
     fn require_send_sync<T: Send + Sync + 'static>(_: &T) {}
