@@ -481,8 +481,9 @@ mod tests {
         messages.iter().map(|message| message.seq).collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn append_waits_while_full_of_unsent_messages() {
+    /// A session whose log (limit 2) holds messages 1 and 2, none sent, and a task appending message 3.
+    async fn full_log_with_a_waiting_append()
+    -> (Arc<MemoryReplayLog>, SessionKey, Attached, tokio::task::JoinHandle<Result<(), AppendError>>) {
         let log = Arc::new(MemoryReplayLog::new(2));
         let key = SessionKey::random();
         let attached = log.attach(key, "alice", Attach::Open).unwrap();
@@ -493,6 +494,12 @@ mod tests {
             async move { log.append(key, message(3)).await }
         });
         tokio::task::yield_now().await;
+        (log, key, attached, third)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn append_waits_while_full_of_unsent_messages() {
+        let (log, key, attached, third) = full_log_with_a_waiting_append().await;
         assert!(!third.is_finished(), "the third message must wait: nothing has been sent");
         assert_eq!(seqs(&log.replay_after(key, &attached, 0, 8).await.unwrap()), [1, 2]);
         assert!(!third.is_finished(), "still nothing has been sent");
@@ -533,16 +540,7 @@ mod tests {
     /// A pump waiting on a log full of messages the client turns out to have (it resumes after the last one) goes on.
     #[tokio::test(start_paused = true)]
     async fn a_resume_after_everything_wakes_the_waiting_append() {
-        let log = Arc::new(MemoryReplayLog::new(2));
-        let key = SessionKey::random();
-        let first = log.attach(key, "alice", Attach::Open).unwrap();
-        log.append(key, message(1)).await.unwrap();
-        log.append(key, message(2)).await.unwrap();
-        let third = tokio::spawn({
-            let log = Arc::clone(&log);
-            async move { log.append(key, message(3)).await }
-        });
-        tokio::task::yield_now().await;
+        let (log, key, first, third) = full_log_with_a_waiting_append().await;
         assert!(!third.is_finished(), "the log is full of unsent messages");
         assert!(log.detach(key, &first));
         let second = log.attach(key, "alice", Attach::Resume { after: 2 }).unwrap();
