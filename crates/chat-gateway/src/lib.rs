@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod connection;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod replay;
