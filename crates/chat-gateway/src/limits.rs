@@ -12,6 +12,10 @@ use axum::http::{HeaderMap, header};
 /// Connections one user may hold at once, unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 8;
 
+/// Sessions one user may hold at once (attached to a connection, or waiting for a resume), unless configured
+/// otherwise. Opening one more closes the user's oldest session waiting for a resume.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 16;
+
 /// Connections the gateway holds at once, unless configured otherwise: 10,000 users with one connection each.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -37,6 +41,7 @@ const THROTTLE_ADDRESSES: usize = 65_536;
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_connections_per_user: usize,
+    pub(crate) max_sessions_per_user: usize,
     pub(crate) max_connections: usize,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_timeout: Duration,
@@ -49,6 +54,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,

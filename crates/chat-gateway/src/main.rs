@@ -13,7 +13,7 @@ use std::time::Duration;
 use chat_gateway::auth::{self, Secret};
 use chat_gateway::limits::{
     DEFAULT_FAILED_UPGRADES_PER_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_WRITE_TIMEOUT,
 };
 use chat_gateway::replay::DEFAULT_REPLAY_LIMIT;
 use chat_gateway::{
@@ -29,7 +29,8 @@ chat-gateway: WebSocket chat gateway over the agent registry
 Usage:
   chat-gateway serve [--addr 127.0.0.1:8080] [--metrics-addr 127.0.0.1:9464] [--dev]
                      [--drain-timeout 5s] [--resume-window 30s] [--replay-limit 4096]
-                     [--max-connections-per-user 8] [--max-connections 10000]
+                     [--max-connections-per-user 8] [--max-sessions-per-user 16]
+                     [--max-connections 10000]
                      [--idle-timeout 20s] [--write-timeout 10s] [--failed-upgrades-per-minute 20]
                      [--allowed-origin https://chat.example.com]...
   chat-gateway token --user <id> [--ttl 1h]
@@ -41,7 +42,8 @@ serve   Serves GET /v1/ws and /healthz on --addr, GET /metrics on --metrics-addr
         then a close frame; a second signal ends the drain at once. A session whose connection drops
         stays resumable for --resume-window, keeping up to --replay-limit of its latest messages (its
         runs wait rather than lose one).
-        Limits: connections per user (429 beyond) and in all (503 beyond); a silent connection is
+        Limits: connections per user (429 beyond) and in all (503 beyond); sessions per user (a new one
+        closes the user's oldest waiting for a resume, 429 if none waits); a silent connection is
         pinged after --idle-timeout and closed (4002) after another; a client that accepts no frame
         for --write-timeout is cut off; an address with more failed upgrade requests per minute gets
         429 until the minute ends; a browser page may connect from the gateway's own origin or an
@@ -71,6 +73,7 @@ struct ServeOptions {
     resume_window: Duration,
     replay_limit: usize,
     max_connections_per_user: usize,
+    max_sessions_per_user: usize,
     max_connections: usize,
     idle_timeout: Duration,
     write_timeout: Duration,
@@ -88,6 +91,7 @@ impl Default for ServeOptions {
             resume_window: DEFAULT_RESUME_WINDOW,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
@@ -172,6 +176,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
                     "replay-limit" => options.replay_limit = parse_count(&name, &value(&name, given)?, "messages")?,
                     "max-connections-per-user" => {
                         options.max_connections_per_user = parse_count(&name, &value(&name, given)?, "connections")?;
+                    }
+                    "max-sessions-per-user" => {
+                        options.max_sessions_per_user = parse_count(&name, &value(&name, given)?, "sessions")?;
                     }
                     "max-connections" => {
                         options.max_connections = parse_count(&name, &value(&name, given)?, "connections")?;
@@ -315,6 +322,7 @@ fn serve(options: ServeOptions) -> Result<(), Failure> {
         .resume_window(options.resume_window)
         .replay_limit(options.replay_limit)
         .max_connections_per_user(options.max_connections_per_user)
+        .max_sessions_per_user(options.max_sessions_per_user)
         .max_connections(options.max_connections)
         .idle_timeout(options.idle_timeout)
         .write_timeout(options.write_timeout)
@@ -433,9 +441,10 @@ mod tests {
     fn check_limits(args: &str, expect: &str) {
         let actual = match parse_args(args.split_whitespace().map(str::to_owned)) {
             Ok(Command::Serve(options)) => format!(
-                "metrics={} user={} all={} idle={:?} write={:?} failed={} origins={:?}",
+                "metrics={} user={} sessions={} all={} idle={:?} write={:?} failed={} origins={:?}",
                 options.metrics_addr,
                 options.max_connections_per_user,
+                options.max_sessions_per_user,
                 options.max_connections,
                 options.idle_timeout,
                 options.write_timeout,
@@ -450,12 +459,15 @@ mod tests {
 
     #[test]
     fn parses_the_limits() {
-        check_limits("serve", "metrics=127.0.0.1:9464 user=8 all=10000 idle=20s write=10s failed=20 origins=[]");
         check_limits(
-            "serve --metrics-addr 127.0.0.1:0 --max-connections-per-user 2 --max-connections 50 --idle-timeout 1m \
+            "serve",
+            "metrics=127.0.0.1:9464 user=8 sessions=16 all=10000 idle=20s write=10s failed=20 origins=[]",
+        );
+        check_limits(
+            "serve --metrics-addr 127.0.0.1:0 --max-connections-per-user 2 --max-sessions-per-user 3 --max-connections 50 --idle-timeout 1m \
              --write-timeout 3s --failed-upgrades-per-minute 5 --allowed-origin https://a.example/ \
              --allowed-origin=http://b.example:8080",
-            "metrics=127.0.0.1:0 user=2 all=50 idle=60s write=3s failed=5 \
+            "metrics=127.0.0.1:0 user=2 sessions=3 all=50 idle=60s write=3s failed=5 \
              origins=[\"https://a.example\", \"http://b.example:8080\"]",
         );
         check_limits(

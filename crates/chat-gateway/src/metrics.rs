@@ -17,6 +17,8 @@ pub enum Refused {
     Origin,
     /// `429`: the user holds as many connections as allowed.
     UserConnections,
+    /// `429`: the user holds as many sessions as allowed, none of them waiting for a resume.
+    UserSessions,
     /// `503`: the gateway holds as many connections as allowed.
     Connections,
     /// `503`: the gateway is draining.
@@ -29,11 +31,12 @@ pub enum Refused {
 
 impl Refused {
     /// Every reason, in the order `GET /metrics` lists them.
-    pub const ALL: [Refused; 8] = [
+    pub const ALL: [Refused; 9] = [
         Refused::Unauthorized,
         Refused::Throttled,
         Refused::Origin,
         Refused::UserConnections,
+        Refused::UserSessions,
         Refused::Connections,
         Refused::Draining,
         Refused::UnknownSession,
@@ -47,6 +50,7 @@ impl Refused {
             Refused::Throttled => "throttled",
             Refused::Origin => "origin",
             Refused::UserConnections => "user_connections",
+            Refused::UserSessions => "user_sessions",
             Refused::Connections => "connections",
             Refused::Draining => "draining",
             Refused::UnknownSession => "unknown_session",

@@ -119,6 +119,16 @@ impl Gateway {
         self
     }
 
+    /// Sets how many sessions one user may hold at once, attached or waiting for a resume (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_USER`](crate::limits::DEFAULT_MAX_SESSIONS_PER_USER)). A new session beyond it
+    /// closes the user's oldest session waiting for a resume (its runs are cancelled); when every one is attached,
+    /// the upgrade is answered `429`.
+    #[must_use]
+    pub fn max_sessions_per_user(mut self, limit: usize) -> Gateway {
+        self.limits_mut().max_sessions_per_user = limit;
+        self
+    }
+
     /// Sets how many connections the gateway holds at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`](crate::limits::DEFAULT_MAX_CONNECTIONS)); one more is answered `503` before the
     /// upgrade.
@@ -348,7 +358,18 @@ async fn ws_handler(
     };
     // Attached before the upgrade, so that a resume is refused with a status; a connection taken over is closed now.
     let attachment = match resume {
-        None => None,
+        None => {
+            // A new session: one user's sessions waiting for a resume cannot pile up.
+            if gateway.sessions.make_room(&claims.user, limits.max_sessions_per_user).is_err() {
+                gateway.metrics.refused(Refused::UserSessions);
+                let message = format!(
+                    "this user already holds {} sessions, each attached to a connection; close one (or resume it)\n",
+                    limits.max_sessions_per_user
+                );
+                return too_many(Duration::from_secs(1), message);
+            }
+            None
+        }
         Some((key, after)) => match key.map(|key| gateway.sessions.resume(&claims.user, key, after)) {
             Some(Ok((live, attached))) => {
                 gateway.metrics.resumed();

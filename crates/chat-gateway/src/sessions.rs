@@ -145,7 +145,35 @@ impl LiveSession {
 pub(crate) struct Sessions {
     pub(crate) log: Arc<dyn ReplayLog>,
     pub(crate) resume_window: Duration,
-    live: Mutex<HashMap<SessionKey, Arc<LiveSession>>>,
+    live: Mutex<Live>,
+}
+
+/// The sessions of this process, by key and by user.
+#[derive(Default)]
+struct Live {
+    sessions: HashMap<SessionKey, Entry>,
+    // Invariant: each user's keys, oldest first, are exactly the keys of `sessions` with that user.
+    by_user: HashMap<Box<str>, Vec<SessionKey>>,
+}
+
+struct Entry {
+    live: Arc<LiveSession>,
+    user: Box<str>,
+    /// The hold its last connection had, while no connection holds it (so it can be closed early to make room).
+    detached: Option<Attached>,
+}
+
+impl Live {
+    fn remove(&mut self, key: SessionKey) -> Option<Arc<LiveSession>> {
+        let entry = self.sessions.remove(&key)?;
+        if let Some(keys) = self.by_user.get_mut(&entry.user) {
+            keys.retain(|other| *other != key);
+            if keys.is_empty() {
+                self.by_user.remove(&entry.user);
+            }
+        }
+        Some(entry.live)
+    }
 }
 
 impl fmt::Debug for Sessions {
@@ -153,7 +181,7 @@ impl fmt::Debug for Sessions {
         f.debug_struct("Sessions")
             .field("log", &self.log)
             .field("resume_window", &self.resume_window)
-            .field("live", &lock(&self.live).len())
+            .field("live", &lock(&self.live).sessions.len())
             .finish()
     }
 }
@@ -167,6 +195,10 @@ pub(crate) enum OpenSessionError {
     Log(#[from] AttachError),
 }
 
+/// The user holds as many sessions as allowed, each attached to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManySessions;
+
 impl Sessions {
     pub(crate) fn new(log: Arc<dyn ReplayLog>, resume_window: Duration) -> Sessions {
         Sessions { log, resume_window, live: Mutex::default() }
@@ -174,7 +206,36 @@ impl Sessions {
 
     /// How many sessions are attached or within their resume window.
     pub(crate) fn len(&self) -> usize {
-        lock(&self.live).len()
+        lock(&self.live).sessions.len()
+    }
+
+    /// Makes room for one more session of `user` under `limit`: closes the user's oldest detached sessions (those
+    /// waiting for a resume) until fewer than `limit` are left, or says that every one is attached.
+    pub(crate) fn make_room(&self, user: &str, limit: usize) -> Result<(), TooManySessions> {
+        loop {
+            let oldest_detached = {
+                let live = lock(&self.live);
+                let keys = live.by_user.get(user).map_or(&[][..], Vec::as_slice);
+                if keys.len() < limit {
+                    return Ok(());
+                }
+                keys.iter().find_map(|key| Some((*key, live.sessions.get(key)?.detached?)))
+            };
+            let Some((key, attached)) = oldest_detached else {
+                return Err(TooManySessions);
+            };
+            tracing::debug!(session = %key, user, "closing the user's oldest detached session to make room");
+            if !self.expire(key, &attached) {
+                // Resumed meanwhile: its entry says so now; look again.
+                let mut live = lock(&self.live);
+                if let Some(entry) = live.sessions.get_mut(&key)
+                    && entry.detached == Some(attached)
+                {
+                    // The log has no such hold any more (closed elsewhere): do not try it again.
+                    entry.detached = None;
+                }
+            }
+        }
     }
 
     /// Opens a new session for `user`, attached to the calling connection, and starts its pump.
@@ -199,7 +260,10 @@ impl Sessions {
             finished: CancellationToken::new(),
             last_seq: AtomicU64::new(0),
         });
-        lock(&self.live).insert(key, Arc::clone(&live));
+        let mut sessions = lock(&self.live);
+        sessions.sessions.insert(key, Entry { live: Arc::clone(&live), user: user.into(), detached: None });
+        sessions.by_user.entry(user.into()).or_default().push(key);
+        drop(sessions);
         let span = tracing::info_span!("session", user, session = %key);
         tokio::spawn(
             pump(Arc::clone(&live), events, refusals_rx, Arc::clone(&self.log), Arc::clone(metrics)).instrument(span),
@@ -215,7 +279,10 @@ impl Sessions {
         after: u64,
     ) -> Result<(Arc<LiveSession>, Attached), AttachError> {
         let attached = self.log.attach(key, user, Attach::Resume { after })?;
-        let live = lock(&self.live).get(&key).cloned();
+        let live = lock(&self.live).sessions.get_mut(&key).map(|entry| {
+            entry.detached = None;
+            Arc::clone(&entry.live)
+        });
         match live {
             Some(live) => Ok((live, attached)),
             None => {
@@ -234,36 +301,44 @@ impl Sessions {
             return;
         }
         if close_now {
-            self.expire(key, &attached);
+            let _ = self.expire(key, &attached);
             return;
         }
+        if let Some(entry) = lock(&self.live).sessions.get_mut(&key) {
+            entry.detached = Some(attached);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.expire(key, &attached);
+            let _ = self.expire(key, &attached);
             return;
         };
         let sessions = Arc::clone(self);
         let window = self.resume_window;
         runtime.spawn(async move {
             tokio::time::sleep(window).await;
-            sessions.expire(key, &attached);
+            let _ = sessions.expire(key, &attached);
         });
     }
 
-    /// Closes the session if nobody attached since `attached` detached.
-    fn expire(&self, key: SessionKey, attached: &Attached) {
+    /// Closes the session if nobody attached since `attached` detached; says whether it did.
+    fn expire(&self, key: SessionKey, attached: &Attached) -> bool {
         if !self.log.expire(key, attached) {
-            return;
+            return false;
         }
-        let live = lock(&self.live).remove(&key);
+        let live = lock(&self.live).remove(key);
         if let Some(live) = live {
-            tracing::debug!(session = %key, "session closed: not resumed in time, or closed by its client");
+            tracing::debug!(session = %key, "session closed: not resumed in time, closed by its client, or evicted");
             live.shut();
         }
+        true
     }
 
     /// Closes every session (at the end of a shutdown): their runs are cancelled.
     pub(crate) fn close_all(&self) {
-        let live: Vec<Arc<LiveSession>> = lock(&self.live).drain().map(|(_, live)| live).collect();
+        let live: Vec<Arc<LiveSession>> = {
+            let mut live = lock(&self.live);
+            live.by_user.clear();
+            live.sessions.drain().map(|(_, entry)| entry.live).collect()
+        };
         for live in live {
             live.shut();
         }

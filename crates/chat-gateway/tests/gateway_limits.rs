@@ -235,3 +235,32 @@ async fn draining_answers_503_with_the_listener_up_and_can_be_ended_at_once() {
     assert_eq!(client.recv_close().await, 1001);
     server.join().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_new_session_beyond_the_users_cap_closes_the_oldest_waiting_one() {
+    let server = TestServer::start_gateway(gateway().max_sessions_per_user(2).max_connections_per_user(3)).await;
+    let gateway = server.gateway.clone();
+    let mut detached = Vec::new();
+    for n in 0..2 {
+        let mut client = server.connect("alice").await;
+        client.run("slow", "100000", &format!("long{n}")).await;
+        assert_eq!(client.recv().await["type"], "agent_started");
+        detached.push(client.session_id());
+        drop(client);
+        eventually("the connection ended", || gateway.metrics().connections_open == 0).await;
+    }
+    assert_eq!((gateway.metrics().resumable_sessions, gateway.metrics().live_runs), (2, 2));
+
+    // A third session: the oldest waiting one is closed (its run cancelled), the other still resumes.
+    let _third = server.connect("alice").await;
+    assert_eq!(server.resume("alice", &detached[0], 0).await.err().map(|(status, _)| status), Some(404));
+    let _second = server.resume("alice", &detached[1], 0).await.unwrap();
+    eventually("the oldest session's run is cancelled", || gateway.metrics().live_runs == 1).await;
+    // Both sessions are attached now: nothing can be closed to make room.
+    let refused = attempt(&server, &server.token("alice"), "", &[]).await;
+    assert_eq!(refused.status(), 429, "{}", refused.body());
+    assert!(refused.body().contains("already holds 2 sessions"), "{}", refused.body());
+    assert_eq!(gateway.metrics().refused(Refused::UserSessions), 1);
+    // Another user is not affected.
+    let _bob = server.connect("bob").await;
+}
