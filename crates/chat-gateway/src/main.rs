@@ -8,6 +8,7 @@
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_gateway::auth::{self, Secret};
@@ -15,7 +16,7 @@ use chat_gateway::limits::{
     DEFAULT_FAILED_UPGRADES_PER_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_WRITE_TIMEOUT,
 };
-use chat_gateway::replay::DEFAULT_REPLAY_LIMIT;
+use chat_gateway::replay::{DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_LIMIT, MemoryReplayLog};
 use chat_gateway::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RUNS_PER_CONNECTION, DEFAULT_RESUME_WINDOW, Gateway, builtin_registry,
 };
@@ -29,6 +30,7 @@ chat-gateway: WebSocket chat gateway over the agent registry
 Usage:
   chat-gateway serve [--addr 127.0.0.1:8080] [--metrics-addr 127.0.0.1:9464] [--dev]
                      [--drain-timeout 5s] [--resume-window 30s] [--replay-limit 4096]
+                     [--replay-bytes 1MiB]
                      [--max-connections-per-user 8] [--max-sessions-per-user 16]
                      [--max-connections 10000]
                      [--idle-timeout 20s] [--write-timeout 10s] [--failed-upgrades-per-minute 20]
@@ -40,8 +42,8 @@ serve   Serves GET /v1/ws and /healthz on --addr, GET /metrics on --metrics-addr
         token for user `dev`. Port 0 picks a free port (the log says which). SIGTERM or Ctrl-C drains:
         runs get up to --drain-timeout to finish, then are cancelled; clients get every terminal event,
         then a close frame; a second signal ends the drain at once. A session whose connection drops
-        stays resumable for --resume-window, keeping up to --replay-limit of its latest messages (its
-        runs wait rather than lose one).
+        stays resumable for --resume-window, keeping up to --replay-limit of its latest messages and
+        --replay-bytes of their text (its runs wait rather than lose one).
         Limits: connections per user (429 beyond) and in all (503 beyond); sessions per user (a new one
         closes the user's oldest waiting for a resume, 429 if none waits); a silent connection is
         pinged after --idle-timeout and closed (4002) after another; a client that accepts no frame
@@ -72,6 +74,7 @@ struct ServeOptions {
     drain_timeout: Duration,
     resume_window: Duration,
     replay_limit: usize,
+    replay_bytes: usize,
     max_connections_per_user: usize,
     max_sessions_per_user: usize,
     max_connections: usize,
@@ -90,6 +93,7 @@ impl Default for ServeOptions {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             resume_window: DEFAULT_RESUME_WINDOW,
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -174,6 +178,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
                     "drain-timeout" => options.drain_timeout = parse_duration(&name, &value(&name, given)?)?,
                     "resume-window" => options.resume_window = parse_duration(&name, &value(&name, given)?)?,
                     "replay-limit" => options.replay_limit = parse_count(&name, &value(&name, given)?, "messages")?,
+                    "replay-bytes" => options.replay_bytes = parse_bytes(&name, &value(&name, given)?)?,
                     "max-connections-per-user" => {
                         options.max_connections_per_user = parse_count(&name, &value(&name, given)?, "connections")?;
                     }
@@ -248,6 +253,23 @@ fn parse_count(flag: &str, text: &str, what: &str) -> Result<usize, UsageError> 
         .ok_or_else(|| UsageError(format!("`--{flag} {text}` is not a number of {what} above zero")))
 }
 
+/// `65536`, `64KiB` or `1MiB`: a number of bytes above zero.
+fn parse_bytes(flag: &str, text: &str) -> Result<usize, UsageError> {
+    let (digits, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, ""), |at| text.split_at(at));
+    let multiplier = match unit {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => 0,
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0 && multiplier > 0)
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| UsageError(format!("`--{flag} {text}` is not a size above zero like 65536, 64KiB or 1MiB")))
+}
+
 /// A duration above zero.
 fn parse_timeout(flag: &str, text: &str) -> Result<Duration, UsageError> {
     let timeout = parse_duration(flag, text)?;
@@ -320,7 +342,7 @@ fn serve(options: ServeOptions) -> Result<(), Failure> {
     let gateway = Gateway::new(registry, secret)
         .drain_timeout(options.drain_timeout)
         .resume_window(options.resume_window)
-        .replay_limit(options.replay_limit)
+        .replay_log(Arc::new(MemoryReplayLog::new(options.replay_limit).byte_limit(options.replay_bytes)))
         .max_connections_per_user(options.max_connections_per_user)
         .max_sessions_per_user(options.max_sessions_per_user)
         .max_connections(options.max_connections)
@@ -441,8 +463,9 @@ mod tests {
     fn check_limits(args: &str, expect: &str) {
         let actual = match parse_args(args.split_whitespace().map(str::to_owned)) {
             Ok(Command::Serve(options)) => format!(
-                "metrics={} user={} sessions={} all={} idle={:?} write={:?} failed={} origins={:?}",
+                "metrics={} bytes={} user={} sessions={} all={} idle={:?} write={:?} failed={} origins={:?}",
                 options.metrics_addr,
+                options.replay_bytes,
                 options.max_connections_per_user,
                 options.max_sessions_per_user,
                 options.max_connections,
@@ -461,13 +484,13 @@ mod tests {
     fn parses_the_limits() {
         check_limits(
             "serve",
-            "metrics=127.0.0.1:9464 user=8 sessions=16 all=10000 idle=20s write=10s failed=20 origins=[]",
+            "metrics=127.0.0.1:9464 bytes=1048576 user=8 sessions=16 all=10000 idle=20s write=10s failed=20 origins=[]",
         );
         check_limits(
-            "serve --metrics-addr 127.0.0.1:0 --max-connections-per-user 2 --max-sessions-per-user 3 --max-connections 50 --idle-timeout 1m \
+            "serve --metrics-addr 127.0.0.1:0 --replay-bytes 64KiB --max-connections-per-user 2 --max-sessions-per-user 3 --max-connections 50 --idle-timeout 1m \
              --write-timeout 3s --failed-upgrades-per-minute 5 --allowed-origin https://a.example/ \
              --allowed-origin=http://b.example:8080",
-            "metrics=127.0.0.1:0 user=2 sessions=3 all=50 idle=60s write=3s failed=5 \
+            "metrics=127.0.0.1:0 bytes=65536 user=2 sessions=3 all=50 idle=60s write=3s failed=5 \
              origins=[\"https://a.example\", \"http://b.example:8080\"]",
         );
         check_limits(
@@ -477,6 +500,14 @@ mod tests {
         check_limits(
             "serve --max-connections x",
             "error: `--max-connections x` is not a number of connections above zero",
+        );
+        check_limits(
+            "serve --replay-bytes 2MiB",
+            "metrics=127.0.0.1:9464 bytes=2097152 user=8 sessions=16 all=10000 idle=20s write=10s failed=20 origins=[]",
+        );
+        check_limits(
+            "serve --replay-bytes 1GB",
+            "error: `--replay-bytes 1GB` is not a size above zero like 65536, 64KiB or 1MiB",
         );
         check_limits("serve --idle-timeout 0s", "error: `--idle-timeout` must be more than zero");
         check_limits(

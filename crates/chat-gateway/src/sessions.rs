@@ -26,6 +26,10 @@ use crate::replay::{Attach, AttachError, Attached, LoggedMessage, ReplayLog, Ses
 /// client that floods bad messages without reading the answers).
 const REFUSAL_BUFFER: usize = 16;
 
+/// How many of a session's latest request ids are remembered for `duplicate_request`: enough for every run a client
+/// may resend after a drop (those it has no answer to), bounded so that a long session's memory is too.
+pub(crate) const REQUEST_IDS_KEPT: usize = 1024;
+
 /// How long a session stays resumable after its connection ended, unless configured otherwise.
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(30);
 
@@ -42,8 +46,9 @@ pub(crate) struct LiveSession {
     pub(crate) core: Session,
     // Boxed: the channel allocates its first block of slots up front, and every idle session has one.
     pub(crate) refusals: mpsc::Sender<Box<Refusal>>,
-    // Invariant: every request id that started a run in this session, with that run (for `duplicate_request`).
-    request_ids: Mutex<HashMap<Box<str>, RunId>>,
+    // Invariant: the latest REQUEST_IDS_KEPT request ids that started a run in this session, with that run (for
+    // `duplicate_request`).
+    request_ids: Mutex<RequestIds>,
     // Invariant: at least the number of runs started whose terminal event the pump has not appended yet.
     // Incremented before a run is started (and decremented again if it was refused).
     runs_in_flight: AtomicUsize,
@@ -64,6 +69,27 @@ impl fmt::Debug for LiveSession {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Request ids and the runs they started, oldest forgotten first.
+#[derive(Default)]
+struct RequestIds {
+    runs: HashMap<Arc<str>, RunId>,
+    // Invariant: the keys of `runs`, oldest first.
+    order: std::collections::VecDeque<Arc<str>>,
+}
+
+impl RequestIds {
+    fn insert(&mut self, request_id: &str, run: RunId) {
+        if self.order.len() >= REQUEST_IDS_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.runs.remove(&oldest);
+        }
+        let request_id: Arc<str> = Arc::from(request_id);
+        self.runs.insert(Arc::clone(&request_id), run);
+        self.order.push_back(request_id);
+    }
 }
 
 /// What [`LiveSession::start_run`] decided.
@@ -95,13 +121,13 @@ impl LiveSession {
         // Held while the run starts (a plain, non-async call), so that two connections sending the same request
         // at once start it once.
         let mut request_ids = lock(&self.request_ids);
-        if let Some(run) = request_ids.get(request_id) {
+        if let Some(run) = request_ids.runs.get(request_id) {
             return RunStart::Duplicate(*run);
         }
         self.run_starting();
         match self.core.run_tagged(agent, input, request_id) {
             Ok(run) => {
-                request_ids.insert(request_id.into(), run);
+                request_ids.insert(request_id, run);
                 RunStart::Started(run)
             }
             Err(err) => {
@@ -405,4 +431,24 @@ async fn pump(
     // Dropping the stream cancels whatever still runs (the session was closed for good, nobody can receive it).
     drop(events);
     tracing::debug!(last_seq = seq, "session's pump ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_request_ids_are_kept() {
+        let mut ids = RequestIds::default();
+        for n in 0..REQUEST_IDS_KEPT + 2 {
+            ids.insert(&format!("r{n}"), format!("run-{n}").parse().unwrap());
+        }
+        assert_eq!((ids.runs.len(), ids.order.len()), (REQUEST_IDS_KEPT, REQUEST_IDS_KEPT));
+        assert!(!ids.runs.contains_key("r0") && !ids.runs.contains_key("r1"), "the two oldest are forgotten");
+        let latest = format!("r{}", REQUEST_IDS_KEPT + 1);
+        assert_eq!(
+            ids.runs.get(latest.as_str()).map(ToString::to_string),
+            Some(format!("run-{}", REQUEST_IDS_KEPT + 1))
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chat_gateway::auth::Secret;
 use chat_gateway::metrics::{Disconnect, Refused};
+use chat_gateway::replay::MemoryReplayLog;
 use chat_gateway::{Gateway, builtin_registry};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
@@ -158,7 +159,13 @@ async fn a_client_that_answers_pings_stays_connected() {
 
 #[tokio::test]
 async fn a_client_that_accepts_nothing_is_cut_off_and_loses_nothing() {
-    let gateway = gateway().write_timeout(Duration::from_millis(200)).idle_timeout(Duration::from_secs(60));
+    // Messages written to the socket but never read are lost with it; the log keeps them (the client resumes from
+    // what it has) as long as nothing newer needs their room, so it is large enough here for the whole flood.
+    let log = MemoryReplayLog::new(4096).byte_limit(256 * 1024 * 1024);
+    let gateway = gateway()
+        .write_timeout(Duration::from_millis(200))
+        .idle_timeout(Duration::from_secs(60))
+        .replay_log(std::sync::Arc::new(log));
     let server = TestServer::start_gateway(gateway).await;
     // A client with a tiny receive buffer that never reads after the session frame.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
