@@ -86,8 +86,10 @@ async fn run(quick: bool) -> Result<(), String> {
         .register("fast", || agents::Slow { step: Duration::ZERO })
         .build()
         .map_err(|err| err.to_string())?;
-    let gateway =
-        Gateway::new(registry, Secret::new(SECRET).ok_or("empty secret")?).resume_window(Duration::from_secs(600));
+    // One user holds every measured session, so the per-user session cap is lifted.
+    let gateway = Gateway::new(registry, Secret::new(SECRET).ok_or("empty secret")?)
+        .resume_window(Duration::from_secs(600))
+        .max_sessions_per_user(usize::MAX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|err| err.to_string())?;
     let addr = listener.local_addr().map_err(|err| err.to_string())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
