@@ -21,7 +21,6 @@
 
 use std::alloc::System;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_gateway::Gateway;
@@ -209,7 +208,7 @@ async fn run(quick: bool) -> Result<(), String> {
         let text = format!(
             r#"{{"type":"agent_thinking","seq":{seq},"run_id":"run-1","request_id":"r","text":"step {seq}/4096"}}"#
         );
-        log.append(key, LoggedMessage { seq, text: Arc::from(text) }).await.map_err(|err| err.to_string())?;
+        log.append(key, LoggedMessage::new(seq, text)).await.map_err(|err| err.to_string())?;
     }
     let per_message = (live_bytes() - before) as f64 / 4096.0;
     bench(

@@ -454,7 +454,7 @@ async fn send_messages(
             }
         };
         for message in messages {
-            write(sink.feed(Message::Text(message.text.as_ref().into())), timeout).await?;
+            write(sink.feed(Message::Text(message.text)), timeout).await?;
             cursor = message.seq;
         }
         write(sink.flush(), timeout).await?;

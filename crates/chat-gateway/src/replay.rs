@@ -15,6 +15,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+/// The text of a [`LoggedMessage`]: UTF-8 bytes shared by reference count (axum's own text-frame type, named here so
+/// that a [`ReplayLog`] can be written without depending on axum).
+pub use axum::extract::ws::Utf8Bytes;
 use core_registry::async_trait;
 use tokio::sync::Notify;
 
@@ -102,8 +105,17 @@ impl FromStr for SessionKey {
 pub struct LoggedMessage {
     /// The message's number in its session: 1, 2, 3, ... with no gaps.
     pub seq: u64,
-    /// The text frame, ready to send.
-    pub text: Arc<str>,
+    /// The text frame, ready to send (cloning it shares the bytes, so every connection that sends it and the log
+    /// hold one copy).
+    pub text: Utf8Bytes,
+}
+
+impl LoggedMessage {
+    /// Message `seq` with the JSON `text`, which is kept without spare capacity (a log may hold it a while).
+    pub fn new(seq: u64, mut text: String) -> LoggedMessage {
+        text.shrink_to_fit();
+        LoggedMessage { seq, text: text.into() }
+    }
 }
 
 /// How a connection attaches to a session's record.
@@ -239,7 +251,7 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
 /// let key = SessionKey::random();
 /// let first = log.attach(key, "alice", Attach::Open).unwrap();
 /// for seq in 1..=2 {
-///     log.append(key, LoggedMessage { seq, text: Arc::from(format!("message {seq}")) }).await.unwrap();
+///     log.append(key, LoggedMessage { seq, text: format!("message {seq}").into() }).await.unwrap();
 /// }
 /// log.detach(key, &first);
 /// // The client saw message 1 before the drop; it resumes after it and gets message 2.
@@ -498,7 +510,7 @@ mod tests {
     use super::*;
 
     fn message(seq: u64) -> LoggedMessage {
-        LoggedMessage { seq, text: Arc::from(seq.to_string()) }
+        LoggedMessage { seq, text: seq.to_string().into() }
     }
 
     fn seqs(messages: &[LoggedMessage]) -> Vec<u64> {
@@ -539,7 +551,7 @@ mod tests {
         let log = Arc::new(MemoryReplayLog::new(100).byte_limit(10));
         let key = SessionKey::random();
         let attached = log.attach(key, "alice", Attach::Open).unwrap();
-        let long = |seq: u64, len: usize| LoggedMessage { seq, text: Arc::from("x".repeat(len)) };
+        let long = |seq: u64, len: usize| LoggedMessage { seq, text: "x".repeat(len).into() };
         // One message longer than the limit is still held, alone; a second one waits until the first is sent.
         log.append(key, long(1, 25)).await.unwrap();
         let second = tokio::spawn({

@@ -411,7 +411,7 @@ async fn pump(
                 (message.to_json(), false, false)
             }
         };
-        let message = LoggedMessage { seq, text: Arc::from(text) };
+        let message = LoggedMessage::new(seq, text);
         let appended = tokio::select! {
             biased;
             () = live.closed.cancelled() => break,
