@@ -200,14 +200,14 @@ fn serve(
     resume_window: Duration,
     replay_limit: usize,
 ) -> Result<(), Failure> {
-    let secret = if dev {
+    let (secret, dev_token) = if dev {
         let secret = Secret::random();
         let token = auth::mint_token(&secret, "dev", Duration::from_secs(86_400), auth::now_unix());
         eprintln!("dev mode: random secret; a token for user `dev`, valid 24h, follows on stdout");
         println!("{token}");
-        secret
+        (secret, Some(token))
     } else {
-        secret_from_env()?
+        (secret_from_env()?, None)
     };
     init_logging()?;
     if secret.len() < 32 {
@@ -219,6 +219,11 @@ fn serve(
         .drain_timeout(drain_timeout)
         .resume_window(resume_window)
         .replay_limit(replay_limit);
+    // With --dev, the browser page offers the dev token (GET /dev-token).
+    let gateway = match dev_token {
+        Some(token) => gateway.dev_token(token),
+        None => gateway,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -66,6 +66,8 @@ pub struct Gateway {
     pub(crate) drain_timeout: Duration,
     // The gateway sessions and their replay logs; replaced by the configuration methods, before serving.
     pub(crate) sessions: Arc<Sessions>,
+    // The browser page's settings (the dev token it may offer).
+    pub(crate) page: crate::page::PageConfig,
 }
 
 impl Gateway {
@@ -79,6 +81,7 @@ impl Gateway {
             connections: TaskTracker::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             sessions: Arc::new(Sessions::new(Arc::new(MemoryReplayLog::default()), DEFAULT_RESUME_WINDOW)),
+            page: crate::page::PageConfig::default(),
         }
     }
 
@@ -129,6 +132,7 @@ impl Gateway {
             .route("/v1/ws", get(ws_handler))
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
+            .merge(crate::page::routes(self))
             .with_state(self.clone())
     }
 
