@@ -113,6 +113,25 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// The node process of a case; stopped if the case ends early (a timeout, a panic), so that neither it nor its
+/// browser outlives the test.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            // SIGTERM first: Playwright closes its browser on it; SIGKILL would leave Chromium behind.
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A TCP proxy on a loopback port in front of the gateway, that the browser case steers through [`Proxy::command`].
 struct Proxy {
     addr: SocketAddr,
@@ -186,7 +205,8 @@ impl Proxy {
             "restart-gateway" => {
                 let log = Arc::clone(&gateway.log);
                 // Killed, as by a crash: its sessions are gone with it.
-                drop(std::mem::replace(gateway, GatewayProcess::start(restart_args, log)));
+                let started = tokio::task::block_in_place(|| GatewayProcess::start(restart_args, log));
+                drop(std::mem::replace(gateway, started));
                 *shared.upstream.lock().unwrap() = Some(gateway.addr);
                 "OK".into()
             }
@@ -300,7 +320,7 @@ async fn drive(case: &Case) {
         "expired": token("alice", Duration::from_secs(60), now - 3600),
     });
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat-page.png");
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg("run.mjs")
         .current_dir(browser_dir())
         .env("CASE", case.name)
@@ -313,10 +333,11 @@ async fn drive(case: &Case) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start node");
-    let mut stdin: ChildStdin = child.stdin.take().unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
+    let mut node = Node(child);
+    let mut stdin: ChildStdin = node.0.stdin.take().unwrap();
+    let stderr = lines(node.0.stderr.take().unwrap());
     let (sender, mut stdout) = tokio_mpsc::unbounded_channel();
-    let pipe = child.stdout.take().unwrap();
+    let pipe = node.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { return };
@@ -338,7 +359,8 @@ async fn drive(case: &Case) {
             output.push(line);
         }
     }
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    // Its stdout has closed: it is exiting.
+    let status = tokio::task::block_in_place(|| node.0.wait()).unwrap();
     let errors: Vec<String> = stderr.try_iter().collect();
     let passed = status.success() && output.last().is_some_and(|line| line == &format!("PASS {}", case.name));
     assert!(
