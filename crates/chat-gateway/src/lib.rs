@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod connection;
+pub mod limits;
 pub mod metrics;
 mod page;
 pub mod protocol;

@@ -6,10 +6,12 @@
 //! | `GET /` | the page (`static/index.html`) |
 //! | `GET /static/app.js`, `/static/style.css`, `/static/favicon.svg` | its script, style sheet and icon |
 //! | `GET /v1/agents` | `{"agents":["echo",...]}`, the registry's agents, sorted; `401` without a valid token |
-//! | `GET /v1/ws/check[?session=<id>&after=<seq>]` | what `GET /v1/ws` would answer before the upgrade: `401`, `503`, `400`, `404`, `409` with the same bodies, or `200` `{"user":...}` (with `"last_seq"` for a resume) |
+//! | `GET /v1/ws/check[?session=<id>&after=<seq>]` | what `GET /v1/ws` would answer before the upgrade: `429`, `403`, `401`, `503`, `400`, `404`, `409` with the same bodies, or `200` `{"user":...}` (with `"last_seq"` for a resume) |
 //! | `GET /dev-token` | only on a gateway given [`Gateway::dev_token`] (`serve --dev`): that token, as text |
 //!
-//! The JSON endpoints take the token in `Authorization: Bearer <token>` only, never in the URL. A browser cannot
+//! The JSON endpoints take the token in `Authorization: Bearer <token>` only, never in the URL. They check the
+//! `Origin`, count their refusals and feed the failed-upgrade throttle as `GET /v1/ws` does, so that they are no way
+//! around it. A browser cannot
 //! read the status of a refused WebSocket handshake, so the page asks `/v1/ws/check` after a failed (re)connection
 //! to tell a bad token (`401`) from a session that is gone (`404`) or a replay gap (`409`).
 //!
@@ -18,17 +20,23 @@
 //! The page loads nothing from another host.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 
 use crate::auth::{self, AuthError, Claims};
+use crate::metrics::Refused;
 use crate::replay::{AttachError, SessionKey};
 use crate::server::Gateway;
+
+/// The caller's address, when the gateway serves with `ConnectInfo` (as [`Gateway::serve`] does).
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
@@ -114,15 +122,41 @@ fn json(status: StatusCode, body: String) -> Response {
     answer(status, "application/json", body)
 }
 
-/// The claims of the `Authorization: Bearer` token, or the `401` that `GET /v1/ws` would answer.
+/// Counts a refusal that a prober could learn from, against its address too, as `GET /v1/ws` does: these
+/// endpoints answer what the upgrade would, so they must not be a way around its failed-upgrade throttle.
+fn failed(gateway: &Gateway, peer: Option<IpAddr>, reason: Refused) {
+    gateway.metrics.refused(reason);
+    if let Some(peer) = peer {
+        gateway.throttle.failed(peer, Instant::now());
+    }
+}
+
+/// The checks `GET /v1/ws` makes before it looks at the session: the failed-upgrade throttle (`429`), the `Origin`
+/// (`403`) and the `Authorization: Bearer` token (`401`). Gives the token's claims.
 #[allow(clippy::result_large_err)]
-fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<Claims, Response> {
+fn admit(gateway: &Gateway, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<Claims, Response> {
+    let limits = &gateway.limits;
+    if let Some(wait) =
+        peer.and_then(|peer| gateway.throttle.retry_after(peer, limits.failed_upgrades_per_window, Instant::now()))
+    {
+        gateway.metrics.refused(Refused::Throttled);
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let message = "too many failed upgrade requests from this address; try again later\n";
+        let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "text/plain; charset=utf-8", message.into());
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return Err(response);
+    }
+    if !crate::limits::origin_allowed(headers, &limits.allowed_origins) {
+        failed(gateway, peer, Refused::Origin);
+        let message = "this origin may not open a WebSocket here\n";
+        return Err(answer(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", message.into()));
+    }
     let token = bearer_token(headers).ok_or(AuthError::Missing);
     match token.and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix())) {
         Ok(claims) => Ok(claims),
         Err(err) => {
             // A client mistake: answered and counted, not logged (nor is the token, ever).
-            gateway.metrics.auth_failed();
+            failed(gateway, peer, Refused::Unauthorized);
             let challenge = match err {
                 AuthError::Missing => HeaderValue::from_static("Bearer"),
                 _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -150,8 +184,9 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// `GET /v1/agents`: the names the page offers in its agent list.
-async fn agents(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
-    if let Err(response) = authenticate(&gateway, &headers) {
+async fn agents(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
+    if let Err(response) = admit(&gateway, peer, &headers) {
         return response;
     }
     let mut names: Vec<&str> = gateway.registry.agent_names().collect();
@@ -165,12 +200,14 @@ async fn agents(State(gateway): State<Gateway>, headers: HeaderMap) -> Response 
 /// away: a connection still attached to the session is taken over (close code 4000, which is what the real resume
 /// would do too), and the session's resume window starts again. That is how the answer is exact whatever the
 /// replay log is.
-async fn check(State(gateway): State<Gateway>, headers: HeaderMap, uri: Uri) -> Response {
-    let claims = match authenticate(&gateway, &headers) {
+async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, uri: Uri) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
+    let claims = match admit(&gateway, peer, &headers) {
         Ok(claims) => claims,
         Err(response) => return response,
     };
     if gateway.shutdown.is_cancelled() {
+        gateway.metrics.refused(Refused::Draining);
         return answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "server shutting down\n".into());
     }
     let bad_request = |message: &str| answer(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", message.into());
@@ -186,7 +223,10 @@ async fn check(State(gateway): State<Gateway>, headers: HeaderMap, uri: Uri) -> 
         Some(Ok(after)) => after,
         Some(Err(_)) => return bad_request("`after` must be a whole number: the seq of the last message you have\n"),
     };
-    let Ok(key) = session.parse::<SessionKey>() else { return unknown_session() };
+    let Ok(key) = session.parse::<SessionKey>() else {
+        failed(&gateway, peer, Refused::UnknownSession);
+        return unknown_session();
+    };
     match gateway.sessions.resume(&claims.user, key, after) {
         Ok((_live, attached)) => {
             gateway.sessions.detach(key, attached, false);
@@ -194,9 +234,13 @@ async fn check(State(gateway): State<Gateway>, headers: HeaderMap, uri: Uri) -> 
             json(StatusCode::OK, body.to_string())
         }
         Err(AttachError::Gap { first_seq }) => {
+            gateway.metrics.refused(Refused::ResumeGap);
             json(StatusCode::CONFLICT, format!("{{\"error\":\"resume_gap\",\"first_seq\":{first_seq}}}\n"))
         }
-        Err(_) => unknown_session(),
+        Err(_) => {
+            failed(&gateway, peer, Refused::UnknownSession);
+            unknown_session()
+        }
     }
 }
 

@@ -78,7 +78,10 @@ struct GatewayProcess {
 impl GatewayProcess {
     fn start(args: &[&str], log: Arc<Mutex<Vec<String>>>) -> GatewayProcess {
         let mut command = Command::new(BIN);
-        command.args(["serve", "--addr", "127.0.0.1:0"]).args(args).env("CHAT_GATEWAY_LOG", "trace");
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("CHAT_GATEWAY_LOG", "trace");
         if args.contains(&"--dev") {
             command.env_remove("CHAT_GATEWAY_SECRET");
         } else {

@@ -185,3 +185,22 @@ async fn the_dev_token_is_offered_only_when_given_and_only_to_a_local_host() {
     // The gateway's Debug output does not show it either.
     assert!(!format!("{:?}", server.gateway).contains("the.dev.token"));
 }
+
+#[tokio::test]
+async fn the_page_endpoints_are_no_way_around_the_throttle_and_the_origin_check() {
+    let server = TestServer::start_gateway(gateway().failed_upgrades_per_minute(2)).await;
+    let alice = bearer(&server.token("alice"));
+    let foreign = format!("Origin: http://evil.example\r\n{alice}");
+    assert_eq!(get(server.addr, "/v1/ws/check", &foreign).await.status, 403);
+    assert_eq!(get(server.addr, "/v1/agents", &format!("Origin: http://{}\r\n{alice}", server.addr)).await.status, 200);
+    // Two failures (the foreign origin, a bad token) use up this address's allowance, for the upgrade too.
+    assert_eq!(get(server.addr, "/v1/agents", &bearer("a.b.c")).await.status, 401);
+    for path in ["/v1/ws/check", "/v1/agents"] {
+        let throttled = get(server.addr, path, &alice).await;
+        assert_eq!(throttled.status, 429, "{path}");
+        assert!(throttled.header("retry-after").is_some(), "{path}");
+    }
+    assert_eq!(server.connect_with(&server.token("alice"), "").await.err().unwrap().0, 429);
+    // The page itself is never throttled.
+    assert_eq!(get(server.addr, "/", "").await.status, 200);
+}
