@@ -37,9 +37,9 @@ Usage:
                      [--allowed-origin https://chat.example.com]...
   chat-gateway token --user <id> [--ttl 1h]
 
-serve   Serves GET /v1/ws and /healthz on --addr, GET /metrics on --metrics-addr. Tokens are checked
-        with the HS256 secret in CHAT_GATEWAY_SECRET; --dev makes a random secret instead and prints a
-        token for user `dev`. Port 0 picks a free port (the log says which). SIGTERM or Ctrl-C drains:
+serve   Serves GET /v1/ws, /healthz and the chat page (GET /) on --addr, GET /metrics on --metrics-addr.
+        Tokens are checked with the HS256 secret in CHAT_GATEWAY_SECRET; --dev makes a random secret
+        instead and prints a token for user `dev` (the page offers it too). Port 0 picks a free port (the log says which). SIGTERM or Ctrl-C drains:
         runs get up to --drain-timeout to finish, then are cancelled; clients get every terminal event,
         then a close frame; a second signal ends the drain at once. A session whose connection drops
         stays resumable for --resume-window, keeping up to --replay-limit of its latest messages and
