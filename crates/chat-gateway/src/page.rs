@@ -66,8 +66,8 @@ impl fmt::Debug for PageConfig {
 impl Gateway {
     /// Offers `token` to the browser page at `GET /dev-token`, so that a developer can sign in with one click; this
     /// is what `chat-gateway serve --dev` does with the token it prints. Without it (the default) the route does not
-    /// exist. Never use it with a real user's token: anyone who can reach the gateway from a loopback or IP-literal
-    /// `Host` can read it (other host names are refused, against DNS rebinding).
+    /// exist. Never use it with a real user's token: anyone who can reach the gateway and names it by an IP address
+    /// or `localhost` can read it (requests for any other host name are refused, against DNS rebinding).
     #[must_use]
     pub fn dev_token(mut self, token: impl Into<String>) -> Gateway {
         self.page.dev_token = Some(Arc::from(token.into()));
