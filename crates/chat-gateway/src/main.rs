@@ -37,9 +37,9 @@ Usage:
                      [--allowed-origin https://chat.example.com]...
   chat-gateway token --user <id> [--ttl 1h]
 
-serve   Serves GET /v1/ws and /healthz on --addr, GET /metrics on --metrics-addr. Tokens are checked
-        with the HS256 secret in CHAT_GATEWAY_SECRET; --dev makes a random secret instead and prints a
-        token for user `dev`. Port 0 picks a free port (the log says which). SIGTERM or Ctrl-C drains:
+serve   Serves GET /v1/ws, /healthz and the chat page (GET /) on --addr, GET /metrics on --metrics-addr.
+        Tokens are checked with the HS256 secret in CHAT_GATEWAY_SECRET; --dev makes a random secret
+        instead and prints a token for user `dev` (the page offers it too). Port 0 picks a free port (the log says which). SIGTERM or Ctrl-C drains:
         runs get up to --drain-timeout to finish, then are cancelled; clients get every terminal event,
         then a close frame; a second signal ends the drain at once. A session whose connection drops
         stays resumable for --resume-window, keeping up to --replay-limit of its latest messages and
@@ -315,14 +315,14 @@ fn token(user: &str, ttl: Duration) -> Result<(), Failure> {
 }
 
 fn serve(options: ServeOptions) -> Result<(), Failure> {
-    let secret = if options.dev {
+    let (secret, dev_token) = if options.dev {
         let secret = Secret::random();
         let token = auth::mint_token(&secret, "dev", Duration::from_secs(86_400), auth::now_unix());
         eprintln!("dev mode: random secret; a token for user `dev`, valid 24h, follows on stdout");
         println!("{token}");
-        secret
+        (secret, Some(token))
     } else {
-        secret_from_env()?
+        (secret_from_env()?, None)
     };
     init_logging()?;
     if secret.len() < 32 {
@@ -350,6 +350,11 @@ fn serve(options: ServeOptions) -> Result<(), Failure> {
         .write_timeout(options.write_timeout)
         .failed_upgrades_per_minute(options.failed_upgrades_per_minute)
         .allowed_origins(options.allowed_origins);
+    // With --dev, the browser page offers the dev token (GET /dev-token).
+    let gateway = match dev_token {
+        Some(token) => gateway.dev_token(token),
+        None => gateway,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

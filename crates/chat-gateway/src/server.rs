@@ -83,9 +83,11 @@ pub struct Gateway {
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) limits: Arc<Limits>,
     admission: Arc<Admission>,
-    throttle: Arc<Throttle>,
+    pub(crate) throttle: Arc<Throttle>,
     // Cancelled when a drain must end at once (a second signal): runs are cancelled without waiting.
     pub(crate) stop_now: CancellationToken,
+    // The browser page's settings (the dev token it may offer).
+    pub(crate) page: crate::page::PageConfig,
 }
 
 impl Gateway {
@@ -103,6 +105,7 @@ impl Gateway {
             admission: Arc::default(),
             throttle: Arc::default(),
             stop_now: CancellationToken::new(),
+            page: crate::page::PageConfig::default(),
         }
     }
 
@@ -224,10 +227,15 @@ impl Gateway {
         MetricsSnapshot { resumable_sessions: self.sessions.len() as u64, ..self.metrics.snapshot(&self.registry) }
     }
 
-    /// The routes, for embedding the gateway in a larger axum application: `GET /v1/ws` and `GET /healthz`.
+    /// The routes, for embedding the gateway in a larger axum application: `GET /v1/ws`, `GET /healthz` and the
+    /// browser page's (`GET /` and its files, `GET /v1/agents`, `GET /v1/ws/check`, and `GET /dev-token` when set).
     /// [`Gateway::serve`] uses them as they are.
     pub fn router(&self) -> Router {
-        Router::new().route("/v1/ws", get(ws_handler)).route("/healthz", get(healthz)).with_state(self.clone())
+        Router::new()
+            .route("/v1/ws", get(ws_handler))
+            .route("/healthz", get(healthz))
+            .merge(crate::page::routes(self))
+            .with_state(self.clone())
     }
 
     /// `GET /metrics` alone, for a listener of its own (the binary's `--metrics-addr`, loopback by default), so the
