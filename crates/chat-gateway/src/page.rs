@@ -22,7 +22,6 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -30,10 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use crate::auth::{self, AuthError, Claims};
+use crate::auth::Claims;
 use crate::metrics::Refused;
-use crate::replay::{AttachError, SessionKey};
-use crate::server::Gateway;
+use crate::replay::AttachError;
+use crate::server::{self, Gateway};
 
 /// The caller's address, when the gateway serves with `ConnectInfo` (as [`Gateway::serve`] does).
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
@@ -122,70 +121,26 @@ fn json(status: StatusCode, body: String) -> Response {
     answer(status, "application/json", body)
 }
 
-/// Counts a refusal that a prober could learn from, against its address too, as `GET /v1/ws` does: these
-/// endpoints answer what the upgrade would, so they must not be a way around its failed-upgrade throttle.
-fn failed(gateway: &Gateway, peer: Option<IpAddr>, reason: Refused) {
-    gateway.metrics.refused(reason);
-    if let Some(peer) = peer {
-        gateway.throttle.failed(peer, Instant::now());
-    }
+/// Adds the page's security headers to a response of the checks it shares with `GET /v1/ws`.
+fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
-/// The checks `GET /v1/ws` makes before it looks at the session: the failed-upgrade throttle (`429`), the `Origin`
-/// (`403`) and the `Authorization: Bearer` token (`401`). Gives the token's claims.
+/// The checks `GET /v1/ws` makes before it looks at the session, with the token from `Authorization: Bearer` only.
 #[allow(clippy::result_large_err)]
-fn admit(gateway: &Gateway, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<Claims, Response> {
-    let limits = &gateway.limits;
-    if let Some(wait) =
-        peer.and_then(|peer| gateway.throttle.retry_after(peer, limits.failed_upgrades_per_window, Instant::now()))
-    {
-        gateway.metrics.refused(Refused::Throttled);
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let message = "too many failed upgrade requests from this address; try again later\n";
-        let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "text/plain; charset=utf-8", message.into());
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        return Err(response);
-    }
-    if !crate::limits::origin_allowed(headers, &limits.allowed_origins) {
-        failed(gateway, peer, Refused::Origin);
-        let message = "this origin may not open a WebSocket here\n";
-        return Err(answer(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", message.into()));
-    }
-    let token = bearer_token(headers).ok_or(AuthError::Missing);
-    match token.and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix())) {
-        Ok(claims) => Ok(claims),
-        Err(err) => {
-            // A client mistake: answered and counted, not logged (nor is the token, ever).
-            failed(gateway, peer, Refused::Unauthorized);
-            let challenge = match err {
-                AuthError::Missing => HeaderValue::from_static("Bearer"),
-                _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            };
-            let mut response = answer(StatusCode::UNAUTHORIZED, "text/plain; charset=utf-8", format!("{err}\n"));
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-            Err(response)
-        }
-    }
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
-}
-
-/// The query parameter `name`, percent-decoded, if present and not empty (as `GET /v1/ws` reads it).
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
-        .filter(|value| !value.is_empty())?;
-    percent_encoding::percent_decode_str(value).decode_utf8().ok().map(|value| value.into_owned())
+fn admit(gateway: &Gateway, peer: Peer, headers: &HeaderMap) -> Result<(Claims, Option<IpAddr>), Response> {
+    let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
+    server::preflight(gateway, peer, headers, server::bearer_token(headers))
+        .map(|claims| (claims, peer))
+        .map_err(secure)
 }
 
 /// `GET /v1/agents`: the names the page offers in its agent list.
 async fn agents(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
     if let Err(response) = admit(&gateway, peer, &headers) {
         return response;
     }
@@ -201,52 +156,36 @@ async fn agents(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap) 
 /// would do too), and the session's resume window starts again. That is how the answer is exact whatever the
 /// replay log is.
 async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, uri: Uri) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
-    let claims = match admit(&gateway, peer, &headers) {
-        Ok(claims) => claims,
+    let (claims, peer) = match admit(&gateway, peer, &headers) {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     if gateway.shutdown.is_cancelled() {
-        gateway.metrics.refused(Refused::Draining);
-        return answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "server shutting down\n".into());
+        return secure(server::draining(&gateway));
     }
-    let bad_request = |message: &str| answer(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", message.into());
-    let after = query_param(uri.query(), "after");
-    let Some(session) = query_param(uri.query(), "session") else {
-        if after.is_some() {
-            return bad_request("`after` needs `session`: resume with ?session=<id>&after=<seq>\n");
-        }
-        return json(StatusCode::OK, serde_json::json!({ "user": claims.user }).to_string());
+    let resume = match server::resume_request(uri.query()) {
+        Ok(resume) => resume,
+        Err(response) => return secure(response),
     };
-    let after = match after.as_deref().map(str::parse::<u64>) {
-        None => 0,
-        Some(Ok(after)) => after,
-        Some(Err(_)) => return bad_request("`after` must be a whole number: the seq of the last message you have\n"),
+    let response = match resume {
+        None => json(StatusCode::OK, serde_json::json!({ "user": claims.user }).to_string()),
+        Some((key, after)) => match key.map(|key| (key, gateway.sessions.resume(&claims.user, key, after))) {
+            Some((key, Ok((_live, attached)))) => {
+                gateway.sessions.detach(key, attached, false);
+                let body = serde_json::json!({ "user": claims.user, "last_seq": attached.last_seq });
+                json(StatusCode::OK, body.to_string())
+            }
+            Some((_, Err(AttachError::Gap { first_seq }))) => {
+                gateway.metrics.refused(Refused::ResumeGap);
+                server::resume_gap(first_seq)
+            }
+            Some((_, Err(_))) | None => {
+                server::failed_attempt(&gateway, peer, Refused::UnknownSession);
+                server::unknown_session()
+            }
+        },
     };
-    let Ok(key) = session.parse::<SessionKey>() else {
-        failed(&gateway, peer, Refused::UnknownSession);
-        return unknown_session();
-    };
-    match gateway.sessions.resume(&claims.user, key, after) {
-        Ok((_live, attached)) => {
-            gateway.sessions.detach(key, attached, false);
-            let body = serde_json::json!({ "user": claims.user, "last_seq": attached.last_seq });
-            json(StatusCode::OK, body.to_string())
-        }
-        Err(AttachError::Gap { first_seq }) => {
-            gateway.metrics.refused(Refused::ResumeGap);
-            json(StatusCode::CONFLICT, format!("{{\"error\":\"resume_gap\",\"first_seq\":{first_seq}}}\n"))
-        }
-        Err(_) => {
-            failed(&gateway, peer, Refused::UnknownSession);
-            unknown_session()
-        }
-    }
-}
-
-/// The same answer as `GET /v1/ws` for an unknown, expired or another user's session.
-fn unknown_session() -> Response {
-    json(StatusCode::NOT_FOUND, "{\"error\":\"unknown_session\"}\n".into())
+    secure(response)
 }
 
 /// `GET /dev-token`, on a `--dev` gateway only.

@@ -2,7 +2,7 @@
 
 use std::future::{Future, IntoFuture as _};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{self, AuthError, Secret};
+use crate::auth::{self, AuthError, Claims, Secret};
 use crate::connection::Attachment;
 use crate::limits::{Admission, Full, Limits, Throttle};
 use crate::metrics::{Metrics, MetricsSnapshot, Refused};
@@ -302,41 +302,13 @@ async fn ws_handler(
 ) -> Response {
     let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
     let limits = &gateway.limits;
-    if let Some(peer) = peer
-        && let Some(wait) = gateway.throttle.retry_after(peer, limits.failed_upgrades_per_window, Instant::now())
-    {
-        gateway.metrics.refused(Refused::Throttled);
-        tracing::debug!(%peer, "throttled an upgrade request: too many failed ones from this address");
-        let message = "too many failed upgrade requests from this address; try again later\n";
-        return too_many(wait, message);
-    }
-    // Every refusal below that a prober could learn from counts against its address.
-    let failed = |reason: Refused| {
-        gateway.metrics.refused(reason);
-        if let Some(peer) = peer {
-            gateway.throttle.failed(peer, Instant::now());
-        }
-    };
-    if !crate::limits::origin_allowed(&headers, &limits.allowed_origins) {
-        failed(Refused::Origin);
-        tracing::debug!("refused websocket upgrade: origin not allowed");
-        return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here\n").into_response();
-    }
     let token = bearer_token(&headers).map(std::borrow::Cow::Borrowed).or_else(|| query_param(uri.query(), "token"));
-    let claims =
-        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, &token, auth::now_unix()));
-    let claims = match claims {
+    let claims = match preflight(&gateway, peer, &headers, token.as_deref()) {
         Ok(claims) => claims,
-        Err(err) => {
-            // A client mistake: answered, counted, not logged as an error.
-            failed(Refused::Unauthorized);
-            tracing::debug!(%err, "refused websocket upgrade");
-            return unauthorized(&err);
-        }
+        Err(response) => return response,
     };
     if gateway.shutdown.is_cancelled() {
-        gateway.metrics.refused(Refused::Draining);
-        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n").into_response();
+        return draining(&gateway);
     }
     let resume = match resume_request(uri.query()) {
         Ok(resume) => resume,
@@ -388,7 +360,7 @@ async fn ws_handler(
                 return resume_gap(first_seq);
             }
             Some(Err(_)) | None => {
-                failed(Refused::UnknownSession);
+                failed_attempt(&gateway, peer, Refused::UnknownSession);
                 return unknown_session();
             }
         },
@@ -419,6 +391,52 @@ async fn ws_handler(
         })
 }
 
+/// The checks of every request that speaks for a user before the upgrade (`GET /v1/ws` and the page's endpoints),
+/// in order: the failed-upgrade throttle (`429`), the `Origin` (`403`), the `token` (`401`). Gives its claims.
+#[allow(clippy::result_large_err)]
+pub(crate) fn preflight(
+    gateway: &Gateway,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    token: Option<&str>,
+) -> Result<Claims, Response> {
+    let limits = &gateway.limits;
+    if let Some(peer) = peer
+        && let Some(wait) = gateway.throttle.retry_after(peer, limits.failed_upgrades_per_window, Instant::now())
+    {
+        gateway.metrics.refused(Refused::Throttled);
+        tracing::debug!(%peer, "throttled an upgrade request: too many failed ones from this address");
+        return Err(too_many(wait, "too many failed upgrade requests from this address; try again later\n"));
+    }
+    if !crate::limits::origin_allowed(headers, &limits.allowed_origins) {
+        failed_attempt(gateway, peer, Refused::Origin);
+        tracing::debug!("refused websocket upgrade: origin not allowed");
+        return Err((StatusCode::FORBIDDEN, "this origin may not open a WebSocket here\n").into_response());
+    }
+    let claims =
+        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix()));
+    claims.map_err(|err| {
+        // A client mistake: answered, counted, not logged as an error (nor is the token, ever).
+        failed_attempt(gateway, peer, Refused::Unauthorized);
+        tracing::debug!(%err, "refused websocket upgrade");
+        unauthorized(&err)
+    })
+}
+
+/// Counts a refusal that a prober could learn from (`401`, `403`, `404`), against its address too.
+pub(crate) fn failed_attempt(gateway: &Gateway, peer: Option<IpAddr>, reason: Refused) {
+    gateway.metrics.refused(reason);
+    if let Some(peer) = peer {
+        gateway.throttle.failed(peer, Instant::now());
+    }
+}
+
+/// `503` while the gateway drains, counted.
+pub(crate) fn draining(gateway: &Gateway) -> Response {
+    gateway.metrics.refused(Refused::Draining);
+    (StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n").into_response()
+}
+
 /// `429 Too Many Requests`, with `Retry-After` in whole seconds (at least one).
 fn too_many(wait: Duration, message: impl Into<String>) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -429,7 +447,7 @@ fn too_many(wait: Duration, message: impl Into<String>) -> Response {
 /// The resume parameters: `None` for a new session; `Some((key, after))` for `?session=<id>&after=<seq>`, with
 /// `key` `None` if it is not a session id at all (answered like an unknown one).
 #[allow(clippy::result_large_err)]
-fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64)>, Response> {
+pub(crate) fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64)>, Response> {
     let session = query_param(query, "session");
     let after = query_param(query, "after");
     let Some(session) = session else {
@@ -454,18 +472,18 @@ fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64
 }
 
 /// The one answer for an unknown, expired or another user's session: the same status, body and content type.
-fn unknown_session() -> Response {
+pub(crate) fn unknown_session() -> Response {
     let json = HeaderValue::from_static("application/json");
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, json)], "{\"error\":\"unknown_session\"}\n").into_response()
 }
 
-fn resume_gap(first_seq: u64) -> Response {
+pub(crate) fn resume_gap(first_seq: u64) -> Response {
     let json = HeaderValue::from_static("application/json");
     let body = format!("{{\"error\":\"resume_gap\",\"first_seq\":{first_seq}}}\n");
     (StatusCode::CONFLICT, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
