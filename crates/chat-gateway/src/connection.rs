@@ -96,7 +96,8 @@ enum Leave {
 pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_at: u64, slot: Slot) {
     let gateway = attachment.gateway.clone();
     gateway.metrics.connection_opened();
-    let span = tracing::info_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
+    // Debug level: at the default (info) the span is disabled, so polling the connection's tasks costs nothing for it.
+    let span = tracing::debug_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
     serve(&gateway, &mut attachment, socket, expires_at).instrument(span).await;
     drop(attachment);
     // Freed before the connection is counted out: once `connections_open` says so, its place can be taken.

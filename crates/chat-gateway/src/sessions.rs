@@ -290,7 +290,8 @@ impl Sessions {
         sessions.sessions.insert(key, Entry { live: Arc::clone(&live), user: user.into(), detached: None });
         sessions.by_user.entry(user.into()).or_default().push(key);
         drop(sessions);
-        let span = tracing::info_span!("session", user, session = %key);
+        // Debug level, like the connection span: disabled (free) at the default level.
+        let span = tracing::debug_span!("session", user, session = %key);
         tokio::spawn(
             pump(Arc::clone(&live), events, refusals_rx, Arc::clone(&self.log), Arc::clone(metrics)).instrument(span),
         );
