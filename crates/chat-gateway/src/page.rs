@@ -20,7 +20,7 @@
 //! The page loads nothing from another host.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
@@ -132,11 +132,9 @@ fn secure(mut response: Response) -> Response {
 
 /// The checks `GET /v1/ws` makes before it looks at the session, with the token from `Authorization: Bearer` only.
 #[allow(clippy::result_large_err)]
-fn admit(gateway: &Gateway, peer: Peer, headers: &HeaderMap) -> Result<(Claims, Option<IpAddr>), Response> {
+fn admit(gateway: &Gateway, peer: Peer, headers: &HeaderMap) -> Result<Claims, Response> {
     let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
-    server::preflight(gateway, peer, headers, server::bearer_token(headers))
-        .map(|claims| (claims, peer))
-        .map_err(secure)
+    server::preflight(gateway, peer, headers, server::bearer_token(headers)).map_err(secure)
 }
 
 /// `GET /v1/agents`: the names the page offers in its agent list.
@@ -156,8 +154,8 @@ async fn agents(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap) 
 /// would do too), and the session's resume window starts again. That is how the answer is exact whatever the
 /// replay log is.
 async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, uri: Uri) -> Response {
-    let (claims, peer) = match admit(&gateway, peer, &headers) {
-        Ok(admitted) => admitted,
+    let claims = match admit(&gateway, peer, &headers) {
+        Ok(claims) => claims,
         Err(response) => return response,
     };
     if gateway.shutdown.is_cancelled() {
@@ -180,7 +178,7 @@ async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, u
                 server::resume_gap(first_seq)
             }
             Some((_, Err(_))) | None => {
-                server::failed_attempt(&gateway, peer, Refused::UnknownSession);
+                gateway.metrics.refused(Refused::UnknownSession);
                 server::unknown_session()
             }
         },
