@@ -7,6 +7,7 @@
 //! wait in the log) unless the client said `close`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
@@ -79,6 +80,18 @@ pub(crate) fn open(gateway: &Gateway, user: &str) -> Option<Attachment> {
     }
 }
 
+/// What the receive task, which judges whether the client is still there, shares with the send task.
+#[derive(Default)]
+struct Liveness {
+    /// Asks the send task for a ping.
+    ping: Notify,
+    /// How many writes to the client have completed: a client that accepts frames is there, even while a ping
+    /// waits behind them.
+    writes: AtomicU64,
+    /// Whether a write is in progress: then the write deadline, not the idle timeout, decides.
+    writing: AtomicBool,
+}
+
 /// Why the receive task ended.
 enum Leave {
     /// The connection ended or broke.
@@ -119,7 +132,7 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
     let (sink, stream) = socket.split();
     let (stop, stop_rx) = oneshot::channel();
     // The receive task asks the send task (the only writer) for a ping when the client has been silent.
-    let ping = Arc::new(Notify::new());
+    let ping = Arc::new(Liveness::default());
     let mut send_task = tokio::spawn(
         send_loop(
             sink,
@@ -209,26 +222,37 @@ async fn receive_loop(
     mut stream: SplitStream<WebSocket>,
     live: Arc<LiveSession>,
     gateway: Gateway,
-    ping: Arc<Notify>,
+    liveness: Arc<Liveness>,
 ) -> Leave {
     let idle_timeout = gateway.limits.idle_timeout;
-    let mut pinged = false;
+    // The number of completed writes when the ping was asked for, while waiting for an answer.
+    let mut pinged: Option<u64> = None;
     loop {
         let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
             Ok(Some(message)) => {
-                pinged = false;
+                pinged = None;
                 message
             }
             Ok(None) => return Leave::Gone,
-            Err(_) if !pinged => {
-                // Silent for a whole idle timeout: ask for a pong (any frame will do), and give it another one.
-                ping.notify_one();
-                pinged = true;
-                continue;
-            }
             Err(_) => {
-                tracing::debug!("no frame from the client within the idle timeout after a ping");
-                return Leave::Idle;
+                let writes = liveness.writes.load(Ordering::Relaxed);
+                match pinged {
+                    None => {
+                        // Silent for a whole idle timeout: ask for a pong (any frame will do), and give it another.
+                        liveness.ping.notify_one();
+                        pinged = Some(writes);
+                    }
+                    // Still accepting frames (a slow reader, the ping behind them), or a write in progress (which the
+                    // write deadline bounds): there; wait for the answer.
+                    Some(before) if writes != before || liveness.writing.load(Ordering::Relaxed) => {
+                        pinged = Some(writes);
+                    }
+                    Some(_) => {
+                        tracing::debug!("no frame from the client, and no write accepted, within the idle timeout");
+                        return Leave::Idle;
+                    }
+                }
+                continue;
             }
         };
         let message = match message {
@@ -388,10 +412,10 @@ async fn send_loop(
     live: Arc<LiveSession>,
     start: Cursor,
     stop: oneshot::Receiver<CloseFrame>,
-    ping: Arc<Notify>,
+    liveness: Arc<Liveness>,
 ) {
     let write_timeout = gateway.limits.write_timeout;
-    let result = send_messages(&mut sink, &gateway, &live, start, stop, &ping).await;
+    let result = send_messages(&mut sink, &gateway, &live, start, stop, &liveness).await;
     let close = match result {
         Ok(close) => close,
         Err(Cut::Deadline) => {
@@ -416,7 +440,7 @@ async fn send_messages(
     live: &LiveSession,
     start: Cursor,
     mut stop: oneshot::Receiver<CloseFrame>,
-    ping: &Notify,
+    liveness: &Liveness,
 ) -> Result<CloseFrame, Cut> {
     let timeout = gateway.limits.write_timeout;
     let Cursor { attached, after, resumed } = start;
@@ -436,7 +460,7 @@ async fn send_messages(
                 Ok(frame) => return Ok(frame),
                 Err(_) => return Err(Cut::Broken),
             },
-            () = ping.notified() => {
+            () = liveness.ping.notified() => {
                 write(sink.send(Message::Ping(Default::default())), timeout).await?;
                 continue;
             }
@@ -454,11 +478,14 @@ async fn send_messages(
                 return Ok(CloseFrame { code: close_code::AWAY, reason: "session closed".into() });
             }
         };
+        liveness.writing.store(true, Ordering::Relaxed);
         for message in messages {
             write(sink.feed(Message::Text(message.text)), timeout).await?;
+            liveness.writes.fetch_add(1, Ordering::Relaxed);
             cursor = message.seq;
         }
         write(sink.flush(), timeout).await?;
+        liveness.writing.store(false, Ordering::Relaxed);
     }
 }
 

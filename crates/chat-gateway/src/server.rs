@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::{Extension, Router};
 use core_registry::{AgentRegistry, BuildError};
 use tokio::net::TcpListener;
@@ -154,6 +155,26 @@ impl Gateway {
         self
     }
 
+    /// Sets how long [`Gateway::serve`] keeps a socket open while it writes nothing to it (default
+    /// [`DEFAULT_QUIET_TIMEOUT`](crate::limits::DEFAULT_QUIET_TIMEOUT)): a request that never completes, a kept-alive
+    /// socket nobody uses. At least twice the [idle timeout](Gateway::idle_timeout) is used, so that a silent
+    /// WebSocket connection is pinged (a write) first. `serve` also holds at most
+    /// [`max_connections`](Gateway::max_connections) + 1024 sockets in all (more wait to be accepted).
+    #[must_use]
+    pub fn quiet_timeout(mut self, timeout: Duration) -> Gateway {
+        self.limits_mut().quiet_timeout = timeout;
+        self
+    }
+
+    /// Sets how many sockets one IP address may hold at once under [`Gateway::serve`] (more are closed as soon as
+    /// they are accepted). No cap of its own by default: behind a reverse proxy every user comes from the proxy's
+    /// address. Set it when clients connect directly.
+    #[must_use]
+    pub fn max_sockets_per_address(mut self, limit: usize) -> Gateway {
+        self.limits_mut().max_sockets_per_address = limit;
+        self
+    }
+
     /// Sets how long one write to a client may wait for the client to accept it (default
     /// [`DEFAULT_WRITE_TIMEOUT`](crate::limits::DEFAULT_WRITE_TIMEOUT)). A client that accepts nothing for that
     /// long is disconnected; its session detaches, and its messages wait in the replay log.
@@ -267,6 +288,12 @@ impl Gateway {
         let address = listener.local_addr()?;
         tracing::info!("listening on {address}");
         let stop_http = CancellationToken::new();
+        let limits = &self.limits;
+        let sockets = limits.max_connections.saturating_add(crate::listener::SOCKETS_BEYOND_CONNECTIONS);
+        let quiet = limits.quiet_timeout.max(limits.idle_timeout.saturating_mul(2));
+        // `tap_io` (doing nothing) gives the listener axum's ConnectInfo<SocketAddr>.
+        let per_address = limits.max_sockets_per_address;
+        let listener = crate::listener::GatewayListener::new(listener, sockets, per_address, quiet).tap_io(|_| {});
         let http = axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop_http.clone().cancelled_owned())
             .into_future();

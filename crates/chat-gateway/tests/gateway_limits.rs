@@ -162,6 +162,34 @@ async fn a_client_that_answers_pings_stays_connected() {
 }
 
 #[tokio::test]
+async fn a_slow_reader_that_sends_nothing_is_not_taken_for_idle() {
+    let gateway = Gateway::new(builtin_registry(32).unwrap(), Secret::new(SECRET).unwrap());
+    let server = TestServer::start_gateway(gateway.idle_timeout(Duration::from_millis(300))).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(socket.connect(server.addr).await.unwrap());
+    let mut request = server.url().into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", server.token("alice")).parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let mut client = Client { ws, last_seq: 0, session: serde_json::Value::Null };
+    client.session = client.recv_raw().await;
+    // A backlog far larger than the socket buffers (the gateway's send buffer holds about two of these messages),
+    // read slowly for more than five idle timeouts, sending nothing: the writes the client accepts keep it alive.
+    let runs = 8;
+    for n in 0..runs {
+        client.run("echo", &"x".repeat(60_000), &format!("r{n}")).await;
+    }
+    let mut received = 0;
+    while received < 2 * runs {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        received += 1;
+        let message = client.next_or_close().await.unwrap_or_else(|code| panic!("closed with {code} while reading"));
+        assert!(message["type"] == "agent_started" || message["type"] == "agent_completed", "{message}");
+    }
+    assert_eq!(server.gateway.metrics().disconnects(Disconnect::Idle), 0);
+}
+
+#[tokio::test]
 async fn a_client_that_accepts_nothing_is_cut_off_and_loses_nothing() {
     // Messages written to the socket but never read are lost with it; the log keeps them (the client resumes from
     // what it has) as long as nothing newer needs their room, so it is large enough here for the whole flood.
@@ -274,4 +302,67 @@ async fn a_new_session_beyond_the_users_cap_closes_the_oldest_waiting_one() {
     assert_eq!(gateway.metrics().refused(Refused::UserSessions), 1);
     // Another user is not affected.
     let _bob = server.connect("bob").await;
+}
+
+/// Reads from `stream` until the gateway closes it; fails the test after [`PATIENCE`].
+async fn closed_by_the_gateway(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buffer)).await.expect("the socket stays open") {
+            Ok(0) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_the_gateway_writes_nothing_to_is_closed() {
+    let gateway = gateway().idle_timeout(Duration::from_millis(50)).quiet_timeout(Duration::from_millis(200));
+    let server = TestServer::start_gateway(gateway).await;
+    // Half a request, never finished (slowloris), and a socket that sends nothing at all.
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    closed_by_the_gateway(&mut half).await;
+    closed_by_the_gateway(&mut silent).await;
+    // A WebSocket connection whose client answers pings is written to (pinged) within each idle timeout: it stays.
+    let mut client = server.connect("alice").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(600);
+    while let Ok(message) = tokio::time::timeout_at(until, client.ws.next()).await {
+        assert!(matches!(message, Some(Ok(Message::Ping(_)))), "only pings, no close: {message:?}");
+    }
+    client.run_to_end("echo", "still here", "r1").await;
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_sockets() {
+    let server = TestServer::start_gateway(gateway().max_sockets_per_address(16)).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The 17th is accepted and closed at once.
+    let mut extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    closed_by_the_gateway(&mut extra).await;
+    // A place is freed once the gateway sees a socket close: a new one is then served (retried until then).
+    drop(held.pop());
+    let served = async {
+        loop {
+            let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            let mut response = String::new();
+            if tokio::io::AsyncWriteExt::write_all(&mut stream, request).await.is_ok()
+                && tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, served).await.expect("the freed place is given to a new socket");
+    drop(held);
+    let mut client = server.connect("alice").await;
+    client.run_to_end("echo", "served", "r1").await;
 }
