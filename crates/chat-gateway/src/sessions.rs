@@ -187,11 +187,16 @@ struct Entry {
     user: Box<str>,
     /// The hold its last connection had, while no connection holds it (so it can be closed early to make room).
     detached: Option<Attached>,
+    /// The task that closes it at the end of its resume window, while detached.
+    timer: Option<tokio::task::AbortHandle>,
 }
 
 impl Live {
     fn remove(&mut self, key: SessionKey) -> Option<Arc<LiveSession>> {
         let entry = self.sessions.remove(&key)?;
+        if let Some(timer) = &entry.timer {
+            timer.abort();
+        }
         if let Some(keys) = self.by_user.get_mut(&entry.user) {
             keys.retain(|other| *other != key);
             if keys.is_empty() {
@@ -287,7 +292,8 @@ impl Sessions {
             last_seq: AtomicU64::new(0),
         });
         let mut sessions = lock(&self.live);
-        sessions.sessions.insert(key, Entry { live: Arc::clone(&live), user: user.into(), detached: None });
+        let entry = Entry { live: Arc::clone(&live), user: user.into(), detached: None, timer: None };
+        sessions.sessions.insert(key, entry);
         sessions.by_user.entry(user.into()).or_default().push(key);
         drop(sessions);
         // Debug level, like the connection span: disabled (free) at the default level.
@@ -308,6 +314,10 @@ impl Sessions {
         let attached = self.log.attach(key, user, Attach::Resume { after })?;
         let live = lock(&self.live).sessions.get_mut(&key).map(|entry| {
             entry.detached = None;
+            // Attached again: its window's timer has nothing to do (its expire would see the newer attachment).
+            if let Some(timer) = entry.timer.take() {
+                timer.abort();
+            }
             Arc::clone(&entry.live)
         });
         match live {
@@ -318,6 +328,12 @@ impl Sessions {
                 Err(AttachError::Unknown)
             }
         }
+    }
+
+    /// What [`resume`](Sessions::resume) would answer, changing nothing: the session's last seq.
+    pub(crate) fn probe(&self, user: &str, key: SessionKey, after: u64) -> Result<u64, AttachError> {
+        let last_seq = self.log.probe(key, user, after)?;
+        if lock(&self.live).sessions.contains_key(&key) { Ok(last_seq) } else { Err(AttachError::Unknown) }
     }
 
     /// The connection holding `attached` has ended: the session waits for a resume, or is closed at once if its
@@ -331,19 +347,28 @@ impl Sessions {
             let _ = self.expire(key, &attached);
             return;
         }
-        if let Some(entry) = lock(&self.live).sessions.get_mut(&key) {
-            entry.detached = Some(attached);
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             let _ = self.expire(key, &attached);
             return;
         };
         let sessions = Arc::clone(self);
         let window = self.resume_window;
-        runtime.spawn(async move {
+        let timer = runtime.spawn(async move {
             tokio::time::sleep(window).await;
             let _ = sessions.expire(key, &attached);
         });
+        // One timer per session: a newer detach replaces the older one's, so connecting and leaving over and over
+        // leaves one sleeping task, not one per cycle.
+        let mut live = lock(&self.live);
+        match live.sessions.get_mut(&key) {
+            Some(entry) => {
+                entry.detached = Some(attached);
+                if let Some(older) = entry.timer.replace(timer.abort_handle()) {
+                    older.abort();
+                }
+            }
+            None => timer.abort(),
+        }
     }
 
     /// Closes the session if nobody attached since `attached` detached; says whether it did.

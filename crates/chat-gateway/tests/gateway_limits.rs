@@ -366,3 +366,24 @@ async fn one_address_holds_at_most_its_sockets() {
     let mut client = server.connect("alice").await;
     client.run_to_end("echo", "served", "r1").await;
 }
+
+#[tokio::test]
+async fn leaving_and_resuming_over_and_over_keeps_one_timer_per_session() {
+    let server = TestServer::start_gateway(gateway().resume_window(Duration::from_secs(600))).await;
+    let gateway = server.gateway.clone();
+    let client = server.connect("alice").await;
+    let session = client.session_id();
+    drop(client);
+    eventually("the first connection ended", || gateway.metrics().connections_open == 0).await;
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let before = tasks();
+    for _ in 0..20 {
+        let client = server.resume("alice", &session, 0).await.unwrap();
+        drop(client);
+        eventually("the connection ended", || gateway.metrics().connections_open == 0).await;
+    }
+    // Each detach replaced the previous window's timer instead of adding one (20 more tasks otherwise).
+    let after = tasks();
+    assert!(after <= before + 2, "{before} tasks before, {after} after 20 detaches");
+    assert_eq!(gateway.metrics().resumable_sessions, 1);
+}
