@@ -109,13 +109,26 @@ enum Leave {
 pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_at: u64, slot: Slot) {
     let gateway = attachment.gateway.clone();
     gateway.metrics.connection_opened();
+    let counted = Counted { metrics: Arc::clone(&gateway.metrics), slot: Some(slot) };
     // Debug level: at the default (info) the span is disabled, so polling the connection's tasks costs nothing for it.
     let span = tracing::debug_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
     serve(&gateway, &mut attachment, socket, expires_at).instrument(span).await;
     drop(attachment);
-    // Freed before the connection is counted out: once `connections_open` says so, its place can be taken.
-    drop(slot);
-    gateway.metrics.connection_closed();
+    drop(counted);
+}
+
+/// An open connection in the counters, until dropped (however `run` ends, a panic included). Its place under the
+/// caps is freed first, so that once `connections_open` says it is gone, its place can be taken.
+struct Counted {
+    metrics: Arc<crate::metrics::Metrics>,
+    slot: Option<Slot>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        self.metrics.connection_closed();
+    }
 }
 
 /// How long until `expires_at` (seconds since the Unix epoch); an `exp` past what the clock can hold never comes.

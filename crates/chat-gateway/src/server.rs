@@ -376,16 +376,22 @@ async fn ws_handler(
         }
     };
     // Attached before the upgrade, so that a resume is refused with a status; a connection taken over is closed now.
+    // A new session's place under the per-user cap is reserved now, and held until it is open.
+    let mut reservation = None;
     let attachment = match resume {
         None => {
             // A new session: one user's sessions waiting for a resume cannot pile up.
-            if gateway.sessions.make_room(&claims.user, limits.max_sessions_per_user).is_err() {
-                gateway.metrics.refused(Refused::UserSessions);
-                let message = format!(
-                    "this user already holds {} sessions, each attached to a connection; close one (or resume it)\n",
-                    limits.max_sessions_per_user
-                );
-                return too_many(Duration::from_secs(1), message);
+            match gateway.sessions.make_room(&claims.user, limits.max_sessions_per_user) {
+                Ok(reserved) => reservation = Some(reserved),
+                Err(_) => {
+                    gateway.metrics.refused(Refused::UserSessions);
+                    let message = format!(
+                        "this user already holds {} sessions, each attached to a connection; close one (or resume \
+                         it)\n",
+                        limits.max_sessions_per_user
+                    );
+                    return too_many(Duration::from_secs(1), message);
+                }
             }
             None
         }
@@ -421,6 +427,7 @@ async fn ws_handler(
                 Some(attachment) => Some(attachment),
                 None => crate::connection::open(&gateway, &user),
             };
+            drop(reservation);
             match attachment {
                 Some(attachment) => crate::connection::run(attachment, socket, expires_at, slot).await,
                 None => {

@@ -180,6 +180,27 @@ struct Live {
     sessions: HashMap<SessionKey, Entry>,
     // Invariant: each user's keys, oldest first, are exactly the keys of `sessions` with that user.
     by_user: HashMap<Box<str>, Vec<SessionKey>>,
+    // Invariant: per user, the live `Reservation`s (new sessions on their way through the upgrade); no zero entry.
+    pending: HashMap<Box<str>, usize>,
+}
+
+/// A place for a new session of `user` under the per-user cap, held from before the upgrade until the session is
+/// open (or the upgrade failed).
+pub(crate) struct Reservation {
+    sessions: Arc<Sessions>,
+    user: Box<str>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut live = lock(&self.sessions.live);
+        if let Some(pending) = live.pending.get_mut(&self.user) {
+            *pending -= 1;
+            if *pending == 0 {
+                live.pending.remove(&self.user);
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -242,14 +263,19 @@ impl Sessions {
 
     /// Makes room for one more session of `user` under `limit`: closes the user's oldest detached sessions (those
     /// waiting for a resume) until fewer than `limit` are left, or says that every one is attached.
-    pub(crate) fn make_room(&self, user: &str, limit: usize) -> Result<(), TooManySessions> {
+    /// The place is reserved until the returned guard is dropped (once the session is open, or the upgrade failed),
+    /// so that upgrades in flight at once cannot all take the last place.
+    pub(crate) fn make_room(self: &Arc<Self>, user: &str, limit: usize) -> Result<Reservation, TooManySessions> {
         loop {
             let oldest_detached = {
-                let live = lock(&self.live);
-                let keys = live.by_user.get(user).map_or(&[][..], Vec::as_slice);
-                if keys.len() < limit {
-                    return Ok(());
+                let mut live = lock(&self.live);
+                let keys = live.by_user.get(user).map_or(0, Vec::len);
+                let pending = live.pending.get(user).copied().unwrap_or(0);
+                if keys + pending < limit {
+                    *live.pending.entry(user.into()).or_insert(0) += 1;
+                    return Ok(Reservation { sessions: Arc::clone(self), user: user.into() });
                 }
+                let keys = live.by_user.get(user).map_or(&[][..], Vec::as_slice);
                 keys.iter().find_map(|key| Some((*key, live.sessions.get(key)?.detached?)))
             };
             let Some((key, attached)) = oldest_detached else {
@@ -462,6 +488,19 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_place_reserved_for_a_new_session_counts_until_released() {
+        let log = Arc::new(crate::replay::MemoryReplayLog::default());
+        let sessions = Arc::new(Sessions::new(log, DEFAULT_RESUME_WINDOW));
+        // Two upgrades at once for the last place: the second sees the first's reservation.
+        let first = sessions.make_room("alice", 1).ok().unwrap();
+        assert!(sessions.make_room("alice", 1).is_err());
+        assert!(sessions.make_room("bob", 1).is_ok(), "per user");
+        drop(first);
+        assert!(sessions.make_room("alice", 1).is_ok());
+        assert!(lock(&sessions.live).pending.is_empty(), "no entry left behind");
+    }
 
     #[test]
     fn only_the_latest_request_ids_are_kept() {
