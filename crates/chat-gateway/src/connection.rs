@@ -462,6 +462,9 @@ async fn send_messages(
     // Invariant: the client has been sent every message of the session up to `cursor`, in order, once each on this
     // connection.
     let mut cursor = after;
+    // Made once, not per batch (each registers with its token or `Notify` when first polled).
+    let mut finished = std::pin::pin!(live.finished.cancelled());
+    let mut ping = std::pin::pin!(liveness.ping.notified());
     loop {
         if live.finished.is_cancelled() && cursor >= live.last_seq() {
             // The session was closed (a shutdown) and its last message is out.
@@ -473,12 +476,14 @@ async fn send_messages(
                 Ok(frame) => return Ok(frame),
                 Err(_) => return Err(Cut::Broken),
             },
-            () = liveness.ping.notified() => {
+            () = ping.as_mut() => {
+                ping.set(liveness.ping.notified());
                 write(sink.send(Message::Ping(Default::default())), timeout).await?;
                 continue;
             }
             batch = gateway.sessions.log.replay_after(live.key, &attached, cursor, BATCH) => batch,
-            () = live.finished.cancelled() => continue,
+            // Once cancelled it stays ready: the check above then ends the loop when the log has nothing more.
+            () = finished.as_mut() => continue,
         };
         let messages = match batch {
             Ok(messages) => messages,

@@ -87,6 +87,11 @@ impl axum::serve::Listener for GatewayListener {
             if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
                 tracing::debug!(%err, "cannot size the socket's send buffer");
             }
+            // Every write is a whole batch of frames (the send task flushes once per batch): sent at once, instead of
+            // waiting for the ACK of the previous one, which a client with nothing to say delays up to 40 ms.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%err, "cannot turn Nagle's algorithm off");
+            }
             let held = Held { _permit: permit, per_address: Arc::clone(&self.per_address), address };
             let timer = Box::pin(tokio::time::sleep(self.quiet));
             return (Socket { stream, last_write: Instant::now(), quiet: self.quiet, timer, _held: held }, peer);
