@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_gateway::auth::{self, Secret};
@@ -52,20 +52,6 @@ fn token(user: &str, ttl: Duration, now: u64) -> String {
     auth::mint_token(&Secret::new(SECRET).unwrap(), user, ttl, now)
 }
 
-/// Reads a pipe line by line on a thread.
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            if sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
 /// A `chat-gateway serve` process on a free loopback port; its whole log is kept.
 struct GatewayProcess {
     child: Child,
@@ -88,8 +74,8 @@ impl GatewayProcess {
             command.env("CHAT_GATEWAY_SECRET", SECRET);
         }
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
+        let stdout = support::lines(child.stdout.take().unwrap());
+        let stderr = support::lines(child.stderr.take().unwrap());
         let dev_token = args.contains(&"--dev").then(|| stdout.recv_timeout(support::PATIENCE).expect("no dev token"));
         let addr = loop {
             let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
@@ -338,7 +324,7 @@ async fn drive(case: &Case) {
         .expect("cannot start node");
     let mut node = Node(child);
     let mut stdin: ChildStdin = node.0.stdin.take().unwrap();
-    let stderr = lines(node.0.stderr.take().unwrap());
+    let stderr = support::lines(node.0.stderr.take().unwrap());
     let (sender, mut stdout) = tokio_mpsc::unbounded_channel();
     let pipe = node.0.stdout.take().unwrap();
     std::thread::spawn(move || {

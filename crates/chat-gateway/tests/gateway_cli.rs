@@ -2,9 +2,7 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use chat_gateway::auth::{self, Secret};
@@ -60,20 +58,6 @@ fn usage_mistakes_are_one_line_and_exit_2() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("chat-gateway token --user <id> [--ttl 1h]"));
 }
 
-/// Reads a pipe line by line on a thread, so the test can wait for a line with a timeout.
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            if sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
 #[cfg(unix)]
 #[tokio::test]
 async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
@@ -87,8 +71,8 @@ async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = support::lines(child.stdout.take().unwrap());
+    let stderr = support::lines(child.stderr.take().unwrap());
     let token = stdout.recv_timeout(support::PATIENCE).expect("no dev token on stdout");
     let addr = loop {
         let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
@@ -107,21 +91,7 @@ async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     // With no drain time, the run is cancelled at once: its terminal event arrives, then the close frame.
-    let mut terminal = None;
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap() {
-        match message.unwrap() {
-            Message::Text(text) if text.contains("agent_completed") => terminal = Some(text.to_string()),
-            Message::Close(frame) => {
-                assert_eq!(frame.map(|frame| u16::from(frame.code)), Some(1001));
-                break;
-            }
-            _ => {}
-        }
-    }
-    assert!(terminal.expect("no terminal event").contains(r#""outcome":"cancelled""#));
-    drop(ws);
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    cancelled_then_going_away(ws, child).await;
 }
 
 #[cfg(unix)]
@@ -137,7 +107,7 @@ fn sigterm_right_after_listening_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
+    let stderr = support::lines(child.stderr.take().unwrap());
     loop {
         let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
         if line.contains("listening on ") {
@@ -162,7 +132,7 @@ async fn a_second_sigterm_ends_a_long_drain_and_metrics_stay_up_meanwhile() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
+    let stderr = support::lines(child.stderr.take().unwrap());
     let (mut addr, mut metrics_addr) = (None, None);
     while addr.is_none() {
         let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
@@ -205,6 +175,19 @@ async fn a_second_sigterm_ends_a_long_drain_and_metrics_stay_up_meanwhile() {
     assert!(metrics.contains("chat_gateway_live_runs 1\n"), "{metrics}");
 
     kill();
+    cancelled_then_going_away(ws, child).await;
+}
+
+/// The drain's end as a client sees it: its run's terminal event (`cancelled`), then close code 1001; then the
+/// server exits with status 0.
+#[cfg(unix)]
+async fn cancelled_then_going_away(
+    mut ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    mut child: std::process::Child,
+) {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
     let mut terminal = None;
     while let Some(message) = tokio::time::timeout(support::PATIENCE, ws.next()).await.unwrap() {
         match message.unwrap() {

@@ -122,6 +122,22 @@ impl TestServer {
     }
 }
 
+/// Reads a pipe (a child process's stdout or stderr) line by line on a thread, so that a test can wait for a line
+/// with a timeout.
+pub(crate) fn lines(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
 /// A token for `user`, signed with [`SECRET`], valid for `ttl` from now.
 pub(crate) fn token_for(user: &str, ttl: Duration) -> String {
     auth::mint_token(&Secret::new(SECRET).unwrap(), user, ttl, auth::now_unix())
