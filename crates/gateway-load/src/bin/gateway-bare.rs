@@ -1,0 +1,433 @@
+//! `gateway-bare`: a bare tokio-tungstenite server that sends the frames `chat-gateway` sends, and nothing else.
+//!
+//! ```text
+//! gateway-bare [--addr 127.0.0.1:0] [--read-buffer 4096] [--write-buffer 4096] [--ping-interval 20] [--nodelay]
+//! ```
+//!
+//! No authentication (the token is ignored), no registry, no sessions, no replay log: for each connection to
+//! `/v1/ws` it sends the `session` frame, then answers each `run` with the events the built-in agent would produce
+//! (`gateway_load::script`: `echo`, `tools`, `fail` and `panic` at once, `slow` with its 10 ms steps), numbered per
+//! connection from 1, with the run's `request_id` echoed and a `run-N` id from one counter for the process, in the
+//! gateway's bytes (`gateway_load::frame`). It is the transport's limit for the benchmark: the same frames, the same
+//! timers, the same WebSocket settings.
+//!
+//! WebSocket settings, as the gateway's hardening sets them: a 4 KiB read buffer (tungstenite's default is 128 KiB,
+//! allocated up front for every connection), a 4 KiB write buffer (the size at which buffered frames are written
+//! out; a flush writes everything anyway), messages and frames up to 1 MiB, a ping every 20 s. Like the gateway
+//! (axum's `serve`), it leaves Nagle's algorithm on. Each connection has a reader task and a writer task, as the
+//! gateway's has: the writer numbers and writes what the reader and the `slow` runs hand it, in batches of up to 64
+//! frames per flush.
+//!
+//! It prints `listening on ADDR` on stderr once it listens, and runs until it is killed.
+// A command-line program talks to its user on stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt as _, StreamExt as _};
+use gateway_load::frame::{error_frame, event_frame, session_frame};
+use gateway_load::script::{Event, script, unknown_agent_message};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+const USAGE: &str = "\
+gateway-bare: a bare tokio-tungstenite server sending the frames chat-gateway sends (the benchmark's baseline)
+
+Usage:
+  gateway-bare [--addr 127.0.0.1:0] [--read-buffer 4096] [--write-buffer 4096] [--ping-interval 20] [--nodelay]
+
+  --addr ADDR            where to listen (default 127.0.0.1:0: a free port; `listening on ADDR` on stderr says which)
+  --read-buffer BYTES    tungstenite's read buffer per connection (default 4096, as the gateway's)
+  --write-buffer BYTES   tungstenite's write buffer threshold per connection (default 4096)
+  --ping-interval SECS   a ping to every connection this often (default 20, as the gateway's; 0: none)
+  --nodelay              turn Nagle's algorithm off on every connection (the gateway leaves it on)
+
+Serves GET /v1/ws with no authentication: the session frame, then each run's events as the built-in agents
+produce them. Runs until it is killed.";
+
+/// The gateway's limits on what it reads (its `HARD_FRAME_LIMIT`) and on a text message it accepts as a message.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The most frames written before one flush, as the gateway's send task does.
+const BATCH: usize = 64;
+
+/// Frames waiting for a connection's writer (the readers and `slow` runs wait while it is full).
+const QUEUE: usize = 64;
+
+struct Options {
+    addr: SocketAddr,
+    read_buffer: usize,
+    write_buffer: usize,
+    ping_interval: Duration,
+    nodelay: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut options = Options {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        read_buffer: 4096,
+        write_buffer: 4096,
+        ping_interval: Duration::from_secs(20),
+        nodelay: false,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        if flag == "--nodelay" {
+            options.nodelay = true;
+            continue;
+        }
+        let mut value = || inline.clone().or_else(|| args.next()).ok_or_else(|| format!("`{flag}` needs a value"));
+        let number = |text: String, min: u64| {
+            text.parse::<u64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| format!("`{flag} {text}` is not a whole number of at least {min}"))
+        };
+        match flag.as_str() {
+            "--addr" => {
+                let text = value()?;
+                options.addr =
+                    text.parse().map_err(|_| format!("`--addr {text}` is not an address like 127.0.0.1:8080"))?;
+            }
+            // tungstenite needs room for a frame header in its read buffer.
+            "--read-buffer" => options.read_buffer = number(value()?, 64)? as usize,
+            "--write-buffer" => options.write_buffer = number(value()?, 0)? as usize,
+            "--ping-interval" => options.ping_interval = Duration::from_secs(number(value()?, 0)?),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Some(options))
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}; see `gateway-bare --help`");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    config: WebSocketConfig,
+    ping_interval: Duration,
+    nodelay: bool,
+    /// The last run id handed out: one counter for the process, as the registry's.
+    last_run: AtomicU64,
+    last_session: AtomicU64,
+    seed: u64,
+}
+
+async fn serve(options: Options) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(options.addr).await.map_err(|err| format!("cannot listen on {}: {err}", options.addr))?;
+    let addr = listener.local_addr().map_err(|err| format!("no local address: {err}"))?;
+    eprintln!("listening on {addr}");
+    let config = WebSocketConfig::default()
+        .read_buffer_size(options.read_buffer)
+        .write_buffer_size(options.write_buffer)
+        .max_message_size(Some(HARD_FRAME_LIMIT))
+        .max_frame_size(Some(HARD_FRAME_LIMIT));
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |now| now.as_nanos() as u64);
+    let shared = Arc::new(Shared {
+        config,
+        ping_interval: options.ping_interval,
+        nodelay: options.nodelay,
+        last_run: AtomicU64::new(0),
+        last_session: AtomicU64::new(0),
+        seed: seed ^ u64::from(std::process::id()),
+    });
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, Arc::clone(&shared)));
+            }
+            Err(err) => {
+                // Out of file descriptors, most likely: wait for some to be freed rather than spin.
+                eprintln!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A 64-bit mix (splitmix64): session ids that look like the gateway's (32 hex digits) without a dependency.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A frame on its way to the connection's writer, which numbers it. Boxed in the channel, whose first block of 32
+/// slots every connection allocates up front (80 bytes a slot unboxed).
+enum Out {
+    Event { run: u64, request_id: Option<Arc<str>>, event: Event },
+    Error { request_id: Option<String>, code: &'static str, message: String },
+}
+
+async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+    if shared.nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    // The callback's type is tungstenite's: its error is the whole refusal response.
+    #[allow(clippy::result_large_err)]
+    let only_v1_ws = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() == "/v1/ws" {
+            Ok(response)
+        } else {
+            let mut refused = ErrorResponse::new(Some("not found\n".to_owned()));
+            *refused.status_mut() = StatusCode::NOT_FOUND;
+            Err(refused)
+        }
+    };
+    let Ok(socket) = tokio_tungstenite::accept_hdr_async_with_config(stream, only_v1_ws, Some(shared.config)).await
+    else {
+        return;
+    };
+    let number = shared.last_session.fetch_add(1, Ordering::Relaxed);
+    let session_id = format!("{:016x}{:016x}", mix(shared.seed ^ number), mix(!shared.seed ^ number));
+    let (sink, stream) = socket.split();
+    let (frames, queue) = mpsc::channel(QUEUE);
+    let (stop, stop_rx) = oneshot::channel();
+    let writer = tokio::spawn(write_loop(sink, queue, stop_rx, session_id, shared.ping_interval));
+    let close = read_loop(stream, frames, &shared).await;
+    let _ = stop.send(close);
+    let _ = writer.await;
+}
+
+/// Reads client messages until the client leaves; `Some(frame)` if the server should close with that frame.
+async fn read_loop(
+    mut stream: SplitStream<WebSocketStream<TcpStream>>,
+    frames: mpsc::Sender<Box<Out>>,
+    shared: &Shared,
+) -> Option<CloseFrame> {
+    while let Some(Ok(message)) = stream.next().await {
+        let refusal = match message {
+            Message::Text(text) if text.len() > MAX_FRAME_BYTES => Out::Error {
+                request_id: None,
+                code: "frame_too_large",
+                message: format!("the message has {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()),
+            },
+            Message::Text(text) => match handle(text.as_str(), &frames, shared).await {
+                Handled::Done => continue,
+                Handled::Refused(refusal) => refusal,
+                Handled::Close => {
+                    return Some(CloseFrame { code: CloseCode::Normal, reason: "session closed".into() });
+                }
+                Handled::Gone => return None,
+            },
+            Message::Binary(_) => Out::Error {
+                request_id: None,
+                code: "binary_frame",
+                message: "binary frames are not supported; send JSON messages as text frames".to_owned(),
+            },
+            // Pings are answered by tungstenite; after a close frame the stream ends.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+        };
+        if frames.send(Box::new(refusal)).await.is_err() {
+            return None;
+        }
+    }
+    None
+}
+
+enum Handled {
+    Done,
+    Refused(Out),
+    Close,
+    Gone,
+}
+
+async fn handle(text: &str, frames: &mpsc::Sender<Box<Out>>, shared: &Shared) -> Handled {
+    let message = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(message)) => message,
+        Ok(_) => return refuse(None, "malformed_json", "the message is not a JSON object".to_owned()),
+        Err(err) => return refuse(None, "malformed_json", format!("the message is not a JSON object: {err}")),
+    };
+    let request_id = message.get("request_id").and_then(Value::as_str).map(str::to_owned);
+    let field = |name: &str| message.get(name).and_then(Value::as_str);
+    match field("type") {
+        Some("run") => {}
+        Some("close") => return Handled::Close,
+        Some("cancel") => {
+            // The bare server keeps no runs to cancel.
+            let run_id = field("run_id").unwrap_or_default();
+            return refuse(request_id, "unknown_run", format!("{run_id} is not in progress in this session"));
+        }
+        Some(other) => {
+            let message = format!("unknown message type `{other}`; expected `run`, `cancel` or `close`");
+            return refuse(request_id, "unknown_type", message);
+        }
+        None => return refuse(request_id, "missing_field", "missing field `type`".to_owned()),
+    }
+    let Some(agent) = field("agent") else {
+        return refuse(request_id, "missing_field", "missing field `agent`".to_owned());
+    };
+    let input = field("input").unwrap_or_default();
+    let Some(steps) = script(agent, input) else {
+        return refuse(request_id, "unknown_agent", unknown_agent_message(agent));
+    };
+    let run = shared.last_run.fetch_add(1, Ordering::Relaxed) + 1;
+    let request_id: Option<Arc<str>> = request_id.map(Into::into);
+    if steps.iter().all(|step| step.delay.is_zero()) {
+        // No waits: the events go out at once, in order.
+        for step in steps {
+            let out = Out::Event { run, request_id: request_id.clone(), event: step.event };
+            if frames.send(Box::new(out)).await.is_err() {
+                return Handled::Gone;
+            }
+        }
+    } else {
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            for step in steps {
+                if !step.delay.is_zero() {
+                    tokio::time::sleep(step.delay).await;
+                }
+                let out = Out::Event { run, request_id: request_id.clone(), event: step.event };
+                if frames.send(Box::new(out)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Handled::Done
+}
+
+fn refuse(request_id: Option<String>, code: &'static str, message: String) -> Handled {
+    Handled::Refused(Out::Error { request_id, code, message })
+}
+
+/// The connection's only writer: the session frame, then every frame it is handed, numbered from 1.
+async fn write_loop(
+    mut sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut queue: mpsc::Receiver<Box<Out>>,
+    mut stop: oneshot::Receiver<Option<CloseFrame>>,
+    session_id: String,
+    ping_interval: Duration,
+) {
+    if sink.send(Message::text(session_frame(&session_id, false, 0))).await.is_err() {
+        return;
+    }
+    drop(session_id);
+    let mut ping = (!ping_interval.is_zero()).then(|| {
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping
+    });
+    let mut seq = 0;
+    // Allocated by the first batch (`recv_many` reserves what it needs), so an idle connection has none.
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            close = &mut stop => {
+                if let Ok(Some(frame)) = close {
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+                // Flushes the reply to a close frame the client sent, if any.
+                let _ = sink.close().await;
+                return;
+            }
+            received = queue.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    return;
+                }
+                for out in batch.drain(..) {
+                    seq += 1;
+                    let text = match *out {
+                        Out::Event { run, request_id, event } => event_frame(seq, run, request_id.as_deref(), &event),
+                        Out::Error { request_id, code, message } => {
+                            error_frame(seq, request_id.as_deref(), code, &message)
+                        }
+                    };
+                    if sink.feed(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = async { ping.as_mut()?.tick().await; Some(()) }, if ping.is_some() => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<String, String> {
+        parse_args(args.split_whitespace().map(str::to_owned)).map(|options| match options {
+            None => "help".to_owned(),
+            Some(o) => format!("{} {} {} {:?} {}", o.addr, o.read_buffer, o.write_buffer, o.ping_interval, o.nodelay),
+        })
+    }
+
+    #[test]
+    fn parses_the_command_line() {
+        assert_eq!(parse("").unwrap(), "127.0.0.1:0 4096 4096 20s false");
+        assert_eq!(
+            parse("--addr 127.0.0.1:9000 --read-buffer=8192 --write-buffer 0 --ping-interval 0 --nodelay").unwrap(),
+            "127.0.0.1:9000 8192 0 0ns true"
+        );
+        assert_eq!(parse("--help").unwrap(), "help");
+        assert_eq!(parse("--addr").unwrap_err(), "`--addr` needs a value");
+        assert_eq!(parse("--addr nowhere").unwrap_err(), "`--addr nowhere` is not an address like 127.0.0.1:8080");
+        assert_eq!(parse("--read-buffer 1").unwrap_err(), "`--read-buffer 1` is not a whole number of at least 64");
+        assert_eq!(parse("--port 1").unwrap_err(), "unknown argument `--port`");
+    }
+
+    #[test]
+    fn session_ids_look_like_the_gateways() {
+        let id = format!("{:016x}{:016x}", mix(1), mix(!1));
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(mix(1), mix(2));
+    }
+}
