@@ -38,7 +38,7 @@ Figures: migrate-check (manifest-only and with sources) against `cargo metadata 
 300- and 1,500-member workspaces, then `cargo bench -p core-registry --bench registry` and
 `cargo run --release -p chat-gateway --example replay`, then the gateway (`chat-gateway serve`) beside a bare
 tokio-tungstenite server (`gateway-bare`), each its own process, under load from `gateway-load` at 100, 1,000
-and 10,000 users and with 10,000 idle connections. Each figure is also printed as
+and 10,000 users (closed loop, and paced) and with 10,000 idle connections. Each figure is also printed as
 `BENCH\\t<figure>\\t<measured>\\t<ratio>\\t<target>\\t<yes|no>` on stdout. The exit status is 1 if the
 gateway lost, misordered or crossed an event between users.
 ";

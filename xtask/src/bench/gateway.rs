@@ -1,9 +1,11 @@
 //! The chat-gateway load figures: the gateway and a bare tokio-tungstenite server (`gateway-bare`, the transport's
 //! limit), each run as its own process, under load from a third (`gateway-load`), alternating, medians.
 //!
-//! Sizes: 100, 1,000 and 10,000 users, closed loop (3 runs in flight per user, `echo` / `tools` / `slow 3`) for 5 s,
-//! three repetitions per server, plus the server's memory per idle connection at 10,000 idle connections. `--quick`:
-//! 50 users for 1 s and 100 idle connections, once each. Every server process is started fresh for each run and
+//! Sizes: 100, 1,000 and 10,000 users, closed loop (3 runs in flight per user, `echo` / `tools` / `slow 3`) for 5 s;
+//! paced (2 runs per user per second at 1,000 users, 0.5 at 10,000: loads both servers sustain, so that the tail is
+//! theirs rather than a queue of runs); three repetitions per server; plus the server's memory per idle connection
+//! at 10,000 idle connections. `--quick`: 50 users for 1 s (closed loop, and paced at 2 per second) and 100 idle
+//! connections, once each. Every server process is started fresh for each run and
 //! killed when the run ends, however it ends (a guard kills it on every return path and on a panic).
 
 use std::collections::HashMap;
@@ -370,6 +372,37 @@ pub(super) fn figures(quick: bool, target_dir: &Path, rows: &mut Vec<Row>) -> Re
         for row in &rows[first..] {
             println!("{}", row.bench_line());
         }
+    }
+
+    // Paced: a load both servers sustain, so that the tail is the servers' and not a queue of runs.
+    let paced: &[(usize, f64)] = if quick { &[(50, 2.0)] } else { &[(1000, 2.0), (10_000, 0.5)] };
+    for &(users, rate) in paced {
+        eprintln!("bench: chat-gateway paced load, {users} users, {rate} runs per user per second, {seconds} s");
+        let args: Vec<String> =
+            ["--users", &users.to_string(), "--rate", &rate.to_string(), "--seconds", &seconds.to_string()]
+                .map(str::to_owned)
+                .into();
+        let bound = Duration::from_secs_f64(seconds) + Duration::from_secs(120 + users as u64 / 50);
+        let (gateway, bare) = alternate(&binaries, &args, runs, &secret, bound)?;
+        let passed = gateway.iter().chain(&bare).all(|load| load.passed);
+        all_passed &= passed;
+        let (p99, bare_p99) = (median_of(&gateway, "p99_ms"), median_of(&bare, "p99_ms"));
+        let (p50, bare_p50) = (median_of(&gateway, "p50_ms"), median_of(&bare, "p50_ms"));
+        let (cpu, bare_cpu) =
+            (median_of(&gateway, "server_cpu_us_per_event"), median_of(&bare, "server_cpu_us_per_event"));
+        let failures = sum_of(&gateway, "failures") + sum_of(&bare, "failures");
+        let ratio = p99 / bare_p99;
+        let row = ratio_row(
+            format!("gateway / bare p99 run -> agent_started, paced {rate} runs per user per second, {users} users"),
+            format!(
+                "{p99:.2} ms vs {bare_p99:.2} ms (p50 {p50:.2} vs {bare_p50:.2} ms; CPU per event {cpu:.2} vs \
+                 {bare_cpu:.2} us; {failures} failed checks; median of {runs})"
+            ),
+            ratio,
+            (users >= 1000).then_some(("<= 1.3x", ratio <= P99_TARGET && passed)),
+        );
+        println!("{}", row.bench_line());
+        rows.push(row);
     }
 
     eprintln!("bench: chat-gateway idle memory, {idle} connections, {runs} runs per server, alternating");
