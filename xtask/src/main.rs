@@ -13,6 +13,7 @@ mod bench;
 mod compat_audit;
 mod migrate_check;
 mod migration_doc;
+mod test;
 
 const HELP: &str = "\
 cargo xtask: development tasks for this workspace
@@ -25,6 +26,7 @@ COMMANDS:
     compat-audit    check that the compat crate holds only deprecated forwarding items
     migration-doc   regenerate MIGRATION.md's old -> new table (--check: fail when it is stale)
     bench           run the benchmarks (migrate-check vs cargo metadata, registry, gateway load) in one table
+    test            install what the tests need (chromium, npm packages) if missing, then cargo test --workspace
     help            print this help
 
 Run `cargo xtask <COMMAND> --help` for a command's options.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         "compat-audit" => compat_audit::main(rest),
         "migration-doc" => migration_doc::main(rest),
         "bench" => bench::main(rest),
+        "test" => test::main(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             ExitCode::SUCCESS

@@ -21,7 +21,6 @@
 
 use std::alloc::System;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_gateway::Gateway;
@@ -86,8 +85,10 @@ async fn run(quick: bool) -> Result<(), String> {
         .register("fast", || agents::Slow { step: Duration::ZERO })
         .build()
         .map_err(|err| err.to_string())?;
-    let gateway =
-        Gateway::new(registry, Secret::new(SECRET).ok_or("empty secret")?).resume_window(Duration::from_secs(600));
+    // One user holds every measured session, so the per-user session cap is lifted.
+    let gateway = Gateway::new(registry, Secret::new(SECRET).ok_or("empty secret")?)
+        .resume_window(Duration::from_secs(600))
+        .max_sessions_per_user(usize::MAX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|err| err.to_string())?;
     let addr = listener.local_addr().map_err(|err| err.to_string())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -207,7 +208,7 @@ async fn run(quick: bool) -> Result<(), String> {
         let text = format!(
             r#"{{"type":"agent_thinking","seq":{seq},"run_id":"run-1","request_id":"r","text":"step {seq}/4096"}}"#
         );
-        log.append(key, LoggedMessage { seq, text: Arc::from(text) }).await.map_err(|err| err.to_string())?;
+        log.append(key, LoggedMessage::new(seq, text)).await.map_err(|err| err.to_string())?;
     }
     let per_message = (live_bytes() - before) as f64 / 4096.0;
     bench(

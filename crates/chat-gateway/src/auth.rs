@@ -101,7 +101,13 @@ pub enum AuthError {
     /// `nbf` is in the future.
     #[error("token not valid yet")]
     NotYetValid,
+    /// `sub` is longer than [`MAX_SUBJECT_BYTES`].
+    #[error("token claim `sub` has {0} bytes; a user id may have at most {MAX_SUBJECT_BYTES}")]
+    SubjectTooLong(usize),
 }
+
+/// The longest user id (`sub`) a token may carry, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 256;
 
 /// Seconds since the Unix epoch, now.
 pub fn now_unix() -> u64 {
@@ -157,7 +163,11 @@ pub fn verify_token(secret: &Secret, token: &str, now: u64) -> Result<Claims, Au
 
     let claims: serde_json::Value = decode_json(claims, "claims are not base64url-encoded JSON")?;
     let user = claims.get("sub").and_then(serde_json::Value::as_str).filter(|sub| !sub.is_empty());
-    let user = user.ok_or(AuthError::InvalidClaim("sub"))?.to_owned();
+    let user = user.ok_or(AuthError::InvalidClaim("sub"))?;
+    if user.len() > MAX_SUBJECT_BYTES {
+        return Err(AuthError::SubjectTooLong(user.len()));
+    }
+    let user = user.to_owned();
     let expires_at = numeric_date(claims.get("exp")).ok_or(AuthError::InvalidClaim("exp"))?;
     if expires_at <= now {
         return Err(AuthError::Expired);
@@ -237,6 +247,10 @@ mod tests {
         check(&forge(HS256, r#"{"exp":2000}"#, "test-secret"), Err(AuthError::InvalidClaim("sub")));
         check(&forge(HS256, r#"{"sub":"","exp":2000}"#, "test-secret"), Err(AuthError::InvalidClaim("sub")));
         check(&forge(HS256, r#"{"sub":"bob"}"#, "test-secret"), Err(AuthError::InvalidClaim("exp")));
+        let at_most = format!(r#"{{"sub":"{}","exp":2000}}"#, "u".repeat(MAX_SUBJECT_BYTES));
+        check(&forge(HS256, &at_most, "test-secret"), Ok((&"u".repeat(MAX_SUBJECT_BYTES), 2000)));
+        let too_long = format!(r#"{{"sub":"{}","exp":2000}}"#, "u".repeat(MAX_SUBJECT_BYTES + 1));
+        check(&forge(HS256, &too_long, "test-secret"), Err(AuthError::SubjectTooLong(MAX_SUBJECT_BYTES + 1)));
         check(&forge(HS256, r#"{"sub":"bob","exp":"soon"}"#, "test-secret"), Err(AuthError::InvalidClaim("exp")));
         check(&forge(HS256, "[1]", "test-secret"), Err(AuthError::Malformed("claims are not base64url-encoded JSON")));
     }

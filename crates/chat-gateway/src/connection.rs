@@ -13,9 +13,11 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use core_registry::{CancelError, RunError, RunId};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument as _;
 
+use crate::limits::Slot;
+use crate::metrics::Disconnect;
 use crate::protocol::{Body, ClientMessage, ErrorCode, MAX_FRAME_BYTES, ProtocolError, session_frame};
 use crate::replay::{Attached, ReplayError};
 use crate::server::Gateway;
@@ -35,6 +37,9 @@ pub(crate) const CLOSE_TAKEN_OVER: u16 = 4000;
 
 /// Close code: the connection's token expired.
 pub(crate) const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
+/// Close code: no frame from the client within the idle timeout, even after a ping.
+pub(crate) const CLOSE_IDLE: u16 = 4002;
 
 impl From<ProtocolError> for Refusal {
     fn from(err: ProtocolError) -> Self {
@@ -80,16 +85,22 @@ enum Leave {
     Gone,
     /// The client sent `{"type":"close"}`.
     Close,
+    /// No frame within the idle timeout after a ping.
+    Idle,
+    /// A text frame that is not UTF-8.
+    NotUtf8,
 }
 
 /// Serves one upgraded connection until the client leaves, the token expires, another connection takes the session
-/// over, or the gateway shuts down.
-pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_at: u64) {
+/// over, or the gateway shuts down. `slot` is the connection's place under the connection caps.
+pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_at: u64, slot: Slot) {
     let gateway = attachment.gateway.clone();
     gateway.metrics.connection_opened();
     let span = tracing::info_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
     serve(&gateway, &mut attachment, socket, expires_at).instrument(span).await;
     drop(attachment);
+    // Freed before the connection is counted out: once `connections_open` says so, its place can be taken.
+    drop(slot);
     gateway.metrics.connection_closed();
 }
 
@@ -106,20 +117,22 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
     let live = Arc::clone(&attachment.live);
     let (sink, stream) = socket.split();
     let (stop, stop_rx) = oneshot::channel();
+    // The receive task asks the send task (the only writer) for a ping when the client has been silent.
+    let ping = Arc::new(Notify::new());
     let mut send_task = tokio::spawn(
         send_loop(
             sink,
             gateway.clone(),
             Arc::clone(&live),
-            attachment.attached,
-            attachment.after,
-            attachment.resumed,
+            Cursor { attached: attachment.attached, after: attachment.after, resumed: attachment.resumed },
             stop_rx,
+            Arc::clone(&ping),
         )
         .instrument(tracing::Span::current()),
     );
-    let mut receive_task =
-        tokio::spawn(receive_loop(stream, Arc::clone(&live), gateway.clone()).instrument(tracing::Span::current()));
+    let mut receive_task = tokio::spawn(
+        receive_loop(stream, Arc::clone(&live), gateway.clone(), ping).instrument(tracing::Span::current()),
+    );
     let token_expiry = tokio::time::sleep(until(expires_at));
 
     // A JoinHandle must not be polled again once it has completed: track which task has ended.
@@ -131,29 +144,55 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
         _ = &mut send_task => sent_all = true,
         leave = &mut receive_task => {
             client_left = true;
-            if let Ok(Leave::Close) = leave {
-                attachment.close_now = true;
-                stop_with(close_code::NORMAL, "session closed");
+            let close = match leave {
+                Ok(Leave::Close) => {
+                    attachment.close_now = true;
+                    Some((close_code::NORMAL, "session closed"))
+                }
+                Ok(Leave::Idle) => {
+                    gateway.metrics.disconnected(Disconnect::Idle);
+                    Some((CLOSE_IDLE, "no frame within the idle timeout"))
+                }
+                Ok(Leave::NotUtf8) => {
+                    gateway.metrics.disconnected(Disconnect::NotUtf8);
+                    Some((close_code::INVALID, "a text frame was not UTF-8"))
+                }
+                Ok(Leave::Gone) | Err(_) => None,
+            };
+            if let Some((code, reason)) = close {
+                stop_with(code, reason);
                 let _ = tokio::time::timeout(CLOSE_GRACE, &mut send_task).await;
             }
         }
         () = token_expiry => {
             tracing::debug!("token expired");
+            gateway.metrics.disconnected(Disconnect::TokenExpired);
             stop_with(CLOSE_TOKEN_EXPIRED, "token expired");
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut send_task).await;
         }
         () = gateway.shutdown.cancelled() => {
-            // Drain: the receive task refuses new runs from now on; runs in progress may finish, up to the timeout.
+            // Drain: the receive task refuses new runs from now on; runs in progress may finish, up to the timeout
+            // (or not at all once the drain is ended at once).
             tokio::select! {
                 _ = tokio::time::timeout(gateway.drain_timeout, live.runs_done()) => {}
+                () = gateway.stop_now.cancelled() => {}
                 _ = &mut send_task => sent_all = true,
                 _ = &mut receive_task => client_left = true,
             }
             if !sent_all && !client_left {
                 // Cancel what still runs: the log ends after their terminal events, then the send task writes the
-                // close frame. A client that stops reading is cut off after the grace period.
+                // close frame. A client that stops reading is cut off after the grace period, shorter once the
+                // drain is ended at once.
                 live.core.close();
-                if tokio::time::timeout(FINAL_WRITE_GRACE, &mut send_task).await.is_ok() {
+                let cut_short = async {
+                    gateway.stop_now.cancelled().await;
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                };
+                let written = tokio::select! {
+                    written = tokio::time::timeout(FINAL_WRITE_GRACE, &mut send_task) => written.is_ok(),
+                    () = cut_short => false,
+                };
+                if written {
                     let _ = tokio::time::timeout(CLOSE_GRACE, &mut receive_task).await;
                 }
             }
@@ -165,11 +204,40 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
     tracing::debug!("disconnected");
 }
 
-async fn receive_loop(mut stream: SplitStream<WebSocket>, live: Arc<LiveSession>, gateway: Gateway) -> Leave {
-    while let Some(message) = stream.next().await {
+async fn receive_loop(
+    mut stream: SplitStream<WebSocket>,
+    live: Arc<LiveSession>,
+    gateway: Gateway,
+    ping: Arc<Notify>,
+) -> Leave {
+    let idle_timeout = gateway.limits.idle_timeout;
+    let mut pinged = false;
+    loop {
+        let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
+            Ok(Some(message)) => {
+                pinged = false;
+                message
+            }
+            Ok(None) => return Leave::Gone,
+            Err(_) if !pinged => {
+                // Silent for a whole idle timeout: ask for a pong (any frame will do), and give it another one.
+                ping.notify_one();
+                pinged = true;
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("no frame from the client within the idle timeout after a ping");
+                return Leave::Idle;
+            }
+        };
         let message = match message {
             Ok(message) => message,
             Err(err) => {
+                let err = err.into_inner();
+                if let Some(tungstenite::Error::Utf8(_)) = err.downcast_ref::<tungstenite::Error>() {
+                    tracing::debug!("a text frame was not UTF-8");
+                    return Leave::NotUtf8;
+                }
                 // The client broke the protocol or the connection dropped: not our error.
                 tracing::debug!(%err, "websocket read ended");
                 return Leave::Gone;
@@ -202,7 +270,6 @@ async fn receive_loop(mut stream: SplitStream<WebSocket>, live: Arc<LiveSession>
             }
         }
     }
-    Leave::Gone
 }
 
 fn handle(message: ClientMessage, live: &LiveSession, gateway: &Gateway) -> Option<Refusal> {
@@ -279,34 +346,99 @@ fn refuse_run(err: RunError, request_id: Option<String>) -> Refusal {
     }
 }
 
+/// Where a connection's client starts reading the session.
+struct Cursor {
+    attached: Attached,
+    /// The seq of the last message the client has.
+    after: u64,
+    resumed: bool,
+}
+
+/// Why the send task stopped writing.
+enum Cut {
+    /// A write did not complete within the write timeout.
+    Deadline,
+    /// The connection broke.
+    Broken,
+}
+
+/// Writes with the write deadline: a client that accepts nothing for that long is cut off.
+async fn write<F, E>(write: F, timeout: Duration) -> Result<(), Cut>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "websocket write failed");
+            Err(Cut::Broken)
+        }
+        Err(_) => {
+            tracing::debug!(?timeout, "the client accepted no frame within the write timeout");
+            Err(Cut::Deadline)
+        }
+    }
+}
+
 async fn send_loop(
     mut sink: SplitSink<WebSocket, Message>,
     gateway: Gateway,
     live: Arc<LiveSession>,
-    attached: Attached,
-    after: u64,
-    resumed: bool,
-    mut stop: oneshot::Receiver<CloseFrame>,
+    start: Cursor,
+    stop: oneshot::Receiver<CloseFrame>,
+    ping: Arc<Notify>,
 ) {
-    let frame = session_frame(&live.key.to_string(), resumed, attached.last_seq);
-    if let Err(err) = sink.send(Message::Text(frame.into())).await {
-        tracing::debug!(%err, "websocket write failed");
-        return;
+    let write_timeout = gateway.limits.write_timeout;
+    let result = send_messages(&mut sink, &gateway, &live, start, stop, &ping).await;
+    let close = match result {
+        Ok(close) => close,
+        Err(Cut::Deadline) => {
+            gateway.metrics.disconnected(Disconnect::WriteTimeout);
+            return;
+        }
+        Err(Cut::Broken) => return,
+    };
+    if close.code == CLOSE_TAKEN_OVER {
+        gateway.metrics.disconnected(Disconnect::TakenOver);
     }
+    if let Err(Cut::Deadline) = write(sink.send(Message::Close(Some(close))), write_timeout).await {
+        gateway.metrics.disconnected(Disconnect::WriteTimeout);
+    }
+}
+
+/// Writes the session frame, then every message after the client's cursor, until the session ends or the
+/// connection is told to stop; returns the close frame to send.
+async fn send_messages(
+    sink: &mut SplitSink<WebSocket, Message>,
+    gateway: &Gateway,
+    live: &LiveSession,
+    start: Cursor,
+    mut stop: oneshot::Receiver<CloseFrame>,
+    ping: &Notify,
+) -> Result<CloseFrame, Cut> {
+    let timeout = gateway.limits.write_timeout;
+    let Cursor { attached, after, resumed } = start;
+    let frame = session_frame(&live.key.to_string(), resumed, attached.last_seq);
+    write(sink.send(Message::Text(frame.into())), timeout).await?;
     // Invariant: the client has been sent every message of the session up to `cursor`, in order, once each on this
     // connection.
     let mut cursor = after;
-    let close = loop {
+    loop {
         if live.finished.is_cancelled() && cursor >= live.last_seq() {
             // The session was closed (a shutdown) and its last message is out.
-            break CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+            return Ok(CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() });
         }
         let batch = tokio::select! {
             biased;
             frame = &mut stop => match frame {
-                Ok(frame) => break frame,
-                Err(_) => return,
+                Ok(frame) => return Ok(frame),
+                Err(_) => return Err(Cut::Broken),
             },
+            () = ping.notified() => {
+                write(sink.send(Message::Ping(Default::default())), timeout).await?;
+                continue;
+            }
             batch = gateway.sessions.log.replay_after(live.key, &attached, cursor, BATCH) => batch,
             () = live.finished.cancelled() => continue,
         };
@@ -314,27 +446,18 @@ async fn send_loop(
             Ok(messages) => messages,
             Err(ReplayError::TakenOver) => {
                 tracing::debug!("session resumed elsewhere");
-                break CloseFrame { code: CLOSE_TAKEN_OVER, reason: "session resumed elsewhere".into() };
+                return Ok(CloseFrame { code: CLOSE_TAKEN_OVER, reason: "session resumed elsewhere".into() });
             }
             Err(err) => {
                 tracing::debug!(%err, "session ended");
-                break CloseFrame { code: close_code::AWAY, reason: "session closed".into() };
+                return Ok(CloseFrame { code: close_code::AWAY, reason: "session closed".into() });
             }
         };
         for message in messages {
-            if let Err(err) = sink.feed(Message::Text(message.text.as_ref().into())).await {
-                tracing::debug!(%err, "websocket write failed");
-                return;
-            }
+            write(sink.feed(Message::Text(message.text)), timeout).await?;
             cursor = message.seq;
         }
-        if let Err(err) = sink.flush().await {
-            tracing::debug!(%err, "websocket write failed");
-            return;
-        }
-    };
-    if let Err(err) = sink.send(Message::Close(Some(close))).await {
-        tracing::debug!(%err, "could not send the close frame");
+        write(sink.flush(), timeout).await?;
     }
 }
 

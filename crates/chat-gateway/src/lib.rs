@@ -5,7 +5,9 @@
 
 pub mod auth;
 mod connection;
+pub mod limits;
 pub mod metrics;
+mod page;
 pub mod protocol;
 pub mod replay;
 mod server;

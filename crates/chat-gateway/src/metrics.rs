@@ -5,9 +5,104 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use core_registry::AgentRegistry;
 
+/// Why an upgrade request was refused before the upgrade: the `reason` label of `chat_gateway_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refused {
+    /// `401`: the token is missing or not valid.
+    Unauthorized,
+    /// `429`: the address made too many failed upgrade requests in this window.
+    Throttled,
+    /// `403`: the request's `Origin` is neither its own nor an allowed one.
+    Origin,
+    /// `429`: the user holds as many connections as allowed.
+    UserConnections,
+    /// `429`: the user holds as many sessions as allowed, none of them waiting for a resume.
+    UserSessions,
+    /// `503`: the gateway holds as many connections as allowed.
+    Connections,
+    /// `503`: the gateway is draining.
+    Draining,
+    /// `404`: the session to resume is unknown, expired or another user's.
+    UnknownSession,
+    /// `409`: the session's replay log no longer holds the next message the client needs.
+    ResumeGap,
+}
+
+impl Refused {
+    /// Every reason, in the order `GET /metrics` lists them.
+    pub const ALL: [Refused; 9] = [
+        Refused::Unauthorized,
+        Refused::Throttled,
+        Refused::Origin,
+        Refused::UserConnections,
+        Refused::UserSessions,
+        Refused::Connections,
+        Refused::Draining,
+        Refused::UnknownSession,
+        Refused::ResumeGap,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::Unauthorized => "unauthorized",
+            Refused::Throttled => "throttled",
+            Refused::Origin => "origin",
+            Refused::UserConnections => "user_connections",
+            Refused::UserSessions => "user_sessions",
+            Refused::Connections => "connections",
+            Refused::Draining => "draining",
+            Refused::UnknownSession => "unknown_session",
+            Refused::ResumeGap => "resume_gap",
+        }
+    }
+}
+
+/// Why the gateway ended a connection itself: the `reason` label of `chat_gateway_disconnects_total`. A client
+/// that leaves, and a shutdown, are not counted here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// No frame from the client within the idle timeout after a ping.
+    Idle,
+    /// The client accepted no frame within the write timeout.
+    WriteTimeout,
+    /// The token expired (close code 4001).
+    TokenExpired,
+    /// Another connection resumed the session (close code 4000).
+    TakenOver,
+    /// A text frame that is not UTF-8 (close code 1007).
+    NotUtf8,
+}
+
+impl Disconnect {
+    /// Every reason, in the order `GET /metrics` lists them.
+    pub const ALL: [Disconnect; 5] = [
+        Disconnect::Idle,
+        Disconnect::WriteTimeout,
+        Disconnect::TokenExpired,
+        Disconnect::TakenOver,
+        Disconnect::NotUtf8,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::Idle => "idle",
+            Disconnect::WriteTimeout => "write_timeout",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::TakenOver => "taken_over",
+            Disconnect::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
 /// The gateway's counters. All are monotonic except `connections_open`.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    refused_total: [AtomicU64; Refused::ALL.len()],
+    disconnects_total: [AtomicU64; Disconnect::ALL.len()],
     connections_total: AtomicU64,
     connections_open: AtomicU64,
     auth_failures_total: AtomicU64,
@@ -24,7 +119,7 @@ pub struct MetricsSnapshot {
     pub connections_total: u64,
     /// WebSocket connections open now.
     pub connections_open: u64,
-    /// Upgrade requests refused with 401.
+    /// Upgrade requests refused with 401 (also counted in [`refused`](MetricsSnapshot::refused)`(Unauthorized)`).
     pub auth_failures_total: u64,
     /// Runs started since start.
     pub runs_started_total: u64,
@@ -41,6 +136,8 @@ pub struct MetricsSnapshot {
     pub resumable_sessions: u64,
     /// Connections that resumed a session since start.
     pub resumes_total: u64,
+    pub(crate) refused_total: [u64; Refused::ALL.len()],
+    pub(crate) disconnects_total: [u64; Disconnect::ALL.len()],
 }
 
 impl Metrics {
@@ -53,8 +150,16 @@ impl Metrics {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn auth_failed(&self) {
-        self.auth_failures_total.fetch_add(1, Ordering::Relaxed);
+    /// Counts an upgrade request refused for `reason` (a `401` also in `auth_failures_total`).
+    pub(crate) fn refused(&self, reason: Refused) {
+        if reason == Refused::Unauthorized {
+            self.auth_failures_total.fetch_add(1, Ordering::Relaxed);
+        }
+        self.refused_total[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn disconnected(&self, reason: Disconnect) {
+        self.disconnects_total[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn resumed(&self) {
@@ -87,11 +192,23 @@ impl Metrics {
             live_runs: registry.live_runs() as u64,
             resumable_sessions: 0,
             resumes_total: self.resumes_total.load(Ordering::Relaxed),
+            refused_total: self.refused_total.each_ref().map(|count| count.load(Ordering::Relaxed)),
+            disconnects_total: self.disconnects_total.each_ref().map(|count| count.load(Ordering::Relaxed)),
         }
     }
 }
 
 impl MetricsSnapshot {
+    /// Upgrade requests refused for `reason` since start.
+    pub fn refused(&self, reason: Refused) -> u64 {
+        self.refused_total[reason as usize]
+    }
+
+    /// Connections the gateway ended for `reason` since start.
+    pub fn disconnects(&self, reason: Disconnect) -> u64 {
+        self.disconnects_total[reason as usize]
+    }
+
     /// Renders the Prometheus text format, every metric prefixed `chat_gateway_`.
     ///
     /// ```
@@ -129,6 +246,22 @@ impl MetricsSnapshot {
                 "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} {kind}\nchat_gateway_{name} {value}\n"
             );
         }
+        let mut family = |name: &str, help: &str, values: &mut dyn Iterator<Item = (&str, u64)>| {
+            let _ = write!(text, "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} counter\n");
+            for (reason, value) in values {
+                let _ = writeln!(text, "chat_gateway_{name}{{reason=\"{reason}\"}} {value}");
+            }
+        };
+        family(
+            "refused_total",
+            "Upgrade requests refused before the upgrade, by reason.",
+            &mut Refused::ALL.iter().map(|&reason| (reason.as_str(), self.refused(reason))),
+        );
+        family(
+            "disconnects_total",
+            "Connections the gateway ended itself, by reason.",
+            &mut Disconnect::ALL.iter().map(|&reason| (reason.as_str(), self.disconnects(reason))),
+        );
         text
     }
 }

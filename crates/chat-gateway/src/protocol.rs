@@ -227,6 +227,15 @@ impl ServerMessage<'_> {
     }
 }
 
+/// Serializes a value through its `Display`, written straight into the output (no `String` in between).
+struct Displayed<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Displayed<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 impl Serialize for ServerMessage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
@@ -234,7 +243,7 @@ impl Serialize for ServerMessage<'_> {
             Body::Event(event) => {
                 map.serialize_entry("type", event.kind().name())?;
                 map.serialize_entry("seq", &self.seq)?;
-                map.serialize_entry("run_id", &event.run_id().to_string())?;
+                map.serialize_entry("run_id", &Displayed(event.run_id()))?;
                 map.serialize_entry("request_id", &self.request_id)?;
                 match event.kind() {
                     EventKind::AgentStarted { input } => {
@@ -243,12 +252,12 @@ impl Serialize for ServerMessage<'_> {
                     }
                     EventKind::AgentThinking { text } => map.serialize_entry("text", text)?,
                     EventKind::ToolExecuting { call, tool, input } => {
-                        map.serialize_entry("call_id", &call.to_string())?;
+                        map.serialize_entry("call_id", &Displayed(call))?;
                         map.serialize_entry("tool", &**tool)?;
                         map.serialize_entry("input", input)?;
                     }
                     EventKind::ToolCompleted { call, tool, result } => {
-                        map.serialize_entry("call_id", &call.to_string())?;
+                        map.serialize_entry("call_id", &Displayed(call))?;
                         map.serialize_entry("tool", &**tool)?;
                         match result {
                             Ok(output) => map.serialize_entry("output", output)?,
@@ -268,7 +277,7 @@ impl Serialize for ServerMessage<'_> {
             Body::Error { code, message, run_id } => {
                 map.serialize_entry("type", "error")?;
                 map.serialize_entry("seq", &self.seq)?;
-                map.serialize_entry("run_id", &run_id.map(|run_id| run_id.to_string()))?;
+                map.serialize_entry("run_id", &run_id.map(Displayed))?;
                 map.serialize_entry("request_id", &self.request_id)?;
                 map.serialize_entry("code", code.as_str())?;
                 map.serialize_entry("message", message)?;

@@ -15,11 +15,18 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+/// The text of a [`LoggedMessage`]: UTF-8 bytes shared by reference count (axum's own text-frame type, named here so
+/// that a [`ReplayLog`] can be written without depending on axum).
+pub use axum::extract::ws::Utf8Bytes;
 use core_registry::async_trait;
 use tokio::sync::Notify;
 
 /// How many messages a session's replay log holds unless configured otherwise.
 pub const DEFAULT_REPLAY_LIMIT: usize = 4096;
+
+/// How many bytes of messages a session's in-memory replay log holds unless configured otherwise (a message longer
+/// than that is still held, alone).
+pub const DEFAULT_REPLAY_BYTES: usize = 1024 * 1024;
 
 /// A gateway session's public id: 128 random bits from the operating system's generator, written as 32 lowercase
 /// hex digits. Unguessable, so that it can be shown to the client and sent back on resume.
@@ -98,8 +105,17 @@ impl FromStr for SessionKey {
 pub struct LoggedMessage {
     /// The message's number in its session: 1, 2, 3, ... with no gaps.
     pub seq: u64,
-    /// The text frame, ready to send.
-    pub text: Arc<str>,
+    /// The text frame, ready to send (cloning it shares the bytes, so every connection that sends it and the log
+    /// hold one copy).
+    pub text: Utf8Bytes,
+}
+
+impl LoggedMessage {
+    /// Message `seq` with the JSON `text`, which is kept without spare capacity (a log may hold it a while).
+    pub fn new(seq: u64, mut text: String) -> LoggedMessage {
+        text.shrink_to_fit();
+        LoggedMessage { seq, text: text.into() }
+    }
 }
 
 /// How a connection attaches to a session's record.
@@ -235,7 +251,7 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
 /// let key = SessionKey::random();
 /// let first = log.attach(key, "alice", Attach::Open).unwrap();
 /// for seq in 1..=2 {
-///     log.append(key, LoggedMessage { seq, text: Arc::from(format!("message {seq}")) }).await.unwrap();
+///     log.append(key, LoggedMessage { seq, text: format!("message {seq}").into() }).await.unwrap();
 /// }
 /// log.detach(key, &first);
 /// // The client saw message 1 before the drop; it resumes after it and gets message 2.
@@ -249,6 +265,7 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug)]
 pub struct MemoryReplayLog {
     limit: usize,
+    byte_limit: usize,
     sessions: Mutex<HashMap<SessionKey, Arc<Record>>>,
 }
 
@@ -265,8 +282,11 @@ struct Record {
 #[derive(Debug)]
 struct RecordState {
     user: Box<str>,
-    // Invariant: consecutive seqs, the last one is `last_seq`; at most `limit` of them.
+    // Invariant: consecutive seqs, the last one is `last_seq`; at most `limit` of them, and at most `byte_limit`
+    // bytes of text in all unless there is only one.
     messages: VecDeque<LoggedMessage>,
+    // Invariant: the length of every text in `messages`, summed.
+    bytes: usize,
     last_seq: u64,
     // Invariant: every message with a seq up to `delivered` has been sent to the client; only those may be dropped.
     delivered: u64,
@@ -287,9 +307,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MemoryReplayLog {
-    /// A store whose logs hold up to `limit` messages each (at least 1).
+    /// A store whose logs hold up to `limit` messages each (at least 1), and up to [`DEFAULT_REPLAY_BYTES`] of them.
     pub fn new(limit: usize) -> MemoryReplayLog {
-        MemoryReplayLog { limit: limit.max(1), sessions: Mutex::default() }
+        MemoryReplayLog { limit: limit.max(1), byte_limit: DEFAULT_REPLAY_BYTES, sessions: Mutex::default() }
+    }
+
+    /// Holds up to `bytes` of message text per log instead (a longer message is still held, alone): what bounds the
+    /// memory of a session whose messages are long, such as runs echoing 64 KiB inputs to a client that reads nothing.
+    #[must_use]
+    pub fn byte_limit(mut self, bytes: usize) -> MemoryReplayLog {
+        self.byte_limit = bytes;
+        self
     }
 
     /// How many sessions it holds (attached or detached).
@@ -335,14 +363,20 @@ impl ReplayLog for MemoryReplayLog {
                 if message.seq != state.last_seq + 1 {
                     return Err(AppendError::OutOfOrder { got: message.seq, last: state.last_seq });
                 }
-                if state.messages.len() >= self.limit {
-                    let oldest = state.messages.front().map_or(0, |oldest| oldest.seq);
-                    if oldest <= state.delivered {
-                        state.messages.pop_front();
+                let len = message.text.len();
+                let full = |state: &RecordState| {
+                    state.messages.len() >= self.limit
+                        || (!state.messages.is_empty() && state.bytes + len > self.byte_limit)
+                };
+                // Make room by dropping what the client has been sent, oldest first.
+                while full(&state) && state.messages.front().is_some_and(|oldest| oldest.seq <= state.delivered) {
+                    if let Some(oldest) = state.messages.pop_front() {
+                        state.bytes -= oldest.text.len();
                     }
                 }
-                if state.messages.len() < self.limit {
+                if !full(&state) {
                     state.last_seq = message.seq;
+                    state.bytes += len;
                     state.messages.push_back(message);
                     drop(state);
                     record.changed.notify_waiters();
@@ -401,6 +435,7 @@ impl ReplayLog for MemoryReplayLog {
                 let state = RecordState {
                     user: user.into(),
                     messages: VecDeque::new(),
+                    bytes: 0,
                     last_seq: 0,
                     delivered: 0,
                     generation: 1,
@@ -460,6 +495,7 @@ impl ReplayLog for MemoryReplayLog {
         }
         state.expired = true;
         state.messages = VecDeque::new();
+        state.bytes = 0;
         drop(state);
         sessions.remove(&session);
         drop(sessions);
@@ -474,7 +510,7 @@ mod tests {
     use super::*;
 
     fn message(seq: u64) -> LoggedMessage {
-        LoggedMessage { seq, text: Arc::from(seq.to_string()) }
+        LoggedMessage { seq, text: seq.to_string().into() }
     }
 
     fn seqs(messages: &[LoggedMessage]) -> Vec<u64> {
@@ -508,6 +544,37 @@ mod tests {
         third.await.unwrap().unwrap();
         assert_eq!(seqs(&log.replay_after(key, &attached, 2, 8).await.unwrap()), [3]);
         assert_eq!(log.append(key, message(5)).await, Err(AppendError::OutOfOrder { got: 5, last: 3 }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_limit_bounds_a_log_of_long_messages() {
+        let log = Arc::new(MemoryReplayLog::new(100).byte_limit(10));
+        let key = SessionKey::random();
+        let attached = log.attach(key, "alice", Attach::Open).unwrap();
+        let long = |seq: u64, len: usize| LoggedMessage { seq, text: "x".repeat(len).into() };
+        // One message longer than the limit is still held, alone; a second one waits until the first is sent.
+        log.append(key, long(1, 25)).await.unwrap();
+        let second = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append(key, long(2, 4)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "25 bytes held, unsent: a 4-byte message would go over 10");
+        assert_eq!(seqs(&log.replay_after(key, &attached, 0, 8).await.unwrap()), [1]);
+        // Once message 1 is sent, it makes room: message 2 goes in.
+        assert_eq!(seqs(&log.replay_after(key, &attached, 1, 8).await.unwrap()), [2]);
+        second.await.unwrap().unwrap();
+        // 4 + 6 fit in 10; a third message of 1 byte does not, until message 2 is sent.
+        log.append(key, long(3, 6)).await.unwrap();
+        let fourth = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append(key, long(4, 1)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!fourth.is_finished());
+        assert_eq!(seqs(&log.replay_after(key, &attached, 2, 8).await.unwrap()), [3]);
+        fourth.await.unwrap().unwrap();
+        assert_eq!(log.retained_messages(), 2, "messages 3 and 4: 7 bytes");
     }
 
     #[tokio::test]

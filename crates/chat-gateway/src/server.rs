@@ -1,25 +1,27 @@
 //! [`Gateway`]: the HTTP routes, authentication before the upgrade, and graceful shutdown.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use core_registry::{AgentRegistry, BuildError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{self, AuthError, Secret};
+use crate::auth::{self, AuthError, Claims, Secret};
 use crate::connection::Attachment;
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::limits::{Admission, Full, Limits, Throttle};
+use crate::metrics::{Metrics, MetricsSnapshot, Refused};
 use crate::protocol::HARD_FRAME_LIMIT;
 use crate::replay::{AttachError, MemoryReplayLog, ReplayLog, SessionKey};
 use crate::sessions::{DEFAULT_RESUME_WINDOW, Sessions};
@@ -29,6 +31,16 @@ pub const DEFAULT_MAX_RUNS_PER_CONNECTION: usize = 16;
 
 /// How long [`Gateway::serve`] lets runs in progress finish after the shutdown signal before cancelling them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The WebSocket read buffer of each connection. tungstenite's default (128 KiB, allocated per connection) made an
+/// idle connection cost 145 KiB. Client messages are small (64 KiB at most), and a frame longer than the buffer
+/// still reads: the buffer grows to the frame's length once its header is in. Measured from a separate process at
+/// 10,000 idle connections: 16.8 KB each with 4 KiB, 14.7 KB with 2 KiB, 13.7 KB with 1 KiB.
+const READ_BUFFER: usize = 2 * 1024;
+
+/// How many bytes of frames a connection gathers before writing them to the socket (tungstenite's default:
+/// 128 KiB). The send task flushes after each batch anyway; this bounds what one connection keeps buffered.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// A registry with the built-in agents (`echo`, `tools`, `slow`, `fail`, `panic`) that allows
 /// `max_runs_per_connection` runs in progress per session (a session outlives its connections).
@@ -40,7 +52,10 @@ pub fn builtin_registry(max_runs_per_connection: usize) -> Result<AgentRegistry,
 ///
 /// Cloning yields a handle on the same gateway (same registry, sessions, counters and shutdown state). Configure it
 /// ([`resume_window`](Gateway::resume_window), [`replay_limit`](Gateway::replay_limit),
-/// [`replay_log`](Gateway::replay_log), [`drain_timeout`](Gateway::drain_timeout)) before serving.
+/// [`replay_log`](Gateway::replay_log), [`drain_timeout`](Gateway::drain_timeout), the limits from
+/// [`max_connections_per_user`](Gateway::max_connections_per_user) to
+/// [`allowed_origins`](Gateway::allowed_origins)) before serving. The metrics are served by
+/// [`metrics_router`](Gateway::metrics_router), on a listener of their own.
 ///
 /// ```no_run
 /// use chat_gateway::{auth::Secret, builtin_registry, Gateway, DEFAULT_MAX_RUNS_PER_CONNECTION};
@@ -66,6 +81,13 @@ pub struct Gateway {
     pub(crate) drain_timeout: Duration,
     // The gateway sessions and their replay logs; replaced by the configuration methods, before serving.
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) limits: Arc<Limits>,
+    admission: Arc<Admission>,
+    pub(crate) throttle: Arc<Throttle>,
+    // Cancelled when a drain must end at once (a second signal): runs are cancelled without waiting.
+    pub(crate) stop_now: CancellationToken,
+    // The browser page's settings (the dev token it may offer).
+    pub(crate) page: crate::page::PageConfig,
 }
 
 impl Gateway {
@@ -79,7 +101,89 @@ impl Gateway {
             connections: TaskTracker::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             sessions: Arc::new(Sessions::new(Arc::new(MemoryReplayLog::default()), DEFAULT_RESUME_WINDOW)),
+            limits: Arc::default(),
+            admission: Arc::default(),
+            throttle: Arc::default(),
+            stop_now: CancellationToken::new(),
+            page: crate::page::PageConfig::default(),
         }
+    }
+
+    fn limits_mut(&mut self) -> &mut Limits {
+        Arc::make_mut(&mut self.limits)
+    }
+
+    /// Sets how many connections one user may hold at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_USER`](crate::limits::DEFAULT_MAX_CONNECTIONS_PER_USER)); one more is answered
+    /// `429` before the upgrade.
+    #[must_use]
+    pub fn max_connections_per_user(mut self, limit: usize) -> Gateway {
+        self.limits_mut().max_connections_per_user = limit;
+        self
+    }
+
+    /// Sets how many sessions one user may hold at once, attached or waiting for a resume (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_USER`](crate::limits::DEFAULT_MAX_SESSIONS_PER_USER)). A new session beyond it
+    /// closes the user's oldest session waiting for a resume (its runs are cancelled); when every one is attached,
+    /// the upgrade is answered `429`.
+    #[must_use]
+    pub fn max_sessions_per_user(mut self, limit: usize) -> Gateway {
+        self.limits_mut().max_sessions_per_user = limit;
+        self
+    }
+
+    /// Sets how many connections the gateway holds at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](crate::limits::DEFAULT_MAX_CONNECTIONS)); one more is answered `503` before the
+    /// upgrade.
+    #[must_use]
+    pub fn max_connections(mut self, limit: usize) -> Gateway {
+        self.limits_mut().max_connections = limit;
+        self
+    }
+
+    /// Sets how long a connection may stay silent (no frame at all, pongs included) before it is pinged, and then
+    /// how long after the ping before it is closed (default
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::limits::DEFAULT_IDLE_TIMEOUT)). Its session detaches.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Gateway {
+        self.limits_mut().idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how long one write to a client may wait for the client to accept it (default
+    /// [`DEFAULT_WRITE_TIMEOUT`](crate::limits::DEFAULT_WRITE_TIMEOUT)). A client that accepts nothing for that
+    /// long is disconnected; its session detaches, and its messages wait in the replay log.
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Gateway {
+        self.limits_mut().write_timeout = timeout;
+        self
+    }
+
+    /// Sets how many failed upgrade requests (`401`, `403`, `404`) one IP address may make per minute (default
+    /// [`DEFAULT_FAILED_UPGRADES_PER_WINDOW`](crate::limits::DEFAULT_FAILED_UPGRADES_PER_WINDOW)); after them, every
+    /// upgrade request from it is answered `429` until the minute ends. Needs the peer address:
+    /// [`Gateway::serve`] provides it; an application embedding [`Gateway::router`] must serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, or nothing is throttled.
+    #[must_use]
+    pub fn failed_upgrades_per_minute(mut self, limit: u32) -> Gateway {
+        self.limits_mut().failed_upgrades_per_window = limit;
+        self
+    }
+
+    /// Origins (`https://chat.example.com`) whose pages may open a WebSocket, besides the gateway's own (the request's
+    /// scheme and `Host`). A browser request from any other origin is answered `403`; a request without `Origin`
+    /// (not from a browser) is not affected.
+    #[must_use]
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Gateway {
+        self.limits_mut().allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Ends a drain at once (as a second shutdown signal does): runs in progress are cancelled now instead of after
+    /// the [drain timeout](Gateway::drain_timeout), and each connection gets one second to write its last events and
+    /// close frame. Before the shutdown signal it only takes effect once the drain starts.
+    pub fn end_drain(&self) {
+        self.stop_now.cancel();
     }
 
     /// Sets how long a session whose connection ended stays resumable (default 30 s): its runs go on and their
@@ -123,19 +227,28 @@ impl Gateway {
         MetricsSnapshot { resumable_sessions: self.sessions.len() as u64, ..self.metrics.snapshot(&self.registry) }
     }
 
-    /// The routes, for embedding the gateway in a larger axum application. [`Gateway::serve`] uses them as they are.
+    /// The routes, for embedding the gateway in a larger axum application: `GET /v1/ws`, `GET /healthz` and the
+    /// browser page's (`GET /` and its files, `GET /v1/agents`, `GET /v1/ws/check`, and `GET /dev-token` when set).
+    /// [`Gateway::serve`] uses them as they are.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/ws", get(ws_handler))
             .route("/healthz", get(healthz))
-            .route("/metrics", get(metrics))
+            .merge(crate::page::routes(self))
             .with_state(self.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains: no new connections or runs; runs in progress
-    /// get up to the [drain timeout](Gateway::drain_timeout) to finish, then are cancelled; every client receives
-    /// each of its runs' terminal event, then a close frame (1001, going away). Sessions without a connection are
-    /// closed at the end. Returns once every connection has ended.
+    /// `GET /metrics` alone, for a listener of its own (the binary's `--metrics-addr`, loopback by default), so the
+    /// counters are not public wherever the WebSocket port is.
+    pub fn metrics_router(&self) -> Router {
+        Router::new().route("/metrics", get(metrics)).with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains: no new connections or runs (upgrade requests
+    /// get `503`, and so does `GET /healthz`: the listener stays up until the drain ends); runs in progress get up to
+    /// the [drain timeout](Gateway::drain_timeout) to finish (or none, after [`end_drain`](Gateway::end_drain)),
+    /// then are cancelled; every client receives each of its runs' terminal event, then a close frame (1001, going
+    /// away). Sessions without a connection are closed at the end. Returns once every connection has ended.
     ///
     /// # Cancel safety
     ///
@@ -148,16 +261,31 @@ impl Gateway {
     ) -> io::Result<()> {
         let address = listener.local_addr()?;
         tracing::info!("listening on {address}");
-        let token = self.shutdown.clone();
-        let signal = async move {
+        let stop_http = CancellationToken::new();
+        let http = axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+            .into_future();
+        let mut http = std::pin::pin!(http);
+        let drain = async {
             shutdown.await;
             tracing::info!("shutting down: draining connections");
-            token.cancel();
+            self.shutdown.cancel();
+            // Upgraded connections run on their own tasks, outside axum's graceful shutdown: wait for them here,
+            // while the listener still answers `/healthz` (503) and upgrade requests (503).
+            self.connections.close();
+            self.connections.wait().await;
         };
-        axum::serve(listener, self.router()).with_graceful_shutdown(signal).await?;
-        // Upgraded connections run on their own tasks, outside axum's graceful shutdown: wait for them here.
-        self.connections.close();
-        self.connections.wait().await;
+        tokio::select! {
+            served = &mut http => served?,
+            () = drain => {
+                stop_http.cancel();
+                // Plain HTTP requests in progress may finish, unless the drain was ended at once.
+                tokio::select! {
+                    served = &mut http => served?,
+                    () = self.stop_now.cancelled() => {}
+                }
+            }
+        }
         // Sessions that no connection holds: their runs are cancelled; nobody is there to drain them to.
         self.sessions.close_all();
         tracing::info!("shut down");
@@ -167,24 +295,20 @@ impl Gateway {
 
 async fn ws_handler(
     State(gateway): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
+    let limits = &gateway.limits;
     let token = bearer_token(&headers).map(std::borrow::Cow::Borrowed).or_else(|| query_param(uri.query(), "token"));
-    let claims =
-        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, &token, auth::now_unix()));
-    let claims = match claims {
+    let claims = match preflight(&gateway, peer, &headers, token.as_deref()) {
         Ok(claims) => claims,
-        Err(err) => {
-            // A client mistake: answered, counted, not logged as an error.
-            gateway.metrics.auth_failed();
-            tracing::debug!(%err, "refused websocket upgrade");
-            return unauthorized(&err);
-        }
+        Err(response) => return response,
     };
     if gateway.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n").into_response();
+        return draining(&gateway);
     }
     let resume = match resume_request(uri.query()) {
         Ok(resume) => resume,
@@ -194,16 +318,51 @@ async fn ws_handler(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    // Held until the connection ends (or the upgrade fails): the caps count connections, not requests.
+    let slot = match gateway.admission.admit(&claims.user, limits) {
+        Ok(slot) => slot,
+        Err(Full::User) => {
+            gateway.metrics.refused(Refused::UserConnections);
+            let message = format!(
+                "this user already holds {} connections, the most allowed; close one (or resume its session)\n",
+                limits.max_connections_per_user
+            );
+            return too_many(Duration::from_secs(1), message);
+        }
+        Err(Full::Gateway) => {
+            gateway.metrics.refused(Refused::Connections);
+            let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+            return (StatusCode::SERVICE_UNAVAILABLE, retry, "the server holds as many connections as it may\n")
+                .into_response();
+        }
+    };
     // Attached before the upgrade, so that a resume is refused with a status; a connection taken over is closed now.
     let attachment = match resume {
-        None => None,
+        None => {
+            // A new session: one user's sessions waiting for a resume cannot pile up.
+            if gateway.sessions.make_room(&claims.user, limits.max_sessions_per_user).is_err() {
+                gateway.metrics.refused(Refused::UserSessions);
+                let message = format!(
+                    "this user already holds {} sessions, each attached to a connection; close one (or resume it)\n",
+                    limits.max_sessions_per_user
+                );
+                return too_many(Duration::from_secs(1), message);
+            }
+            None
+        }
         Some((key, after)) => match key.map(|key| gateway.sessions.resume(&claims.user, key, after)) {
             Some(Ok((live, attached))) => {
                 gateway.metrics.resumed();
                 Some(Attachment { gateway: gateway.clone(), live, attached, after, resumed: true, close_now: false })
             }
-            Some(Err(AttachError::Gap { first_seq })) => return resume_gap(first_seq),
-            Some(Err(_)) | None => return unknown_session(),
+            Some(Err(AttachError::Gap { first_seq })) => {
+                gateway.metrics.refused(Refused::ResumeGap);
+                return resume_gap(first_seq);
+            }
+            Some(Err(_)) | None => {
+                failed_attempt(&gateway, peer, Refused::UnknownSession);
+                return unknown_session();
+            }
         },
     };
     // Taken before the upgrade completes, so a shutdown that starts now still waits for this connection.
@@ -213,6 +372,8 @@ async fn ws_handler(
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"))
         .on_upgrade(move |mut socket| async move {
             let attachment = match attachment {
@@ -220,7 +381,7 @@ async fn ws_handler(
                 None => crate::connection::open(&gateway, &user),
             };
             match attachment {
-                Some(attachment) => crate::connection::run(attachment, socket, expires_at).await,
+                Some(attachment) => crate::connection::run(attachment, socket, expires_at, slot).await,
                 None => {
                     let frame = CloseFrame { code: close_code::ERROR, reason: "cannot open a session".into() };
                     let _ = socket.send(Message::Close(Some(frame))).await;
@@ -230,10 +391,63 @@ async fn ws_handler(
         })
 }
 
+/// The checks of every request that speaks for a user before the upgrade (`GET /v1/ws` and the page's endpoints),
+/// in order: the failed-upgrade throttle (`429`), the `Origin` (`403`), the `token` (`401`). Gives its claims.
+#[allow(clippy::result_large_err)]
+pub(crate) fn preflight(
+    gateway: &Gateway,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    token: Option<&str>,
+) -> Result<Claims, Response> {
+    let limits = &gateway.limits;
+    if let Some(peer) = peer
+        && let Some(wait) = gateway.throttle.retry_after(peer, limits.failed_upgrades_per_window, Instant::now())
+    {
+        gateway.metrics.refused(Refused::Throttled);
+        tracing::debug!(%peer, "throttled an upgrade request: too many failed ones from this address");
+        return Err(too_many(wait, "too many failed upgrade requests from this address; try again later\n"));
+    }
+    if !crate::limits::origin_allowed(headers, &limits.allowed_origins) {
+        failed_attempt(gateway, peer, Refused::Origin);
+        tracing::debug!("refused websocket upgrade: origin not allowed");
+        return Err((StatusCode::FORBIDDEN, "this origin may not open a WebSocket here\n").into_response());
+    }
+    let claims =
+        token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix()));
+    claims.map_err(|err| {
+        // A client mistake: answered, counted, not logged as an error (nor is the token, ever).
+        failed_attempt(gateway, peer, Refused::Unauthorized);
+        tracing::debug!(%err, "refused websocket upgrade");
+        unauthorized(&err)
+    })
+}
+
+/// Counts a refusal that a prober could learn from (`401`, `403`, `404`), against its address too.
+pub(crate) fn failed_attempt(gateway: &Gateway, peer: Option<IpAddr>, reason: Refused) {
+    gateway.metrics.refused(reason);
+    if let Some(peer) = peer {
+        gateway.throttle.failed(peer, Instant::now());
+    }
+}
+
+/// `503` while the gateway drains, counted.
+pub(crate) fn draining(gateway: &Gateway) -> Response {
+    gateway.metrics.refused(Refused::Draining);
+    (StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n").into_response()
+}
+
+/// `429 Too Many Requests`, with `Retry-After` in whole seconds (at least one).
+fn too_many(wait: Duration, message: impl Into<String>) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let retry = [(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))];
+    (StatusCode::TOO_MANY_REQUESTS, retry, message.into()).into_response()
+}
+
 /// The resume parameters: `None` for a new session; `Some((key, after))` for `?session=<id>&after=<seq>`, with
 /// `key` `None` if it is not a session id at all (answered like an unknown one).
 #[allow(clippy::result_large_err)]
-fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64)>, Response> {
+pub(crate) fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64)>, Response> {
     let session = query_param(query, "session");
     let after = query_param(query, "after");
     let Some(session) = session else {
@@ -258,18 +472,18 @@ fn resume_request(query: Option<&str>) -> Result<Option<(Option<SessionKey>, u64
 }
 
 /// The one answer for an unknown, expired or another user's session: the same status, body and content type.
-fn unknown_session() -> Response {
+pub(crate) fn unknown_session() -> Response {
     let json = HeaderValue::from_static("application/json");
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, json)], "{\"error\":\"unknown_session\"}\n").into_response()
 }
 
-fn resume_gap(first_seq: u64) -> Response {
+pub(crate) fn resume_gap(first_seq: u64) -> Response {
     let json = HeaderValue::from_static("application/json");
     let body = format!("{{\"error\":\"resume_gap\",\"first_seq\":{first_seq}}}\n");
     (StatusCode::CONFLICT, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())

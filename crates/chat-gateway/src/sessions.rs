@@ -26,6 +26,10 @@ use crate::replay::{Attach, AttachError, Attached, LoggedMessage, ReplayLog, Ses
 /// client that floods bad messages without reading the answers).
 const REFUSAL_BUFFER: usize = 16;
 
+/// How many of a session's latest request ids are remembered for `duplicate_request`: enough for every run a client
+/// may resend after a drop (those it has no answer to), bounded so that a long session's memory is too.
+pub(crate) const REQUEST_IDS_KEPT: usize = 1024;
+
 /// How long a session stays resumable after its connection ended, unless configured otherwise.
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(30);
 
@@ -42,8 +46,9 @@ pub(crate) struct LiveSession {
     pub(crate) core: Session,
     // Boxed: the channel allocates its first block of slots up front, and every idle session has one.
     pub(crate) refusals: mpsc::Sender<Box<Refusal>>,
-    // Invariant: every request id that started a run in this session, with that run (for `duplicate_request`).
-    request_ids: Mutex<HashMap<Box<str>, RunId>>,
+    // Invariant: the latest REQUEST_IDS_KEPT request ids that started a run in this session, with that run (for
+    // `duplicate_request`).
+    request_ids: Mutex<RequestIds>,
     // Invariant: at least the number of runs started whose terminal event the pump has not appended yet.
     // Incremented before a run is started (and decremented again if it was refused).
     runs_in_flight: AtomicUsize,
@@ -64,6 +69,27 @@ impl fmt::Debug for LiveSession {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Request ids and the runs they started, oldest forgotten first.
+#[derive(Default)]
+struct RequestIds {
+    runs: HashMap<Arc<str>, RunId>,
+    // Invariant: the keys of `runs`, oldest first.
+    order: std::collections::VecDeque<Arc<str>>,
+}
+
+impl RequestIds {
+    fn insert(&mut self, request_id: &str, run: RunId) {
+        if self.order.len() >= REQUEST_IDS_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.runs.remove(&oldest);
+        }
+        let request_id: Arc<str> = Arc::from(request_id);
+        self.runs.insert(Arc::clone(&request_id), run);
+        self.order.push_back(request_id);
+    }
 }
 
 /// What [`LiveSession::start_run`] decided.
@@ -95,13 +121,13 @@ impl LiveSession {
         // Held while the run starts (a plain, non-async call), so that two connections sending the same request
         // at once start it once.
         let mut request_ids = lock(&self.request_ids);
-        if let Some(run) = request_ids.get(request_id) {
+        if let Some(run) = request_ids.runs.get(request_id) {
             return RunStart::Duplicate(*run);
         }
         self.run_starting();
         match self.core.run_tagged(agent, input, request_id) {
             Ok(run) => {
-                request_ids.insert(request_id.into(), run);
+                request_ids.insert(request_id, run);
                 RunStart::Started(run)
             }
             Err(err) => {
@@ -145,7 +171,35 @@ impl LiveSession {
 pub(crate) struct Sessions {
     pub(crate) log: Arc<dyn ReplayLog>,
     pub(crate) resume_window: Duration,
-    live: Mutex<HashMap<SessionKey, Arc<LiveSession>>>,
+    live: Mutex<Live>,
+}
+
+/// The sessions of this process, by key and by user.
+#[derive(Default)]
+struct Live {
+    sessions: HashMap<SessionKey, Entry>,
+    // Invariant: each user's keys, oldest first, are exactly the keys of `sessions` with that user.
+    by_user: HashMap<Box<str>, Vec<SessionKey>>,
+}
+
+struct Entry {
+    live: Arc<LiveSession>,
+    user: Box<str>,
+    /// The hold its last connection had, while no connection holds it (so it can be closed early to make room).
+    detached: Option<Attached>,
+}
+
+impl Live {
+    fn remove(&mut self, key: SessionKey) -> Option<Arc<LiveSession>> {
+        let entry = self.sessions.remove(&key)?;
+        if let Some(keys) = self.by_user.get_mut(&entry.user) {
+            keys.retain(|other| *other != key);
+            if keys.is_empty() {
+                self.by_user.remove(&entry.user);
+            }
+        }
+        Some(entry.live)
+    }
 }
 
 impl fmt::Debug for Sessions {
@@ -153,7 +207,7 @@ impl fmt::Debug for Sessions {
         f.debug_struct("Sessions")
             .field("log", &self.log)
             .field("resume_window", &self.resume_window)
-            .field("live", &lock(&self.live).len())
+            .field("live", &lock(&self.live).sessions.len())
             .finish()
     }
 }
@@ -167,6 +221,10 @@ pub(crate) enum OpenSessionError {
     Log(#[from] AttachError),
 }
 
+/// The user holds as many sessions as allowed, each attached to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManySessions;
+
 impl Sessions {
     pub(crate) fn new(log: Arc<dyn ReplayLog>, resume_window: Duration) -> Sessions {
         Sessions { log, resume_window, live: Mutex::default() }
@@ -174,7 +232,36 @@ impl Sessions {
 
     /// How many sessions are attached or within their resume window.
     pub(crate) fn len(&self) -> usize {
-        lock(&self.live).len()
+        lock(&self.live).sessions.len()
+    }
+
+    /// Makes room for one more session of `user` under `limit`: closes the user's oldest detached sessions (those
+    /// waiting for a resume) until fewer than `limit` are left, or says that every one is attached.
+    pub(crate) fn make_room(&self, user: &str, limit: usize) -> Result<(), TooManySessions> {
+        loop {
+            let oldest_detached = {
+                let live = lock(&self.live);
+                let keys = live.by_user.get(user).map_or(&[][..], Vec::as_slice);
+                if keys.len() < limit {
+                    return Ok(());
+                }
+                keys.iter().find_map(|key| Some((*key, live.sessions.get(key)?.detached?)))
+            };
+            let Some((key, attached)) = oldest_detached else {
+                return Err(TooManySessions);
+            };
+            tracing::debug!(session = %key, user, "closing the user's oldest detached session to make room");
+            if !self.expire(key, &attached) {
+                // Resumed meanwhile: its entry says so now; look again.
+                let mut live = lock(&self.live);
+                if let Some(entry) = live.sessions.get_mut(&key)
+                    && entry.detached == Some(attached)
+                {
+                    // The log has no such hold any more (closed elsewhere): do not try it again.
+                    entry.detached = None;
+                }
+            }
+        }
     }
 
     /// Opens a new session for `user`, attached to the calling connection, and starts its pump.
@@ -199,7 +286,10 @@ impl Sessions {
             finished: CancellationToken::new(),
             last_seq: AtomicU64::new(0),
         });
-        lock(&self.live).insert(key, Arc::clone(&live));
+        let mut sessions = lock(&self.live);
+        sessions.sessions.insert(key, Entry { live: Arc::clone(&live), user: user.into(), detached: None });
+        sessions.by_user.entry(user.into()).or_default().push(key);
+        drop(sessions);
         let span = tracing::info_span!("session", user, session = %key);
         tokio::spawn(
             pump(Arc::clone(&live), events, refusals_rx, Arc::clone(&self.log), Arc::clone(metrics)).instrument(span),
@@ -215,7 +305,10 @@ impl Sessions {
         after: u64,
     ) -> Result<(Arc<LiveSession>, Attached), AttachError> {
         let attached = self.log.attach(key, user, Attach::Resume { after })?;
-        let live = lock(&self.live).get(&key).cloned();
+        let live = lock(&self.live).sessions.get_mut(&key).map(|entry| {
+            entry.detached = None;
+            Arc::clone(&entry.live)
+        });
         match live {
             Some(live) => Ok((live, attached)),
             None => {
@@ -234,36 +327,44 @@ impl Sessions {
             return;
         }
         if close_now {
-            self.expire(key, &attached);
+            let _ = self.expire(key, &attached);
             return;
         }
+        if let Some(entry) = lock(&self.live).sessions.get_mut(&key) {
+            entry.detached = Some(attached);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.expire(key, &attached);
+            let _ = self.expire(key, &attached);
             return;
         };
         let sessions = Arc::clone(self);
         let window = self.resume_window;
         runtime.spawn(async move {
             tokio::time::sleep(window).await;
-            sessions.expire(key, &attached);
+            let _ = sessions.expire(key, &attached);
         });
     }
 
-    /// Closes the session if nobody attached since `attached` detached.
-    fn expire(&self, key: SessionKey, attached: &Attached) {
+    /// Closes the session if nobody attached since `attached` detached; says whether it did.
+    fn expire(&self, key: SessionKey, attached: &Attached) -> bool {
         if !self.log.expire(key, attached) {
-            return;
+            return false;
         }
-        let live = lock(&self.live).remove(&key);
+        let live = lock(&self.live).remove(key);
         if let Some(live) = live {
-            tracing::debug!(session = %key, "session closed: not resumed in time, or closed by its client");
+            tracing::debug!(session = %key, "session closed: not resumed in time, closed by its client, or evicted");
             live.shut();
         }
+        true
     }
 
     /// Closes every session (at the end of a shutdown): their runs are cancelled.
     pub(crate) fn close_all(&self) {
-        let live: Vec<Arc<LiveSession>> = lock(&self.live).drain().map(|(_, live)| live).collect();
+        let live: Vec<Arc<LiveSession>> = {
+            let mut live = lock(&self.live);
+            live.by_user.clear();
+            live.sessions.drain().map(|(_, entry)| entry.live).collect()
+        };
         for live in live {
             live.shut();
         }
@@ -310,7 +411,7 @@ async fn pump(
                 (message.to_json(), false, false)
             }
         };
-        let message = LoggedMessage { seq, text: Arc::from(text) };
+        let message = LoggedMessage::new(seq, text);
         let appended = tokio::select! {
             biased;
             () = live.closed.cancelled() => break,
@@ -330,4 +431,24 @@ async fn pump(
     // Dropping the stream cancels whatever still runs (the session was closed for good, nobody can receive it).
     drop(events);
     tracing::debug!(last_seq = seq, "session's pump ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_request_ids_are_kept() {
+        let mut ids = RequestIds::default();
+        for n in 0..REQUEST_IDS_KEPT + 2 {
+            ids.insert(&format!("r{n}"), format!("run-{n}").parse().unwrap());
+        }
+        assert_eq!((ids.runs.len(), ids.order.len()), (REQUEST_IDS_KEPT, REQUEST_IDS_KEPT));
+        assert!(!ids.runs.contains_key("r0") && !ids.runs.contains_key("r1"), "the two oldest are forgotten");
+        let latest = format!("r{}", REQUEST_IDS_KEPT + 1);
+        assert_eq!(
+            ids.runs.get(latest.as_str()).map(ToString::to_string),
+            Some(format!("run-{}", REQUEST_IDS_KEPT + 1))
+        );
+    }
 }

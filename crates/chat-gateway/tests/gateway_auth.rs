@@ -114,7 +114,7 @@ async fn healthz_and_metrics() {
     client.run("nope", "", "bad").await;
     client.recv_error().await;
 
-    let (status, text) = http_get(server.addr, "/metrics").await;
+    let (status, text) = http_get(server.metrics_addr, "/metrics").await;
     assert_eq!(status, 200);
     for line in [
         "chat_gateway_live_sessions 1",
@@ -125,8 +125,16 @@ async fn healthz_and_metrics() {
         "chat_gateway_errors_sent_total 1",
         "# TYPE chat_gateway_events_sent_total counter",
         "# TYPE chat_gateway_live_runs gauge",
+        "# TYPE chat_gateway_refused_total counter",
+        "chat_gateway_refused_total{reason=\"unauthorized\"} 0",
+        "chat_gateway_refused_total{reason=\"user_connections\"} 0",
+        "# TYPE chat_gateway_disconnects_total counter",
+        "chat_gateway_disconnects_total{reason=\"write_timeout\"} 0",
     ] {
         assert!(text.lines().any(|it| it == line), "missing `{line}` in:\n{text}");
     }
+    // The counters are not public wherever the WebSocket port is; the metrics listener serves nothing else.
+    assert_eq!(http_get(server.addr, "/metrics").await.0, 404);
+    assert_eq!(http_get(server.metrics_addr, "/v1/ws").await.0, 404);
     assert_eq!(http_get(server.addr, "/nope").await.0, 404);
 }

@@ -81,7 +81,7 @@ async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
     use tokio_tungstenite::tungstenite::Message;
 
     let mut child = Command::new(BIN)
-        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--drain-timeout", "0s"])
+        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "0s"])
         .env_remove("CHAT_GATEWAY_SECRET")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,7 +131,7 @@ fn sigterm_right_after_listening_exits_cleanly() {
     // this test checks the outcome (exit 0, not death by signal) but cannot force the narrow window where a handler
     // registered after the log line would miss the signal.
     let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
         .env("CHAT_GATEWAY_SECRET", "a-test-secret-of-at-least-32-bytes!!")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -147,4 +147,77 @@ fn sigterm_right_after_listening_exits_cleanly() {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0), "killed by the signal instead of draining");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_sigterm_ends_a_long_drain_and_metrics_stay_up_meanwhile() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "10m"])
+        .env("CHAT_GATEWAY_SECRET", "a-test-secret-of-at-least-32-bytes!!")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let (mut addr, mut metrics_addr) = (None, None);
+    while addr.is_none() {
+        let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
+        if let Some((_, rest)) = line.split_once("metrics on http://") {
+            metrics_addr = rest.trim().strip_suffix("/metrics").map(str::to_owned);
+        }
+        if let Some((_, rest)) = line.split_once("listening on ") {
+            addr = Some(rest.trim().to_owned());
+        }
+    }
+    let addr: std::net::SocketAddr = addr.unwrap().parse().unwrap();
+    let metrics_addr: std::net::SocketAddr =
+        metrics_addr.expect("the metrics address is logged first").parse().unwrap();
+    let token = auth::mint_token(
+        &Secret::new("a-test-secret-of-at-least-32-bytes!!").unwrap(),
+        "alice",
+        Duration::from_secs(600),
+        auth::now_unix(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws?token={token}")).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.send(Message::text(r#"{"type":"run","agent":"slow","input":"100000","request_id":"r"}"#)).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains(r#""type":"agent_started""#), "{first:?}");
+
+    let kill = || assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    kill();
+    // Draining for ten minutes: /healthz says so from the listener, which stays up; the metrics stay readable.
+    let mut healthz = 0;
+    for _ in 0..1000 {
+        healthz = support::http_get(addr, "/healthz").await.0;
+        if healthz == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(healthz, 503);
+    let (status, metrics) = support::http_get(metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("chat_gateway_live_runs 1\n"), "{metrics}");
+
+    kill();
+    let mut terminal = None;
+    while let Some(message) = tokio::time::timeout(support::PATIENCE, ws.next()).await.unwrap() {
+        match message.unwrap() {
+            Message::Text(text) if text.contains("agent_completed") => terminal = Some(text.to_string()),
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|frame| u16::from(frame.code)), Some(1001));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(terminal.expect("no terminal event").contains(r#""outcome":"cancelled""#));
+    drop(ws);
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
 }

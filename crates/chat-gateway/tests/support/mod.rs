@@ -23,6 +23,8 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
+    /// Where `GET /metrics` is served (a listener of its own, as the binary's `--metrics-addr`).
+    pub(crate) metrics_addr: SocketAddr,
     pub(crate) gateway: Gateway,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
@@ -44,9 +46,12 @@ impl TestServer {
     pub(crate) async fn start_gateway(gateway: Gateway) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
+        tokio::spawn(std::future::IntoFuture::into_future(axum::serve(metrics_listener, gateway.metrics_router())));
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(gateway.clone().serve(listener, shutdown.clone().cancelled_owned()));
-        TestServer { addr, gateway, shutdown, server }
+        TestServer { addr, metrics_addr, gateway, shutdown, server }
     }
 
     pub(crate) fn token(&self, user: &str) -> String {

@@ -1,0 +1,224 @@
+//! `cargo xtask test [ARGS...]`: every test of the workspace, on a fresh machine too.
+//!
+//! First installs what the browser tests of chat-gateway (`crates/chat-gateway/tests/gateway_browser.rs`) need and
+//! the machine lacks: Debian's `chromium` (`apt-get install -y chromium`, after `apt-get update` when the package
+//! lists are empty or the install fails without it), and the npm packages of `crates/chat-gateway/tests/browser`
+//! (`npm ci`, when `node_modules` is missing or was installed from another lockfile). Nothing downloads a browser of
+//! its own. Then runs `cargo test --workspace ARGS...` and exits with its status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const HELP: &str = "\
+cargo xtask test: install what the tests need, then run every test of the workspace
+
+USAGE:
+    cargo xtask test [ARGS...]
+
+Installs what is missing, then runs `cargo test --workspace ARGS...` and exits with its status:
+    - Debian's chromium at /usr/bin/chromium, for the browser tests (apt-get install -y chromium; as root)
+    - the npm packages of crates/chat-gateway/tests/browser (npm ci, from the committed package-lock.json),
+      when node_modules is missing or stale; needs Node.js 20 or newer and npm
+Every argument goes to `cargo test`, e.g. `cargo xtask test -p chat-gateway -- --nocapture`.
+
+OPTIONS:
+    -h, --help      print this help (only as the first argument; `cargo xtask test -- --help` asks cargo test)
+";
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The oldest Node.js that the pinned playwright-core supports.
+const NODE_MAJOR_MIN: u32 = 20;
+/// Where `npm ci` last ran from a lockfile, with a copy of that lockfile: `node_modules` is fresh while they match.
+const STAMP: &str = ".xtask-package-lock.json";
+
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    if args.first().is_some_and(|arg| arg == "-h" || arg == "--help") {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let root = crate::project_root();
+    if let Err(message) = install(&root) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask test: cargo test --workspace {}", args.join(" "));
+    match Command::new(cargo).arg("test").arg("--workspace").args(args).current_dir(&root).status() {
+        Ok(status) => exit_code(status.code()),
+        Err(err) => {
+            eprintln!("error: cannot run cargo test: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo test`'s exit code as ours; killed by a signal (no code) is a failure.
+fn exit_code(code: Option<i32>) -> ExitCode {
+    match code {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).ok().filter(|code| *code != 0).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn install(root: &Path) -> Result<(), String> {
+    if !Path::new(CHROMIUM).exists() {
+        timed("apt-get install -y chromium", install_chromium)?;
+    }
+    check_node()?;
+    let dir = root.join("crates/chat-gateway/tests/browser");
+    if let Some(why) = node_modules_stale(&dir)? {
+        timed(&format!("npm ci in {} ({why})", dir.display()), || npm_ci(&dir))?;
+    }
+    Ok(())
+}
+
+fn timed(what: &str, step: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    eprintln!("xtask test: {what}");
+    let started = Instant::now();
+    step()?;
+    eprintln!("xtask test: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn install_chromium() -> Result<(), String> {
+    let apt =
+        |args: &[&str]| {
+            Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().map_err(|err| {
+                format!("{CHROMIUM} is missing and apt-get cannot run ({err}): install Debian's chromium")
+            })
+        };
+    // The package lists of a fresh machine may be empty: nothing to install from before an update.
+    if apt_lists_empty(Path::new("/var/lib/apt/lists")) && !apt(&["update"])?.success() {
+        return Err("`apt-get update` failed (are you root?)".into());
+    }
+    if apt(&["install", "-y", "chromium"])?.success() {
+        return Ok(());
+    }
+    // Stale lists name package versions the mirror no longer has.
+    eprintln!("xtask test: apt-get install failed; apt-get update, then again");
+    if !apt(&["update"])?.success() {
+        return Err("`apt-get update` failed (are you root?)".into());
+    }
+    if !apt(&["install", "-y", "chromium"])?.success() {
+        return Err("`apt-get install -y chromium` failed: the browser tests need /usr/bin/chromium".into());
+    }
+    Ok(())
+}
+
+/// Whether apt has no package list yet (no `*_Packages` file in `lists`).
+fn apt_lists_empty(lists: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(lists) else { return true };
+    !entries.filter_map(Result::ok).any(|entry| entry.file_name().to_string_lossy().ends_with("_Packages"))
+}
+
+fn check_node() -> Result<(), String> {
+    let fix = format!("the browser tests need Node.js {NODE_MAJOR_MIN} or newer and npm on PATH");
+    let output =
+        Command::new("node").arg("--version").output().map_err(|err| format!("cannot run node ({err}): {fix}"))?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    match node_major(&version) {
+        Some(major) if major >= NODE_MAJOR_MIN => {}
+        _ => return Err(format!("node --version says `{version}`: {fix}")),
+    }
+    match Command::new("npm").arg("--version").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => Err(format!("cannot run npm: {fix}")),
+    }
+}
+
+/// `v20.20.2` -> 20.
+fn node_major(version: &str) -> Option<u32> {
+    version.strip_prefix('v')?.split('.').next()?.parse().ok()
+}
+
+/// `None` when `dir/node_modules` was installed by `npm ci` from the current `dir/package-lock.json`, else why not.
+fn node_modules_stale(dir: &Path) -> Result<Option<&'static str>, String> {
+    let lockfile = dir.join("package-lock.json");
+    let lock = std::fs::read(&lockfile).map_err(|err| format!("cannot read {}: {err}", lockfile.display()))?;
+    let modules = dir.join("node_modules");
+    if !modules.is_dir() {
+        return Ok(Some("node_modules is missing"));
+    }
+    match std::fs::read(stamp(dir)) {
+        Ok(installed) if installed == lock => Ok(None),
+        Ok(_) => Ok(Some("package-lock.json changed since the last npm ci")),
+        Err(_) => Ok(Some("node_modules was not installed by cargo xtask test")),
+    }
+}
+
+fn stamp(dir: &Path) -> PathBuf {
+    dir.join("node_modules").join(STAMP)
+}
+
+fn npm_ci(dir: &Path) -> Result<(), String> {
+    // --ignore-scripts: no package runs code at install time (playwright-core needs none, and downloads nothing).
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(dir)
+        .status()
+        .map_err(|err| format!("cannot run npm: {err}"))?;
+    if !status.success() {
+        return Err(format!("`npm ci` failed in {}", dir.display()));
+    }
+    let lock =
+        std::fs::read(dir.join("package-lock.json")).map_err(|err| format!("cannot read the lockfile: {err}"))?;
+    std::fs::write(stamp(dir), lock).map_err(|err| format!("cannot write {}: {err}", stamp(dir).display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh empty directory under the system's temporary directory.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn node_modules_is_stale_until_installed_from_this_lockfile() {
+        let dir = scratch("stale");
+        assert!(node_modules_stale(&dir).unwrap_err().contains("package-lock.json"));
+        std::fs::write(dir.join("package-lock.json"), "{\"v\":1}").unwrap();
+        assert_eq!(node_modules_stale(&dir).unwrap(), Some("node_modules is missing"));
+        std::fs::create_dir(dir.join("node_modules")).unwrap();
+        assert_eq!(node_modules_stale(&dir).unwrap(), Some("node_modules was not installed by cargo xtask test"));
+        std::fs::write(stamp(&dir), "{\"v\":1}").unwrap();
+        assert_eq!(node_modules_stale(&dir).unwrap(), None);
+        std::fs::write(dir.join("package-lock.json"), "{\"v\":2}").unwrap();
+        assert_eq!(node_modules_stale(&dir).unwrap(), Some("package-lock.json changed since the last npm ci"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn apt_lists_are_empty_without_a_packages_file() {
+        let dir = scratch("apt");
+        assert!(apt_lists_empty(&dir.join("missing")));
+        assert!(apt_lists_empty(&dir));
+        std::fs::write(dir.join("lock"), "").unwrap();
+        assert!(apt_lists_empty(&dir));
+        std::fs::write(dir.join("mirror_debian_dists_bookworm_main_binary-amd64_Packages"), "").unwrap();
+        assert!(!apt_lists_empty(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_node_major_versions() {
+        assert_eq!(node_major("v20.20.2"), Some(20));
+        assert_eq!(node_major("v18.19.0"), Some(18));
+        assert_eq!(node_major("20.1.0"), None);
+        assert_eq!(node_major(""), None);
+    }
+
+    #[test]
+    fn exit_codes_pass_through() {
+        assert_eq!(exit_code(Some(0)), ExitCode::SUCCESS);
+        assert_eq!(exit_code(Some(101)), ExitCode::from(101));
+        assert_eq!(exit_code(Some(256)), ExitCode::from(1));
+        assert_eq!(exit_code(None), ExitCode::FAILURE);
+    }
+}
