@@ -1,7 +1,8 @@
 //! `gateway-bare`: a bare tokio-tungstenite server that sends the frames `chat-gateway` sends, and nothing else.
 //!
 //! ```text
-//! gateway-bare [--addr 127.0.0.1:0] [--read-buffer 4096] [--write-buffer 4096] [--ping-interval 20] [--nodelay]
+//! gateway-bare [--addr 127.0.0.1:0] [--read-buffer 2048] [--write-buffer 8192] [--idle-timeout 20]
+//!              [--write-timeout 10] [--nodelay]
 //! ```
 //!
 //! No authentication (the token is ignored), no registry, no sessions, no replay log: for each connection to
@@ -11,12 +12,14 @@
 //! gateway's bytes (`gateway_load::frame`). It is the transport's limit for the benchmark: the same frames, the same
 //! timers, the same WebSocket settings.
 //!
-//! WebSocket settings, as the gateway's hardening sets them: a 4 KiB read buffer (tungstenite's default is 128 KiB,
-//! allocated up front for every connection), a 4 KiB write buffer (the size at which buffered frames are written
-//! out; a flush writes everything anyway), messages and frames up to 1 MiB, a ping every 20 s. Like the gateway
-//! (axum's `serve`), it leaves Nagle's algorithm on. Each connection has a reader task and a writer task, as the
-//! gateway's has: the writer numbers and writes what the reader and the `slow` runs hand it, in batches of up to 64
-//! frames per flush.
+//! WebSocket settings and timers, as the gateway sets them (`READ_BUFFER`, `WRITE_BUFFER` in
+//! `crates/chat-gateway/src/server.rs`, its limits' defaults): a 2 KiB read buffer (tungstenite's default is 128 KiB,
+//! allocated up front for every connection), an 8 KiB write buffer (the size at which buffered frames are written
+//! out; a flush writes everything anyway), messages and frames up to 1 MiB; a ping after 20 s without a frame from
+//! the client and a close (4002) after 20 s more; every write under a 10 s deadline. Like the gateway (axum's
+//! `serve`), it leaves Nagle's algorithm on. Each connection has a reader task and a writer task, as the gateway's
+//! has: the writer numbers and writes what the reader and the `slow` runs hand it, in batches of up to 64 frames per
+//! flush. Keep these in step with the gateway.
 //!
 //! It prints `listening on ADDR` on stderr once it listens, and runs until it is killed.
 // A command-line program talks to its user on stderr.
@@ -34,7 +37,7 @@ use gateway_load::frame::{error_frame, event_frame, session_frame};
 use gateway_load::script::{Event, script, unknown_agent_message};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -46,12 +49,16 @@ const USAGE: &str = "\
 gateway-bare: a bare tokio-tungstenite server sending the frames chat-gateway sends (the benchmark's baseline)
 
 Usage:
-  gateway-bare [--addr 127.0.0.1:0] [--read-buffer 4096] [--write-buffer 4096] [--ping-interval 20] [--nodelay]
+  gateway-bare [--addr 127.0.0.1:0] [--read-buffer 2048] [--write-buffer 8192] [--idle-timeout 20]
+               [--write-timeout 10] [--nodelay]
 
   --addr ADDR            where to listen (default 127.0.0.1:0: a free port; `listening on ADDR` on stderr says which)
-  --read-buffer BYTES    tungstenite's read buffer per connection (default 4096, as the gateway's)
-  --write-buffer BYTES   tungstenite's write buffer threshold per connection (default 4096)
-  --ping-interval SECS   a ping to every connection this often (default 20, as the gateway's; 0: none)
+  --read-buffer BYTES    tungstenite's read buffer per connection (default 2048, as the gateway's)
+  --write-buffer BYTES   tungstenite's write buffer threshold per connection (default 8192, as the gateway's)
+  --idle-timeout SECS    a ping after this long without a frame from the client, a close (4002) after as long
+                         again (default 20, as the gateway's; 0: never)
+  --write-timeout SECS   the deadline of every write; a client that accepts nothing for this long is cut off
+                         (default 10, as the gateway's; 0: none)
   --nodelay              turn Nagle's algorithm off on every connection (the gateway leaves it on)
 
 Serves GET /v1/ws with no authentication: the session frame, then each run's events as the built-in agents
@@ -71,16 +78,18 @@ struct Options {
     addr: SocketAddr,
     read_buffer: usize,
     write_buffer: usize,
-    ping_interval: Duration,
+    idle_timeout: Duration,
+    write_timeout: Duration,
     nodelay: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut options = Options {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        read_buffer: 4096,
-        write_buffer: 4096,
-        ping_interval: Duration::from_secs(20),
+        read_buffer: 2048,
+        write_buffer: 8192,
+        idle_timeout: Duration::from_secs(20),
+        write_timeout: Duration::from_secs(10),
         nodelay: false,
     };
     while let Some(arg) = args.next() {
@@ -111,7 +120,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             // tungstenite needs room for a frame header in its read buffer.
             "--read-buffer" => options.read_buffer = number(value()?, 64)? as usize,
             "--write-buffer" => options.write_buffer = number(value()?, 0)? as usize,
-            "--ping-interval" => options.ping_interval = Duration::from_secs(number(value()?, 0)?),
+            "--idle-timeout" => options.idle_timeout = Duration::from_secs(number(value()?, 0)?),
+            "--write-timeout" => options.write_timeout = Duration::from_secs(number(value()?, 0)?),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -149,7 +159,8 @@ fn main() -> ExitCode {
 /// What every connection shares.
 struct Shared {
     config: WebSocketConfig,
-    ping_interval: Duration,
+    idle_timeout: Duration,
+    write_timeout: Duration,
     nodelay: bool,
     /// The last run id handed out: one counter for the process, as the registry's.
     last_run: AtomicU64,
@@ -170,7 +181,8 @@ async fn serve(options: Options) -> Result<(), String> {
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |now| now.as_nanos() as u64);
     let shared = Arc::new(Shared {
         config,
-        ping_interval: options.ping_interval,
+        idle_timeout: options.idle_timeout,
+        write_timeout: options.write_timeout,
         nodelay: options.nodelay,
         last_run: AtomicU64::new(0),
         last_session: AtomicU64::new(0),
@@ -229,8 +241,10 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
     let (sink, stream) = socket.split();
     let (frames, queue) = mpsc::channel(QUEUE);
     let (stop, stop_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, queue, stop_rx, session_id, shared.ping_interval));
-    let close = read_loop(stream, frames, &shared).await;
+    // The reader asks the writer (the only writer) for a ping when the client has been silent.
+    let ping = Arc::new(Notify::new());
+    let writer = tokio::spawn(write_loop(sink, queue, stop_rx, Arc::clone(&ping), session_id, shared.write_timeout));
+    let close = read_loop(stream, frames, &ping, &shared).await;
     let _ = stop.send(close);
     let _ = writer.await;
 }
@@ -239,9 +253,35 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
 async fn read_loop(
     mut stream: SplitStream<WebSocketStream<TcpStream>>,
     frames: mpsc::Sender<Box<Out>>,
+    ping: &Notify,
     shared: &Shared,
 ) -> Option<CloseFrame> {
-    while let Some(Ok(message)) = stream.next().await {
+    let mut pinged = false;
+    loop {
+        let next = if shared.idle_timeout.is_zero() {
+            Ok(stream.next().await)
+        } else {
+            tokio::time::timeout(shared.idle_timeout, stream.next()).await
+        };
+        let message = match next {
+            Ok(Some(Ok(message))) => {
+                pinged = false;
+                message
+            }
+            Ok(Some(Err(_)) | None) => return None,
+            Err(_) if !pinged => {
+                // Silent for a whole idle timeout: ask for a pong (any frame will do), and give it another one.
+                ping.notify_one();
+                pinged = true;
+                continue;
+            }
+            Err(_) => {
+                return Some(CloseFrame {
+                    code: CloseCode::from(4002),
+                    reason: "no frame within the idle timeout".into(),
+                });
+            }
+        };
         let refusal = match message {
             Message::Text(text) if text.len() > MAX_FRAME_BYTES => Out::Error {
                 request_id: None,
@@ -268,7 +308,6 @@ async fn read_loop(
             return None;
         }
     }
-    None
 }
 
 enum Handled {
@@ -338,23 +377,30 @@ fn refuse(request_id: Option<String>, code: &'static str, message: String) -> Ha
     Handled::Refused(Out::Error { request_id, code, message })
 }
 
+/// A write under the deadline (none if zero); `false` if it failed or missed the deadline: the connection ends.
+async fn write<F: Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>>(
+    write: F,
+    deadline: Duration,
+) -> bool {
+    if deadline.is_zero() {
+        return write.await.is_ok();
+    }
+    matches!(tokio::time::timeout(deadline, write).await, Ok(Ok(())))
+}
+
 /// The connection's only writer: the session frame, then every frame it is handed, numbered from 1.
 async fn write_loop(
     mut sink: SplitSink<WebSocketStream<TcpStream>, Message>,
     mut queue: mpsc::Receiver<Box<Out>>,
     mut stop: oneshot::Receiver<Option<CloseFrame>>,
+    ping: Arc<Notify>,
     session_id: String,
-    ping_interval: Duration,
+    deadline: Duration,
 ) {
-    if sink.send(Message::text(session_frame(&session_id, false, 0))).await.is_err() {
+    if !write(sink.send(Message::text(session_frame(&session_id, false, 0))), deadline).await {
         return;
     }
     drop(session_id);
-    let mut ping = (!ping_interval.is_zero()).then(|| {
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping
-    });
     let mut seq = 0;
     // Allocated by the first batch (`recv_many` reserves what it needs), so an idle connection has none.
     let mut batch = Vec::new();
@@ -363,11 +409,16 @@ async fn write_loop(
             biased;
             close = &mut stop => {
                 if let Ok(Some(frame)) = close {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    write(sink.send(Message::Close(Some(frame))), deadline).await;
                 }
                 // Flushes the reply to a close frame the client sent, if any.
-                let _ = sink.close().await;
+                write(sink.close(), deadline).await;
                 return;
+            }
+            () = ping.notified() => {
+                if !write(sink.send(Message::Ping(Bytes::new())), deadline).await {
+                    return;
+                }
             }
             received = queue.recv_many(&mut batch, BATCH) => {
                 if received == 0 {
@@ -381,16 +432,11 @@ async fn write_loop(
                             error_frame(seq, request_id.as_deref(), code, &message)
                         }
                     };
-                    if sink.feed(Message::text(text)).await.is_err() {
+                    if !write(sink.feed(Message::text(text)), deadline).await {
                         return;
                     }
                 }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-            }
-            _ = async { ping.as_mut()?.tick().await; Some(()) }, if ping.is_some() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                if !write(sink.flush(), deadline).await {
                     return;
                 }
             }
@@ -405,16 +451,22 @@ mod tests {
     fn parse(args: &str) -> Result<String, String> {
         parse_args(args.split_whitespace().map(str::to_owned)).map(|options| match options {
             None => "help".to_owned(),
-            Some(o) => format!("{} {} {} {:?} {}", o.addr, o.read_buffer, o.write_buffer, o.ping_interval, o.nodelay),
+            Some(o) => format!(
+                "{} {} {} {:?} {:?} {}",
+                o.addr, o.read_buffer, o.write_buffer, o.idle_timeout, o.write_timeout, o.nodelay
+            ),
         })
     }
 
     #[test]
     fn parses_the_command_line() {
-        assert_eq!(parse("").unwrap(), "127.0.0.1:0 4096 4096 20s false");
+        assert_eq!(parse("").unwrap(), "127.0.0.1:0 2048 8192 20s 10s false");
         assert_eq!(
-            parse("--addr 127.0.0.1:9000 --read-buffer=8192 --write-buffer 0 --ping-interval 0 --nodelay").unwrap(),
-            "127.0.0.1:9000 8192 0 0ns true"
+            parse(
+                "--addr 127.0.0.1:9000 --read-buffer=4096 --write-buffer 0 --idle-timeout 0 --write-timeout 3 --nodelay"
+            )
+            .unwrap(),
+            "127.0.0.1:9000 4096 0 0ns 3s true"
         );
         assert_eq!(parse("--help").unwrap(), "help");
         assert_eq!(parse("--addr").unwrap_err(), "`--addr` needs a value");
