@@ -7,6 +7,7 @@
 //! wait in the log) unless the client said `close`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
@@ -79,6 +80,18 @@ pub(crate) fn open(gateway: &Gateway, user: &str) -> Option<Attachment> {
     }
 }
 
+/// What the receive task, which judges whether the client is still there, shares with the send task.
+#[derive(Default)]
+struct Liveness {
+    /// Asks the send task for a ping.
+    ping: Notify,
+    /// How many writes to the client have completed: a client that accepts frames is there, even while a ping
+    /// waits behind them.
+    writes: AtomicU64,
+    /// Whether a write is in progress: then the write deadline, not the idle timeout, decides.
+    writing: AtomicBool,
+}
+
 /// Why the receive task ended.
 enum Leave {
     /// The connection ended or broke.
@@ -96,12 +109,26 @@ enum Leave {
 pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_at: u64, slot: Slot) {
     let gateway = attachment.gateway.clone();
     gateway.metrics.connection_opened();
-    let span = tracing::info_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
+    let counted = Counted { metrics: Arc::clone(&gateway.metrics), slot: Some(slot) };
+    // Debug level: at the default (info) the span is disabled, so polling the connection's tasks costs nothing for it.
+    let span = tracing::debug_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
     serve(&gateway, &mut attachment, socket, expires_at).instrument(span).await;
     drop(attachment);
-    // Freed before the connection is counted out: once `connections_open` says so, its place can be taken.
-    drop(slot);
-    gateway.metrics.connection_closed();
+    drop(counted);
+}
+
+/// An open connection in the counters, until dropped (however `run` ends, a panic included). Its place under the
+/// caps is freed first, so that once `connections_open` says it is gone, its place can be taken.
+struct Counted {
+    metrics: Arc<crate::metrics::Metrics>,
+    slot: Option<Slot>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        self.metrics.connection_closed();
+    }
 }
 
 /// How long until `expires_at` (seconds since the Unix epoch); an `exp` past what the clock can hold never comes.
@@ -118,7 +145,7 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
     let (sink, stream) = socket.split();
     let (stop, stop_rx) = oneshot::channel();
     // The receive task asks the send task (the only writer) for a ping when the client has been silent.
-    let ping = Arc::new(Notify::new());
+    let ping = Arc::new(Liveness::default());
     let mut send_task = tokio::spawn(
         send_loop(
             sink,
@@ -208,26 +235,37 @@ async fn receive_loop(
     mut stream: SplitStream<WebSocket>,
     live: Arc<LiveSession>,
     gateway: Gateway,
-    ping: Arc<Notify>,
+    liveness: Arc<Liveness>,
 ) -> Leave {
     let idle_timeout = gateway.limits.idle_timeout;
-    let mut pinged = false;
+    // The number of completed writes when the ping was asked for, while waiting for an answer.
+    let mut pinged: Option<u64> = None;
     loop {
         let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
             Ok(Some(message)) => {
-                pinged = false;
+                pinged = None;
                 message
             }
             Ok(None) => return Leave::Gone,
-            Err(_) if !pinged => {
-                // Silent for a whole idle timeout: ask for a pong (any frame will do), and give it another one.
-                ping.notify_one();
-                pinged = true;
-                continue;
-            }
             Err(_) => {
-                tracing::debug!("no frame from the client within the idle timeout after a ping");
-                return Leave::Idle;
+                let writes = liveness.writes.load(Ordering::Relaxed);
+                match pinged {
+                    None => {
+                        // Silent for a whole idle timeout: ask for a pong (any frame will do), and give it another.
+                        liveness.ping.notify_one();
+                        pinged = Some(writes);
+                    }
+                    // Still accepting frames (a slow reader, the ping behind them), or a write in progress (which the
+                    // write deadline bounds): there; wait for the answer.
+                    Some(before) if writes != before || liveness.writing.load(Ordering::Relaxed) => {
+                        pinged = Some(writes);
+                    }
+                    Some(_) => {
+                        tracing::debug!("no frame from the client, and no write accepted, within the idle timeout");
+                        return Leave::Idle;
+                    }
+                }
+                continue;
             }
         };
         let message = match message {
@@ -387,10 +425,10 @@ async fn send_loop(
     live: Arc<LiveSession>,
     start: Cursor,
     stop: oneshot::Receiver<CloseFrame>,
-    ping: Arc<Notify>,
+    liveness: Arc<Liveness>,
 ) {
     let write_timeout = gateway.limits.write_timeout;
-    let result = send_messages(&mut sink, &gateway, &live, start, stop, &ping).await;
+    let result = send_messages(&mut sink, &gateway, &live, start, stop, &liveness).await;
     let close = match result {
         Ok(close) => close,
         Err(Cut::Deadline) => {
@@ -415,7 +453,7 @@ async fn send_messages(
     live: &LiveSession,
     start: Cursor,
     mut stop: oneshot::Receiver<CloseFrame>,
-    ping: &Notify,
+    liveness: &Liveness,
 ) -> Result<CloseFrame, Cut> {
     let timeout = gateway.limits.write_timeout;
     let Cursor { attached, after, resumed } = start;
@@ -424,6 +462,9 @@ async fn send_messages(
     // Invariant: the client has been sent every message of the session up to `cursor`, in order, once each on this
     // connection.
     let mut cursor = after;
+    // Made once, not per batch (each registers with its token or `Notify` when first polled).
+    let mut finished = std::pin::pin!(live.finished.cancelled());
+    let mut ping = std::pin::pin!(liveness.ping.notified());
     loop {
         if live.finished.is_cancelled() && cursor >= live.last_seq() {
             // The session was closed (a shutdown) and its last message is out.
@@ -435,12 +476,14 @@ async fn send_messages(
                 Ok(frame) => return Ok(frame),
                 Err(_) => return Err(Cut::Broken),
             },
-            () = ping.notified() => {
+            () = ping.as_mut() => {
+                ping.set(liveness.ping.notified());
                 write(sink.send(Message::Ping(Default::default())), timeout).await?;
                 continue;
             }
             batch = gateway.sessions.log.replay_after(live.key, &attached, cursor, BATCH) => batch,
-            () = live.finished.cancelled() => continue,
+            // Once cancelled it stays ready: the check above then ends the loop when the log has nothing more.
+            () = finished.as_mut() => continue,
         };
         let messages = match batch {
             Ok(messages) => messages,
@@ -453,11 +496,14 @@ async fn send_messages(
                 return Ok(CloseFrame { code: close_code::AWAY, reason: "session closed".into() });
             }
         };
+        liveness.writing.store(true, Ordering::Relaxed);
         for message in messages {
             write(sink.feed(Message::Text(message.text)), timeout).await?;
+            liveness.writes.fetch_add(1, Ordering::Relaxed);
             cursor = message.seq;
         }
         write(sink.flush(), timeout).await?;
+        liveness.writing.store(false, Ordering::Relaxed);
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 mod connection;
 pub mod limits;
+mod listener;
 pub mod metrics;
 mod page;
 pub mod protocol;

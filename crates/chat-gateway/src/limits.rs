@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// how long it may stay silent after the ping before it is closed, unless configured otherwise.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a socket stays open while the gateway writes nothing to it (a request that never ends, a kept-alive
+/// socket nobody uses), unless configured otherwise. At least twice the idle timeout is used, so that a silent
+/// WebSocket connection is pinged first.
+pub const DEFAULT_QUIET_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long one write to a client may wait for the client to accept it, unless configured otherwise.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,6 +49,10 @@ pub(crate) struct Limits {
     pub(crate) max_sessions_per_user: usize,
     pub(crate) max_connections: usize,
     pub(crate) idle_timeout: Duration,
+    pub(crate) quiet_timeout: Duration,
+    /// Sockets one IP address may hold at once (`usize::MAX`: no cap of its own, the default, since behind a reverse
+    /// proxy every user comes from its address).
+    pub(crate) max_sockets_per_address: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) failed_upgrades_per_window: u32,
     /// Origins accepted besides the request's own (`scheme://host[:port]`, compared without case).
@@ -57,6 +66,8 @@ impl Default for Limits {
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            quiet_timeout: DEFAULT_QUIET_TIMEOUT,
+            max_sockets_per_address: usize::MAX,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             failed_upgrades_per_window: DEFAULT_FAILED_UPGRADES_PER_WINDOW,
             allowed_origins: Vec::new(),

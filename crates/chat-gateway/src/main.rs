@@ -14,7 +14,7 @@ use std::time::Duration;
 use chat_gateway::auth::{self, Secret};
 use chat_gateway::limits::{
     DEFAULT_FAILED_UPGRADES_PER_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_QUIET_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 use chat_gateway::replay::{DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_LIMIT, MemoryReplayLog};
 use chat_gateway::{
@@ -33,7 +33,8 @@ Usage:
                      [--replay-bytes 1MiB]
                      [--max-connections-per-user 8] [--max-sessions-per-user 16]
                      [--max-connections 10000]
-                     [--idle-timeout 20s] [--write-timeout 10s] [--failed-upgrades-per-minute 20]
+                     [--idle-timeout 20s] [--write-timeout 10s] [--quiet-timeout 60s]
+                     [--max-sockets-per-address N] [--failed-upgrades-per-minute 20]
                      [--allowed-origin https://chat.example.com]...
   chat-gateway token --user <id> [--ttl 1h]
 
@@ -47,7 +48,10 @@ serve   Serves GET /v1/ws, /healthz and the chat page (GET /) on --addr, GET /me
         Limits: connections per user (429 beyond) and in all (503 beyond); sessions per user (a new one
         closes the user's oldest waiting for a resume, 429 if none waits); a silent connection is
         pinged after --idle-timeout and closed (4002) after another; a client that accepts no frame
-        for --write-timeout is cut off; an address with more failed upgrade requests per minute gets
+        for --write-timeout is cut off; a socket the gateway writes nothing to for --quiet-timeout (a
+        request that never ends) is closed, and one address may hold --max-sockets-per-address (no cap
+        of its own by default: behind a proxy every user has its address); an address with more failed
+        upgrade requests per minute gets
         429 until the minute ends; a browser page may connect from the gateway's own origin or an
         --allowed-origin (403 otherwise).
 token   Prints a token for --user, valid for --ttl (s, m, h or d; default 1h), signed with
@@ -80,6 +84,8 @@ struct ServeOptions {
     max_connections: usize,
     idle_timeout: Duration,
     write_timeout: Duration,
+    quiet_timeout: Duration,
+    max_sockets_per_address: Option<usize>,
     failed_upgrades_per_minute: u32,
     allowed_origins: Vec<String>,
 }
@@ -99,6 +105,8 @@ impl Default for ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            quiet_timeout: DEFAULT_QUIET_TIMEOUT,
+            max_sockets_per_address: None,
             failed_upgrades_per_minute: DEFAULT_FAILED_UPGRADES_PER_WINDOW,
             allowed_origins: Vec::new(),
         }
@@ -190,6 +198,10 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
                     }
                     "idle-timeout" => options.idle_timeout = parse_timeout(&name, &value(&name, given)?)?,
                     "write-timeout" => options.write_timeout = parse_timeout(&name, &value(&name, given)?)?,
+                    "quiet-timeout" => options.quiet_timeout = parse_timeout(&name, &value(&name, given)?)?,
+                    "max-sockets-per-address" => {
+                        options.max_sockets_per_address = Some(parse_count(&name, &value(&name, given)?, "sockets")?);
+                    }
                     "failed-upgrades-per-minute" => {
                         let text = value(&name, given)?;
                         options.failed_upgrades_per_minute = text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -348,6 +360,8 @@ fn serve(options: ServeOptions) -> Result<(), Failure> {
         .max_connections(options.max_connections)
         .idle_timeout(options.idle_timeout)
         .write_timeout(options.write_timeout)
+        .quiet_timeout(options.quiet_timeout)
+        .max_sockets_per_address(options.max_sockets_per_address.unwrap_or(usize::MAX))
         .failed_upgrades_per_minute(options.failed_upgrades_per_minute)
         .allowed_origins(options.allowed_origins);
     // With --dev, the browser page offers the dev token (GET /dev-token).
@@ -468,7 +482,8 @@ mod tests {
     fn check_limits(args: &str, expect: &str) {
         let actual = match parse_args(args.split_whitespace().map(str::to_owned)) {
             Ok(Command::Serve(options)) => format!(
-                "metrics={} bytes={} user={} sessions={} all={} idle={:?} write={:?} failed={} origins={:?}",
+                "metrics={} bytes={} user={} sessions={} all={} idle={:?} write={:?} quiet={:?} sockets={:?} \
+                 failed={} origins={:?}",
                 options.metrics_addr,
                 options.replay_bytes,
                 options.max_connections_per_user,
@@ -476,6 +491,8 @@ mod tests {
                 options.max_connections,
                 options.idle_timeout,
                 options.write_timeout,
+                options.quiet_timeout,
+                options.max_sockets_per_address,
                 options.failed_upgrades_per_minute,
                 options.allowed_origins
             ),
@@ -489,13 +506,13 @@ mod tests {
     fn parses_the_limits() {
         check_limits(
             "serve",
-            "metrics=127.0.0.1:9464 bytes=1048576 user=8 sessions=16 all=10000 idle=20s write=10s failed=20 origins=[]",
+            "metrics=127.0.0.1:9464 bytes=1048576 user=8 sessions=16 all=10000 idle=20s write=10s quiet=60s sockets=None failed=20 origins=[]",
         );
         check_limits(
             "serve --metrics-addr 127.0.0.1:0 --replay-bytes 64KiB --max-connections-per-user 2 --max-sessions-per-user 3 --max-connections 50 --idle-timeout 1m \
-             --write-timeout 3s --failed-upgrades-per-minute 5 --allowed-origin https://a.example/ \
+             --write-timeout 3s --quiet-timeout 2m --max-sockets-per-address 64 --failed-upgrades-per-minute 5 --allowed-origin https://a.example/ \
              --allowed-origin=http://b.example:8080",
-            "metrics=127.0.0.1:0 bytes=65536 user=2 sessions=3 all=50 idle=60s write=3s failed=5 \
+            "metrics=127.0.0.1:0 bytes=65536 user=2 sessions=3 all=50 idle=60s write=3s quiet=120s sockets=Some(64) failed=5 \
              origins=[\"https://a.example\", \"http://b.example:8080\"]",
         );
         check_limits(
@@ -508,7 +525,7 @@ mod tests {
         );
         check_limits(
             "serve --replay-bytes 2MiB",
-            "metrics=127.0.0.1:9464 bytes=2097152 user=8 sessions=16 all=10000 idle=20s write=10s failed=20 origins=[]",
+            "metrics=127.0.0.1:9464 bytes=2097152 user=8 sessions=16 all=10000 idle=20s write=10s quiet=60s sockets=None failed=20 origins=[]",
         );
         check_limits(
             "serve --replay-bytes 1GB",

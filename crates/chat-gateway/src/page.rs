@@ -20,7 +20,7 @@
 //! The page loads nothing from another host.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
@@ -132,11 +132,9 @@ fn secure(mut response: Response) -> Response {
 
 /// The checks `GET /v1/ws` makes before it looks at the session, with the token from `Authorization: Bearer` only.
 #[allow(clippy::result_large_err)]
-fn admit(gateway: &Gateway, peer: Peer, headers: &HeaderMap) -> Result<(Claims, Option<IpAddr>), Response> {
+fn admit(gateway: &Gateway, peer: Peer, headers: &HeaderMap) -> Result<Claims, Response> {
     let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
-    server::preflight(gateway, peer, headers, server::bearer_token(headers))
-        .map(|claims| (claims, peer))
-        .map_err(secure)
+    server::preflight(gateway, peer, headers, server::bearer_token(headers)).map_err(secure)
 }
 
 /// `GET /v1/agents`: the names the page offers in its agent list.
@@ -151,13 +149,11 @@ async fn agents(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap) 
 
 /// `GET /v1/ws/check`: what `GET /v1/ws` with the same token and query would answer before the upgrade.
 ///
-/// A resume that would be accepted is carried out and ended at once, as if its connection had dropped right
-/// away: a connection still attached to the session is taken over (close code 4000, which is what the real resume
-/// would do too), and the session's resume window starts again. That is how the answer is exact whatever the
-/// replay log is.
+/// It changes nothing: a connection attached to the session stays attached, and a detached session's resume window
+/// goes on ([`ReplayLog::probe`](crate::replay::ReplayLog::probe)).
 async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, uri: Uri) -> Response {
-    let (claims, peer) = match admit(&gateway, peer, &headers) {
-        Ok(admitted) => admitted,
+    let claims = match admit(&gateway, peer, &headers) {
+        Ok(claims) => claims,
         Err(response) => return response,
     };
     if gateway.shutdown.is_cancelled() {
@@ -169,18 +165,17 @@ async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, u
     };
     let response = match resume {
         None => json(StatusCode::OK, serde_json::json!({ "user": claims.user }).to_string()),
-        Some((key, after)) => match key.map(|key| (key, gateway.sessions.resume(&claims.user, key, after))) {
-            Some((key, Ok((_live, attached)))) => {
-                gateway.sessions.detach(key, attached, false);
-                let body = serde_json::json!({ "user": claims.user, "last_seq": attached.last_seq });
+        Some((key, after)) => match key.map(|key| gateway.sessions.probe(&claims.user, key, after)) {
+            Some(Ok(last_seq)) => {
+                let body = serde_json::json!({ "user": claims.user, "last_seq": last_seq });
                 json(StatusCode::OK, body.to_string())
             }
-            Some((_, Err(AttachError::Gap { first_seq }))) => {
+            Some(Err(AttachError::Gap { first_seq })) => {
                 gateway.metrics.refused(Refused::ResumeGap);
                 server::resume_gap(first_seq)
             }
-            Some((_, Err(_))) | None => {
-                server::failed_attempt(&gateway, peer, Refused::UnknownSession);
+            Some(Err(_)) | None => {
+                gateway.metrics.refused(Refused::UnknownSession);
                 server::unknown_session()
             }
         },

@@ -230,6 +230,10 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
     /// attached before is taken over (its `replay_after` fails with [`ReplayError::TakenOver`]).
     fn attach(&self, session: SessionKey, user: &str, how: Attach) -> Result<Attached, AttachError>;
 
+    /// Answers what `attach(session, user, Attach::Resume { after })` would, changing nothing (no takeover, no new
+    /// attachment): the session's last seq, or why a resume would be refused.
+    fn probe(&self, session: SessionKey, user: &str, after: u64) -> Result<u64, AttachError>;
+
     /// Detaches the connection: the session's messages wait in the log. Returns whether `attached` was still the
     /// session's attachment (`false` once taken over, or for an expired session).
     fn detach(&self, session: SessionKey, attached: &Attached) -> bool;
@@ -298,6 +302,19 @@ struct RecordState {
 impl RecordState {
     fn first_held(&self) -> u64 {
         self.messages.front().map_or(self.last_seq + 1, |message| message.seq)
+    }
+
+    /// Whether a client that has every message up to `after` may resume now.
+    fn resumable_after(&self, after: u64) -> Result<(), AttachError> {
+        // Expired between a look-up and now: gone, as an unknown session is.
+        if self.expired {
+            return Err(AttachError::Unknown);
+        }
+        let first_held = self.first_held();
+        if after > self.last_seq || after.saturating_add(1) < first_held {
+            return Err(AttachError::Gap { first_seq: first_held });
+        }
+        Ok(())
     }
 }
 
@@ -451,14 +468,7 @@ impl ReplayLog for MemoryReplayLog {
                 let Some(record) = record.cloned() else { return Err(AttachError::Unknown) };
                 drop(sessions);
                 let mut state = lock(&record.state);
-                // Expired between the look-up and now: gone, as an unknown session is.
-                if state.expired {
-                    return Err(AttachError::Unknown);
-                }
-                let first_held = state.first_held();
-                if after > state.last_seq || after.saturating_add(1) < first_held {
-                    return Err(AttachError::Gap { first_seq: first_held });
-                }
+                state.resumable_after(after)?;
                 let took_over = state.attached;
                 state.attached = true;
                 state.generation += 1;
@@ -474,6 +484,16 @@ impl ReplayLog for MemoryReplayLog {
                 Ok(attached)
             }
         }
+    }
+
+    fn probe(&self, session: SessionKey, user: &str, after: u64) -> Result<u64, AttachError> {
+        let record = self.record(session).ok_or(AttachError::Unknown)?;
+        let state = lock(&record.state);
+        if &*state.user != user {
+            return Err(AttachError::Unknown);
+        }
+        state.resumable_after(after)?;
+        Ok(state.last_seq)
     }
 
     fn detach(&self, session: SessionKey, attached: &Attached) -> bool {
@@ -575,6 +595,28 @@ mod tests {
         assert_eq!(seqs(&log.replay_after(key, &attached, 2, 8).await.unwrap()), [3]);
         fourth.await.unwrap().unwrap();
         assert_eq!(log.retained_messages(), 2, "messages 3 and 4: 7 bytes");
+    }
+
+    #[tokio::test]
+    async fn a_probe_answers_as_a_resume_would_and_changes_nothing() {
+        let log = MemoryReplayLog::new(2);
+        let key = SessionKey::random();
+        let first = log.attach(key, "alice", Attach::Open).unwrap();
+        for seq in 1..=3 {
+            if seq == 3 {
+                // Message 1 was sent: it may leave to make room for message 3.
+                log.replay_after(key, &first, 1, 8).await.unwrap();
+            }
+            log.append(key, message(seq)).await.unwrap();
+        }
+        assert_eq!(log.probe(key, "alice", 1), Ok(3));
+        assert_eq!(log.probe(key, "alice", 0), Err(AttachError::Gap { first_seq: 2 }));
+        assert_eq!(log.probe(key, "alice", 4), Err(AttachError::Gap { first_seq: 2 }));
+        assert_eq!(log.probe(key, "mallory", 1), Err(AttachError::Unknown));
+        assert_eq!(log.probe(SessionKey::random(), "alice", 1), Err(AttachError::Unknown));
+        // Nothing changed: the first connection is still attached and reads on.
+        assert_eq!(seqs(&log.replay_after(key, &first, 1, 8).await.unwrap()), [2, 3]);
+        assert!(log.detach(key, &first));
     }
 
     #[tokio::test]

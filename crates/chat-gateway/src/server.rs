@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::{Extension, Router};
 use core_registry::{AgentRegistry, BuildError};
 use tokio::net::TcpListener;
@@ -31,6 +32,10 @@ pub const DEFAULT_MAX_RUNS_PER_CONNECTION: usize = 16;
 
 /// How long [`Gateway::serve`] lets runs in progress finish after the shutdown signal before cancelling them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a drain ended at once still waits for the connections' last writes (each gets one second for its send
+/// task and one for its receive task).
+const END_DRAIN_GRACE: Duration = Duration::from_secs(3);
 
 /// The WebSocket read buffer of each connection. tungstenite's default (128 KiB, allocated per connection) made an
 /// idle connection cost 145 KiB. Client messages are small (64 KiB at most), and a frame longer than the buffer
@@ -150,6 +155,26 @@ impl Gateway {
         self
     }
 
+    /// Sets how long [`Gateway::serve`] keeps a socket open while it writes nothing to it (default
+    /// [`DEFAULT_QUIET_TIMEOUT`](crate::limits::DEFAULT_QUIET_TIMEOUT)): a request that never completes, a kept-alive
+    /// socket nobody uses. At least twice the [idle timeout](Gateway::idle_timeout) is used, so that a silent
+    /// WebSocket connection is pinged (a write) first. `serve` also holds at most
+    /// [`max_connections`](Gateway::max_connections) + 1024 sockets in all (more wait to be accepted).
+    #[must_use]
+    pub fn quiet_timeout(mut self, timeout: Duration) -> Gateway {
+        self.limits_mut().quiet_timeout = timeout;
+        self
+    }
+
+    /// Sets how many sockets one IP address may hold at once under [`Gateway::serve`] (more are closed as soon as
+    /// they are accepted). No cap of its own by default: behind a reverse proxy every user comes from the proxy's
+    /// address. Set it when clients connect directly.
+    #[must_use]
+    pub fn max_sockets_per_address(mut self, limit: usize) -> Gateway {
+        self.limits_mut().max_sockets_per_address = limit;
+        self
+    }
+
     /// Sets how long one write to a client may wait for the client to accept it (default
     /// [`DEFAULT_WRITE_TIMEOUT`](crate::limits::DEFAULT_WRITE_TIMEOUT)). A client that accepts nothing for that
     /// long is disconnected; its session detaches, and its messages wait in the replay log.
@@ -159,9 +184,10 @@ impl Gateway {
         self
     }
 
-    /// Sets how many failed upgrade requests (`401`, `403`, `404`) one IP address may make per minute (default
+    /// Sets how many failed upgrade requests (`401`, `403`) one IP address may make per minute (default
     /// [`DEFAULT_FAILED_UPGRADES_PER_WINDOW`](crate::limits::DEFAULT_FAILED_UPGRADES_PER_WINDOW)); after them, every
-    /// upgrade request from it is answered `429` until the minute ends. Needs the peer address:
+    /// request from it without a valid token (or from another origin) is answered `429` until the minute ends.
+    /// Requests with a valid token are served, so users behind one address with a guesser are not locked out. Needs the peer address:
     /// [`Gateway::serve`] provides it; an application embedding [`Gateway::router`] must serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()`, or nothing is throttled.
     #[must_use]
@@ -262,6 +288,12 @@ impl Gateway {
         let address = listener.local_addr()?;
         tracing::info!("listening on {address}");
         let stop_http = CancellationToken::new();
+        let limits = &self.limits;
+        let sockets = limits.max_connections.saturating_add(crate::listener::SOCKETS_BEYOND_CONNECTIONS);
+        let quiet = limits.quiet_timeout.max(limits.idle_timeout.saturating_mul(2));
+        // `tap_io` (doing nothing) gives the listener axum's ConnectInfo<SocketAddr>.
+        let per_address = limits.max_sockets_per_address;
+        let listener = crate::listener::GatewayListener::new(listener, sockets, per_address, quiet).tap_io(|_| {});
         let http = axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop_http.clone().cancelled_owned())
             .into_future();
@@ -273,7 +305,14 @@ impl Gateway {
             // Upgraded connections run on their own tasks, outside axum's graceful shutdown: wait for them here,
             // while the listener still answers `/healthz` (503) and upgrade requests (503).
             self.connections.close();
-            self.connections.wait().await;
+            tokio::select! {
+                () = self.connections.wait() => {}
+                // Ended at once: each connection has its own short grace; past it, stop waiting for stragglers.
+                () = async {
+                    self.stop_now.cancelled().await;
+                    tokio::time::sleep(END_DRAIN_GRACE).await;
+                } => tracing::warn!("drain ended at once with connections still closing"),
+            }
         };
         tokio::select! {
             served = &mut http => served?,
@@ -337,16 +376,22 @@ async fn ws_handler(
         }
     };
     // Attached before the upgrade, so that a resume is refused with a status; a connection taken over is closed now.
+    // A new session's place under the per-user cap is reserved now, and held until it is open.
+    let mut reservation = None;
     let attachment = match resume {
         None => {
             // A new session: one user's sessions waiting for a resume cannot pile up.
-            if gateway.sessions.make_room(&claims.user, limits.max_sessions_per_user).is_err() {
-                gateway.metrics.refused(Refused::UserSessions);
-                let message = format!(
-                    "this user already holds {} sessions, each attached to a connection; close one (or resume it)\n",
-                    limits.max_sessions_per_user
-                );
-                return too_many(Duration::from_secs(1), message);
+            match gateway.sessions.make_room(&claims.user, limits.max_sessions_per_user) {
+                Ok(reserved) => reservation = Some(reserved),
+                Err(_) => {
+                    gateway.metrics.refused(Refused::UserSessions);
+                    let message = format!(
+                        "this user already holds {} sessions, each attached to a connection; close one (or resume \
+                         it)\n",
+                        limits.max_sessions_per_user
+                    );
+                    return too_many(Duration::from_secs(1), message);
+                }
             }
             None
         }
@@ -360,7 +405,9 @@ async fn ws_handler(
                 return resume_gap(first_seq);
             }
             Some(Err(_)) | None => {
-                failed_attempt(&gateway, peer, Refused::UnknownSession);
+                // Not counted against the address: the request has a valid token, and a session id is 128 random
+                // bits, nothing to guess; a page reloaded after a restart asks for its old session.
+                gateway.metrics.refused(Refused::UnknownSession);
                 return unknown_session();
             }
         },
@@ -380,19 +427,24 @@ async fn ws_handler(
                 Some(attachment) => Some(attachment),
                 None => crate::connection::open(&gateway, &user),
             };
+            drop(reservation);
             match attachment {
                 Some(attachment) => crate::connection::run(attachment, socket, expires_at, slot).await,
                 None => {
                     let frame = CloseFrame { code: close_code::ERROR, reason: "cannot open a session".into() };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    let close = socket.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(gateway.limits.write_timeout, close).await;
                 }
             }
             drop(tracked);
         })
 }
 
-/// The checks of every request that speaks for a user before the upgrade (`GET /v1/ws` and the page's endpoints),
-/// in order: the failed-upgrade throttle (`429`), the `Origin` (`403`), the `token` (`401`). Gives its claims.
+/// The checks of every request that speaks for a user before the upgrade (`GET /v1/ws` and the page's endpoints):
+/// the `Origin` (`403`) and the `token` (`401`), each refusal counted against the address; an address that used up
+/// its failures for the minute gets `429` instead of either, without a new count. A valid token from the same
+/// origin always passes: the throttle slows down guessing, it never locks out the users behind a shared address (a
+/// proxy, a NAT). Gives the token's claims.
 #[allow(clippy::result_large_err)]
 pub(crate) fn preflight(
     gateway: &Gateway,
@@ -401,14 +453,16 @@ pub(crate) fn preflight(
     token: Option<&str>,
 ) -> Result<Claims, Response> {
     let limits = &gateway.limits;
-    if let Some(peer) = peer
-        && let Some(wait) = gateway.throttle.retry_after(peer, limits.failed_upgrades_per_window, Instant::now())
-    {
+    let throttled = || {
+        let wait = gateway.throttle.retry_after(peer?, limits.failed_upgrades_per_window, Instant::now())?;
         gateway.metrics.refused(Refused::Throttled);
-        tracing::debug!(%peer, "throttled an upgrade request: too many failed ones from this address");
-        return Err(too_many(wait, "too many failed upgrade requests from this address; try again later\n"));
-    }
+        tracing::debug!(peer = ?peer, "throttled an upgrade request: too many failed ones from this address");
+        Some(too_many(wait, "too many failed upgrade requests from this address; try again later\n"))
+    };
     if !crate::limits::origin_allowed(headers, &limits.allowed_origins) {
+        if let Some(response) = throttled() {
+            return Err(response);
+        }
         failed_attempt(gateway, peer, Refused::Origin);
         tracing::debug!("refused websocket upgrade: origin not allowed");
         return Err((StatusCode::FORBIDDEN, "this origin may not open a WebSocket here\n").into_response());
@@ -416,6 +470,9 @@ pub(crate) fn preflight(
     let claims =
         token.ok_or(AuthError::Missing).and_then(|token| auth::verify_token(&gateway.secret, token, auth::now_unix()));
     claims.map_err(|err| {
+        if let Some(response) = throttled() {
+            return response;
+        }
         // A client mistake: answered, counted, not logged as an error (nor is the token, ever).
         failed_attempt(gateway, peer, Refused::Unauthorized);
         tracing::debug!(%err, "refused websocket upgrade");
@@ -423,7 +480,7 @@ pub(crate) fn preflight(
     })
 }
 
-/// Counts a refusal that a prober could learn from (`401`, `403`, `404`), against its address too.
+/// Counts a refusal of a request without a valid token (`401`, `403`), against its address too.
 pub(crate) fn failed_attempt(gateway: &Gateway, peer: Option<IpAddr>, reason: Refused) {
     gateway.metrics.refused(reason);
     if let Some(peer) = peer {

@@ -180,6 +180,27 @@ struct Live {
     sessions: HashMap<SessionKey, Entry>,
     // Invariant: each user's keys, oldest first, are exactly the keys of `sessions` with that user.
     by_user: HashMap<Box<str>, Vec<SessionKey>>,
+    // Invariant: per user, the live `Reservation`s (new sessions on their way through the upgrade); no zero entry.
+    pending: HashMap<Box<str>, usize>,
+}
+
+/// A place for a new session of `user` under the per-user cap, held from before the upgrade until the session is
+/// open (or the upgrade failed).
+pub(crate) struct Reservation {
+    sessions: Arc<Sessions>,
+    user: Box<str>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut live = lock(&self.sessions.live);
+        if let Some(pending) = live.pending.get_mut(&self.user) {
+            *pending -= 1;
+            if *pending == 0 {
+                live.pending.remove(&self.user);
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -187,11 +208,16 @@ struct Entry {
     user: Box<str>,
     /// The hold its last connection had, while no connection holds it (so it can be closed early to make room).
     detached: Option<Attached>,
+    /// The task that closes it at the end of its resume window, while detached.
+    timer: Option<tokio::task::AbortHandle>,
 }
 
 impl Live {
     fn remove(&mut self, key: SessionKey) -> Option<Arc<LiveSession>> {
         let entry = self.sessions.remove(&key)?;
+        if let Some(timer) = &entry.timer {
+            timer.abort();
+        }
         if let Some(keys) = self.by_user.get_mut(&entry.user) {
             keys.retain(|other| *other != key);
             if keys.is_empty() {
@@ -237,14 +263,19 @@ impl Sessions {
 
     /// Makes room for one more session of `user` under `limit`: closes the user's oldest detached sessions (those
     /// waiting for a resume) until fewer than `limit` are left, or says that every one is attached.
-    pub(crate) fn make_room(&self, user: &str, limit: usize) -> Result<(), TooManySessions> {
+    /// The place is reserved until the returned guard is dropped (once the session is open, or the upgrade failed),
+    /// so that upgrades in flight at once cannot all take the last place.
+    pub(crate) fn make_room(self: &Arc<Self>, user: &str, limit: usize) -> Result<Reservation, TooManySessions> {
         loop {
             let oldest_detached = {
-                let live = lock(&self.live);
-                let keys = live.by_user.get(user).map_or(&[][..], Vec::as_slice);
-                if keys.len() < limit {
-                    return Ok(());
+                let mut live = lock(&self.live);
+                let keys = live.by_user.get(user).map_or(0, Vec::len);
+                let pending = live.pending.get(user).copied().unwrap_or(0);
+                if keys + pending < limit {
+                    *live.pending.entry(user.into()).or_insert(0) += 1;
+                    return Ok(Reservation { sessions: Arc::clone(self), user: user.into() });
                 }
+                let keys = live.by_user.get(user).map_or(&[][..], Vec::as_slice);
                 keys.iter().find_map(|key| Some((*key, live.sessions.get(key)?.detached?)))
             };
             let Some((key, attached)) = oldest_detached else {
@@ -287,10 +318,12 @@ impl Sessions {
             last_seq: AtomicU64::new(0),
         });
         let mut sessions = lock(&self.live);
-        sessions.sessions.insert(key, Entry { live: Arc::clone(&live), user: user.into(), detached: None });
+        let entry = Entry { live: Arc::clone(&live), user: user.into(), detached: None, timer: None };
+        sessions.sessions.insert(key, entry);
         sessions.by_user.entry(user.into()).or_default().push(key);
         drop(sessions);
-        let span = tracing::info_span!("session", user, session = %key);
+        // Debug level, like the connection span: disabled (free) at the default level.
+        let span = tracing::debug_span!("session", user, session = %key);
         tokio::spawn(
             pump(Arc::clone(&live), events, refusals_rx, Arc::clone(&self.log), Arc::clone(metrics)).instrument(span),
         );
@@ -307,6 +340,10 @@ impl Sessions {
         let attached = self.log.attach(key, user, Attach::Resume { after })?;
         let live = lock(&self.live).sessions.get_mut(&key).map(|entry| {
             entry.detached = None;
+            // Attached again: its window's timer has nothing to do (its expire would see the newer attachment).
+            if let Some(timer) = entry.timer.take() {
+                timer.abort();
+            }
             Arc::clone(&entry.live)
         });
         match live {
@@ -317,6 +354,12 @@ impl Sessions {
                 Err(AttachError::Unknown)
             }
         }
+    }
+
+    /// What [`resume`](Sessions::resume) would answer, changing nothing: the session's last seq.
+    pub(crate) fn probe(&self, user: &str, key: SessionKey, after: u64) -> Result<u64, AttachError> {
+        let last_seq = self.log.probe(key, user, after)?;
+        if lock(&self.live).sessions.contains_key(&key) { Ok(last_seq) } else { Err(AttachError::Unknown) }
     }
 
     /// The connection holding `attached` has ended: the session waits for a resume, or is closed at once if its
@@ -330,19 +373,28 @@ impl Sessions {
             let _ = self.expire(key, &attached);
             return;
         }
-        if let Some(entry) = lock(&self.live).sessions.get_mut(&key) {
-            entry.detached = Some(attached);
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             let _ = self.expire(key, &attached);
             return;
         };
         let sessions = Arc::clone(self);
         let window = self.resume_window;
-        runtime.spawn(async move {
+        let timer = runtime.spawn(async move {
             tokio::time::sleep(window).await;
             let _ = sessions.expire(key, &attached);
         });
+        // One timer per session: a newer detach replaces the older one's, so connecting and leaving over and over
+        // leaves one sleeping task, not one per cycle.
+        let mut live = lock(&self.live);
+        match live.sessions.get_mut(&key) {
+            Some(entry) => {
+                entry.detached = Some(attached);
+                if let Some(older) = entry.timer.replace(timer.abort_handle()) {
+                    older.abort();
+                }
+            }
+            None => timer.abort(),
+        }
     }
 
     /// Closes the session if nobody attached since `attached` detached; says whether it did.
@@ -436,6 +488,19 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_place_reserved_for_a_new_session_counts_until_released() {
+        let log = Arc::new(crate::replay::MemoryReplayLog::default());
+        let sessions = Arc::new(Sessions::new(log, DEFAULT_RESUME_WINDOW));
+        // Two upgrades at once for the last place: the second sees the first's reservation.
+        let first = sessions.make_room("alice", 1).ok().unwrap();
+        assert!(sessions.make_room("alice", 1).is_err());
+        assert!(sessions.make_room("bob", 1).is_ok(), "per user");
+        drop(first);
+        assert!(sessions.make_room("alice", 1).is_ok());
+        assert!(lock(&sessions.live).pending.is_empty(), "no entry left behind");
+    }
 
     #[test]
     fn only_the_latest_request_ids_are_kept() {

@@ -72,24 +72,27 @@ async fn connections_are_capped_per_user_and_in_all() {
 }
 
 #[tokio::test]
-async fn failed_upgrades_are_throttled_per_address() {
+async fn failed_upgrades_are_throttled_per_address_and_valid_tokens_still_pass() {
     let server = TestServer::start_gateway(gateway().failed_upgrades_per_minute(3)).await;
     for _ in 0..2 {
         assert_eq!(attempt(&server, "not-a-token", "", &[]).await.status(), 401);
     }
-    // Probing session ids counts too.
+    // Another origin counts too; an unknown session (with a valid token: 128-bit ids are nothing to guess) does not.
+    assert_eq!(attempt(&server, &server.token("alice"), "", &[("origin", "https://evil.example")]).await.status(), 403);
     let unknown = format!("?session={}&after=0", "ab".repeat(16));
     assert_eq!(attempt(&server, &server.token("alice"), &unknown, &[]).await.status(), 404);
-    // From now on, even a valid token is answered 429 until the window ends; nothing else is affected.
-    let throttled = attempt(&server, &server.token("alice"), "", &[]).await;
+    // Used up: a bad token is answered 429 until the window ends, without checking it...
+    let throttled = attempt(&server, "not-a-token", "", &[]).await;
     assert_eq!(throttled.status(), 429, "{}", throttled.body());
     let retry: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // ...but the users behind the same address (a proxy, a NAT) are not locked out.
+    assert_eq!(attempt(&server, &server.token("alice"), "", &[]).await.status(), 101);
     assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
     let metrics = server.gateway.metrics();
     assert_eq!(metrics.refused(Refused::Throttled), 1);
-    assert_eq!((metrics.refused(Refused::Unauthorized), metrics.refused(Refused::UnknownSession)), (2, 1));
-    assert_eq!(metrics.connections_total, 0);
+    assert_eq!((metrics.refused(Refused::Unauthorized), metrics.refused(Refused::Origin)), (2, 1));
+    assert_eq!((metrics.refused(Refused::UnknownSession), metrics.connections_total), (1, 1));
 }
 
 #[tokio::test]
@@ -141,11 +144,12 @@ async fn a_silent_connection_is_pinged_then_closed_with_4002() {
 
 #[tokio::test]
 async fn a_client_that_answers_pings_stays_connected() {
-    let server = TestServer::start_gateway(gateway().idle_timeout(Duration::from_millis(50))).await;
+    // Long enough that a scheduling stall between a ping and the next read cannot close the connection.
+    let server = TestServer::start_gateway(gateway().idle_timeout(Duration::from_millis(250))).await;
     let mut client = server.connect("alice").await;
     // Reading answers each ping with a pong; count the pings over several idle timeouts.
     let mut pings = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(400);
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
     while let Ok(message) = tokio::time::timeout_at(until, client.ws.next()).await {
         match message {
             Some(Ok(Message::Ping(_))) => pings += 1,
@@ -154,6 +158,34 @@ async fn a_client_that_answers_pings_stays_connected() {
     }
     assert!(pings >= 2, "pinged after each silent idle timeout, got {pings}");
     client.run_to_end("echo", "still connected", "r1").await;
+    assert_eq!(server.gateway.metrics().disconnects(Disconnect::Idle), 0);
+}
+
+#[tokio::test]
+async fn a_slow_reader_that_sends_nothing_is_not_taken_for_idle() {
+    let gateway = Gateway::new(builtin_registry(32).unwrap(), Secret::new(SECRET).unwrap());
+    let server = TestServer::start_gateway(gateway.idle_timeout(Duration::from_millis(300))).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(socket.connect(server.addr).await.unwrap());
+    let mut request = server.url().into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", server.token("alice")).parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let mut client = Client { ws, last_seq: 0, session: serde_json::Value::Null };
+    client.session = client.recv_raw().await;
+    // A backlog far larger than the socket buffers (the gateway's send buffer holds about two of these messages),
+    // read slowly for more than five idle timeouts, sending nothing: the writes the client accepts keep it alive.
+    let runs = 8;
+    for n in 0..runs {
+        client.run("echo", &"x".repeat(60_000), &format!("r{n}")).await;
+    }
+    let mut received = 0;
+    while received < 2 * runs {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        received += 1;
+        let message = client.next_or_close().await.unwrap_or_else(|code| panic!("closed with {code} while reading"));
+        assert!(message["type"] == "agent_started" || message["type"] == "agent_completed", "{message}");
+    }
     assert_eq!(server.gateway.metrics().disconnects(Disconnect::Idle), 0);
 }
 
@@ -270,4 +302,88 @@ async fn a_new_session_beyond_the_users_cap_closes_the_oldest_waiting_one() {
     assert_eq!(gateway.metrics().refused(Refused::UserSessions), 1);
     // Another user is not affected.
     let _bob = server.connect("bob").await;
+}
+
+/// Reads from `stream` until the gateway closes it; fails the test after [`PATIENCE`].
+async fn closed_by_the_gateway(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buffer)).await.expect("the socket stays open") {
+            Ok(0) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_the_gateway_writes_nothing_to_is_closed() {
+    let gateway = gateway().idle_timeout(Duration::from_millis(50)).quiet_timeout(Duration::from_millis(200));
+    let server = TestServer::start_gateway(gateway).await;
+    // Half a request, never finished (slowloris), and a socket that sends nothing at all.
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    closed_by_the_gateway(&mut half).await;
+    closed_by_the_gateway(&mut silent).await;
+    // A WebSocket connection whose client answers pings is written to (pinged) within each idle timeout: it stays.
+    let mut client = server.connect("alice").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(600);
+    while let Ok(message) = tokio::time::timeout_at(until, client.ws.next()).await {
+        assert!(matches!(message, Some(Ok(Message::Ping(_)))), "only pings, no close: {message:?}");
+    }
+    client.run_to_end("echo", "still here", "r1").await;
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_sockets() {
+    let server = TestServer::start_gateway(gateway().max_sockets_per_address(16)).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The 17th is accepted and closed at once.
+    let mut extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    closed_by_the_gateway(&mut extra).await;
+    // A place is freed once the gateway sees a socket close: a new one is then served (retried until then).
+    drop(held.pop());
+    let served = async {
+        loop {
+            let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            let mut response = String::new();
+            if tokio::io::AsyncWriteExt::write_all(&mut stream, request).await.is_ok()
+                && tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, served).await.expect("the freed place is given to a new socket");
+    drop(held);
+    let mut client = server.connect("alice").await;
+    client.run_to_end("echo", "served", "r1").await;
+}
+
+#[tokio::test]
+async fn leaving_and_resuming_over_and_over_keeps_one_timer_per_session() {
+    let server = TestServer::start_gateway(gateway().resume_window(Duration::from_secs(600))).await;
+    let gateway = server.gateway.clone();
+    let client = server.connect("alice").await;
+    let session = client.session_id();
+    drop(client);
+    eventually("the first connection ended", || gateway.metrics().connections_open == 0).await;
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let before = tasks();
+    for _ in 0..20 {
+        let client = server.resume("alice", &session, 0).await.unwrap();
+        drop(client);
+        eventually("the connection ended", || gateway.metrics().connections_open == 0).await;
+    }
+    // Each detach replaced the previous window's timer instead of adding one (20 more tasks otherwise).
+    let after = tasks();
+    assert!(after <= before + 2, "{before} tasks before, {after} after 20 detaches");
+    assert_eq!(gateway.metrics().resumable_sessions, 1);
 }

@@ -85,7 +85,8 @@ impl Session {
         let id = SessionId(registry.last_session.fetch_add(1, Ordering::Relaxed) + 1);
         let (sender, receiver) = mpsc::channel(registry.event_buffer);
         registry.live_sessions.fetch_add(1, Ordering::AcqRel);
-        let span = tracing::info_span!("session", session = %id, user);
+        // Debug level, like everything logged inside it: disabled (free) at the default level of an application.
+        let span = tracing::debug_span!("session", session = %id, user);
         tracing::debug!(parent: &span, "session opened");
         let shared = Arc::new(SessionShared {
             id,
@@ -204,7 +205,8 @@ impl Session {
             agent: Arc::clone(agent_name),
             tag,
         });
-        let span = tracing::info_span!(parent: &shared.span, "run", run = %run_id, agent = %agent_name);
+        // Debug level: at info, every run formatted its fields into a span slot for nothing logged inside it.
+        let span = tracing::debug_span!(parent: &shared.span, "run", run = %run_id, agent = %agent_name);
         let ctx = RunContext::new(info, events, cancel);
         let guard = RunGuard { session: Arc::clone(shared), run_id };
         runtime.spawn(
