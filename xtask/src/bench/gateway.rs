@@ -4,9 +4,8 @@
 //! Sizes: 100, 1,000 and 10,000 users, closed loop (3 runs in flight per user, `echo` / `tools` / `slow 3`) for 5 s;
 //! paced (2 runs per user per second at 1,000 users, 0.5 at 10,000: loads both servers sustain, so that the tail is
 //! theirs rather than a queue of runs); three repetitions per server; plus the server's memory per idle connection
-//! at 10,000 idle connections; and, as a reference, the bare server with Nagle's algorithm off (which the gateway
-//! leaves on) at 1,000 users. `--quick`: 50 users for 1 s (closed loop, paced at 2 per second, and the reference)
-//! and 100 idle connections, once each. Every server process is started fresh for each run and
+//! at 10,000 idle connections. `--quick`: 50 users for 1 s (closed loop, and paced at 2 per second) and 100 idle
+//! connections, once each. Every server process is started fresh for each run and
 //! killed when the run ends, however it ends (a guard kills it on every return path and on a panic).
 
 use std::collections::HashMap;
@@ -20,7 +19,7 @@ use super::{Row, cargo};
 
 /// How the bare server is configured: as the gateway's transport is (`READ_BUFFER` 2 KiB and `WRITE_BUFFER` 8 KiB in
 /// `crates/chat-gateway/src/server.rs`, a ping after 20 s of silence and a close after 20 s more, a 10 s write
-/// deadline, Nagle's algorithm left on as axum's `serve` leaves it). Keep these in step with the gateway.
+/// deadline; `TCP_NODELAY`, its default, as the gateway's listener sets it). Keep these in step with the gateway.
 const BARE_ARGS: &[&str] =
     &["--read-buffer", "2048", "--write-buffer", "8192", "--idle-timeout", "20", "--write-timeout", "10"];
 
@@ -42,8 +41,6 @@ const IDLE_TARGET_BYTES: f64 = 16.0 * 1024.0;
 enum Side {
     Gateway,
     Bare,
-    /// The bare server with Nagle's algorithm off: a reference for what the transport gives without it.
-    BareNodelay,
 }
 
 impl Side {
@@ -51,7 +48,6 @@ impl Side {
         match self {
             Side::Gateway => "gateway",
             Side::Bare => "bare",
-            Side::BareNodelay => "bare --nodelay",
         }
     }
 }
@@ -228,10 +224,6 @@ fn one_run(binaries: &Binaries, side: Side, args: &[String], secret: &str, bound
     let server = match side {
         Side::Gateway => Server::start(&binaries.gateway, GATEWAY_ARGS, secret)?,
         Side::Bare => Server::start(&binaries.bare, BARE_ARGS, secret)?,
-        Side::BareNodelay => {
-            let args: Vec<&str> = BARE_ARGS.iter().copied().chain(["--nodelay"]).collect();
-            Server::start(&binaries.bare, &args, secret)?
-        }
     };
     load(binaries, &server, side, args, secret, bound)
     // `server` is dropped here: killed.
@@ -252,7 +244,7 @@ fn alternate(
             let load = one_run(binaries, side, args, secret, bound)?;
             match side {
                 Side::Gateway => gateway.push(load),
-                Side::Bare | Side::BareNodelay => bare.push(load),
+                Side::Bare => bare.push(load),
             }
         }
     }
@@ -384,35 +376,6 @@ pub(super) fn figures(quick: bool, target_dir: &Path, rows: &mut Vec<Row>) -> Re
             println!("{}", row.bench_line());
         }
     }
-
-    // A reference: the bare server without Nagle's algorithm, which the gateway (axum's `serve`) leaves on. Under the
-    // closed loop both sides wait for the client's delayed ACKs; this shows what the transport gives without them.
-    let users = if quick { 50 } else { 1000 };
-    eprintln!("bench: the bare server with TCP_NODELAY, {users} users, {seconds} s, {runs} runs (a reference)");
-    let args: Vec<String> =
-        ["--users", &users.to_string(), "--seconds", &seconds.to_string()].map(str::to_owned).into();
-    let bound = Duration::from_secs_f64(seconds) + Duration::from_secs(120 + users as u64 / 50);
-    let mut nodelay = Vec::new();
-    for _ in 0..runs {
-        nodelay.push(one_run(&binaries, Side::BareNodelay, &args, &secret, bound)?);
-    }
-    all_passed &= nodelay.iter().all(|load| load.passed);
-    let row = Row {
-        figure: format!("bare server with TCP_NODELAY (a reference), closed loop, {users} users: events/s"),
-        measured: format!(
-            "{:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, CPU per event {:.2} us ({} failed checks; median of {runs})",
-            median_of(&nodelay, "events_per_s"),
-            median_of(&nodelay, "p50_ms"),
-            median_of(&nodelay, "p99_ms"),
-            median_of(&nodelay, "server_cpu_us_per_event"),
-            sum_of(&nodelay, "failures"),
-        ),
-        ratio: format!("{:.0}", median_of(&nodelay, "events_per_s")),
-        target: "report".to_owned(),
-        met: "n/a".to_owned(),
-    };
-    println!("{}", row.bench_line());
-    rows.push(row);
 
     // Paced: a load both servers sustain, so that the tail is the servers' and not a queue of runs.
     let paced: &[(usize, f64)] = if quick { &[(50, 2.0)] } else { &[(1000, 2.0), (10_000, 0.5)] };

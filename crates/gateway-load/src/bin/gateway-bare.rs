@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! gateway-bare [--addr 127.0.0.1:0] [--read-buffer 2048] [--write-buffer 8192] [--idle-timeout 20]
-//!              [--write-timeout 10] [--nodelay]
+//!              [--write-timeout 10] [--nagle]
 //! ```
 //!
 //! No authentication (the token is ignored), no registry, no sessions, no replay log: for each connection to
@@ -16,10 +16,12 @@
 //! `crates/chat-gateway/src/server.rs`, its limits' defaults): a 2 KiB read buffer (tungstenite's default is 128 KiB,
 //! allocated up front for every connection), an 8 KiB write buffer (the size at which buffered frames are written
 //! out; a flush writes everything anyway), messages and frames up to 1 MiB; a ping after 20 s without a frame from
-//! the client and a close (4002) after 20 s more; every write under a 10 s deadline. Like the gateway (axum's
-//! `serve`), it leaves Nagle's algorithm on. Each connection has a reader task and a writer task, as the gateway's
-//! has: the writer numbers and writes what the reader and the `slow` runs hand it, in batches of up to 64 frames per
-//! flush. Keep these in step with the gateway.
+//! the client and a close (4002) after 20 s more; every write under a 10 s deadline; Nagle's algorithm off
+//! (`TCP_NODELAY`, as the gateway's listener sets it; `--nagle` leaves it on, as the gateway did before). The
+//! gateway also sizes each socket's kernel send buffer (64 KiB); this server leaves the kernel's default, which is
+//! kernel memory, not the process's. Each connection has a reader task and a writer task, as the gateway's has: the
+//! writer numbers and writes what the reader and the `slow` runs hand it, in batches of up to 64 frames per flush.
+//! Keep these in step with the gateway.
 //!
 //! It prints `listening on ADDR` on stderr once it listens, and runs until it is killed.
 // A command-line program talks to its user on stderr.
@@ -50,7 +52,7 @@ gateway-bare: a bare tokio-tungstenite server sending the frames chat-gateway se
 
 Usage:
   gateway-bare [--addr 127.0.0.1:0] [--read-buffer 2048] [--write-buffer 8192] [--idle-timeout 20]
-               [--write-timeout 10] [--nodelay]
+               [--write-timeout 10] [--nagle]
 
   --addr ADDR            where to listen (default 127.0.0.1:0: a free port; `listening on ADDR` on stderr says which)
   --read-buffer BYTES    tungstenite's read buffer per connection (default 2048, as the gateway's)
@@ -59,7 +61,7 @@ Usage:
                          again (default 20, as the gateway's; 0: never)
   --write-timeout SECS   the deadline of every write; a client that accepts nothing for this long is cut off
                          (default 10, as the gateway's; 0: none)
-  --nodelay              turn Nagle's algorithm off on every connection (the gateway leaves it on)
+  --nagle                leave Nagle's algorithm on (by default TCP_NODELAY turns it off, as the gateway does)
 
 Serves GET /v1/ws with no authentication: the session frame, then each run's events as the built-in agents
 produce them. Runs until it is killed.";
@@ -90,7 +92,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         write_buffer: 8192,
         idle_timeout: Duration::from_secs(20),
         write_timeout: Duration::from_secs(10),
-        nodelay: false,
+        nodelay: true,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -100,8 +102,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         if flag == "-h" || flag == "--help" {
             return Ok(None);
         }
-        if flag == "--nodelay" {
-            options.nodelay = true;
+        if flag == "--nagle" {
+            options.nodelay = false;
             continue;
         }
         let mut value = || inline.clone().or_else(|| args.next()).ok_or_else(|| format!("`{flag}` needs a value"));
@@ -460,13 +462,13 @@ mod tests {
 
     #[test]
     fn parses_the_command_line() {
-        assert_eq!(parse("").unwrap(), "127.0.0.1:0 2048 8192 20s 10s false");
+        assert_eq!(parse("").unwrap(), "127.0.0.1:0 2048 8192 20s 10s true");
         assert_eq!(
             parse(
-                "--addr 127.0.0.1:9000 --read-buffer=4096 --write-buffer 0 --idle-timeout 0 --write-timeout 3 --nodelay"
+                "--addr 127.0.0.1:9000 --read-buffer=4096 --write-buffer 0 --idle-timeout 0 --write-timeout 3 --nagle"
             )
             .unwrap(),
-            "127.0.0.1:9000 4096 0 0ns 3s true"
+            "127.0.0.1:9000 4096 0 0ns 3s false"
         );
         assert_eq!(parse("--help").unwrap(), "help");
         assert_eq!(parse("--addr").unwrap_err(), "`--addr` needs a value");
