@@ -4,7 +4,8 @@
 //! on a generated N-member workspace against `cargo metadata --format-version 1 --no-deps --offline` on the same
 //! workspace, and against `cargo deny check bans` when it is installed: manifest-only (`--no-source`) and with the
 //! source scan, at N = 300 and N = 1,500, the median of several runs after one warm-up run. `--quick`: N = 20, one
-//! run. Then it runs the other benchmarks of the workspace when they exist and collects their figures.
+//! run. Then it runs the other benchmarks of the workspace when they exist and collects their figures, and the
+//! gateway's load figures (the [`gateway`] module: the gateway and a bare server as processes, load from a third).
 //!
 //! Every figure is also one machine-readable line on stdout:
 //! `BENCH\t<figure>\t<measured>\t<ratio>\t<target>\t<yes|no>`. Other benchmarks print the same lines; to add
@@ -14,6 +15,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+mod gateway;
 
 const HELP: &str = "\
 cargo xtask bench: run the benchmarks and print one table of their figures
@@ -33,8 +36,11 @@ OPTIONS:
 
 Figures: migrate-check (manifest-only and with sources) against `cargo metadata --no-deps` on generated
 300- and 1,500-member workspaces, then `cargo bench -p core-registry --bench registry` and
-`cargo run --release -p chat-gateway --example load` and `--example replay` when they exist. Each figure is also printed as
-`BENCH\\t<figure>\\t<measured>\\t<ratio>\\t<target>\\t<yes|no>` on stdout.
+`cargo run --release -p chat-gateway --example replay`, then the gateway (`chat-gateway serve`) beside a bare
+tokio-tungstenite server (`gateway-bare`), each its own process, under load from `gateway-load` at 100, 1,000
+and 10,000 users (closed loop, and paced) and with 10,000 idle connections. Each figure is also printed as
+`BENCH\\t<figure>\\t<measured>\\t<ratio>\\t<target>\\t<yes|no>` on stdout. The exit status is 1 if the
+gateway lost, misordered or crossed an event between users.
 ";
 
 /// Another benchmark of the workspace: how to tell it exists, and the cargo arguments that run it.
@@ -47,18 +53,12 @@ struct External {
     cargo_args: &'static [&'static str],
 }
 
-const EXTERNAL: [External; 3] = [
+const EXTERNAL: [External; 2] = [
     External {
         name: "core-registry event delivery",
         group: "core-registry",
         probes: &["crates/core-registry/benches/registry.rs", "crates/core-registry/benches/registry/main.rs"],
         cargo_args: &["bench", "-p", "core-registry", "--bench", "registry", "--"],
-    },
-    External {
-        name: "chat-gateway load",
-        group: "chat-gateway",
-        probes: &["crates/chat-gateway/examples/load.rs", "crates/chat-gateway/examples/load/main.rs"],
-        cargo_args: &["run", "--release", "-p", "chat-gateway", "--example", "load", "--"],
     },
     External {
         name: "chat-gateway replay log",
@@ -168,12 +168,34 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     for external in EXTERNAL.iter().filter(|external| runs(external.group)) {
         run_external(external, quick, &mut rows);
     }
+    let mut events_ok = true;
+    if runs("chat-gateway") {
+        let figures = target_dir().and_then(|target_dir| gateway::figures(quick, &target_dir, &mut rows));
+        match figures {
+            Ok(passed) => events_ok = passed,
+            Err(message) => {
+                eprintln!("bench: chat-gateway load failed: {message}");
+                rows.push(Row::skipped("chat-gateway load", format!("failed: {message}")));
+            }
+        }
+    }
     print!("{}", table(&rows));
-    ExitCode::SUCCESS
+    if events_ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: the gateway lost, misordered or crossed events between users (see the table)");
+        ExitCode::FAILURE
+    }
 }
 
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The target directory this binary was built in (`target/debug/xtask` -> `target`).
+fn target_dir() -> Result<PathBuf, String> {
+    let current = std::env::current_exe().map_err(|err| format!("cannot find the xtask binary: {err}"))?;
+    Ok(current.parent().and_then(Path::parent).ok_or("unexpected location of the xtask binary")?.to_owned())
 }
 
 /// The release build of this binary: itself when built with optimisations, else built now.
@@ -182,8 +204,8 @@ fn release_xtask() -> Result<PathBuf, String> {
     if !cfg!(debug_assertions) {
         return Ok(current);
     }
-    // target/debug/xtask -> target/release/xtask
-    let target_dir = current.parent().and_then(Path::parent).ok_or("unexpected location of the xtask binary")?;
+    let target_dir = target_dir()?;
+    let target_dir = target_dir.as_path();
     eprintln!("bench: building xtask with --release");
     let status = Command::new(cargo())
         .current_dir(crate::project_root())
