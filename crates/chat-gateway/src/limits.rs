@@ -2,7 +2,7 @@
 //! check, and the timers of a connection (ping, idle, write deadline). Everything here is decided before the
 //! upgrade or by the connection's own tasks; nothing is shared across processes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -38,8 +38,8 @@ pub const DEFAULT_FAILED_UPGRADES_PER_WINDOW: u32 = 20;
 /// The window of the failed-upgrade throttle.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 
-/// The most addresses the throttle remembers at once; beyond them, a new address is not tracked until older
-/// windows end (so the throttle's memory stays bounded under a flood of addresses).
+/// The most addresses the throttle remembers at once (so its memory stays bounded under a flood of addresses);
+/// beyond them, new addresses share one window until older windows end.
 const THROTTLE_ADDRESSES: usize = 65_536;
 
 /// The configured limits of one gateway.
@@ -138,36 +138,95 @@ impl Drop for Slot {
     }
 }
 
-/// Failed upgrade requests per address, in fixed windows of [`THROTTLE_WINDOW`].
+/// Failed upgrade requests per address, in fixed windows of [`THROTTLE_WINDOW`]. An IPv6 address counts for its
+/// whole /64 (one host can use any address of it). Windows end in the order they started, so expired ones are
+/// dropped from the front of a queue, never by a scan; when [`THROTTLE_ADDRESSES`] windows are live, every further
+/// address shares one overflow window (harmless to users: the throttle only ever refuses requests that would fail).
 #[derive(Debug, Default)]
 pub(crate) struct Throttle {
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Debug, Default)]
+struct Windows {
+    // Invariant: one entry per key of `by_address`, in the order their windows started.
+    started: VecDeque<(Instant, Key)>,
+    by_address: HashMap<Key, (Instant, u32)>,
+    overflow: Option<(Instant, u32)>,
+}
+
+/// What the throttle counts by: an IPv4 address, or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    V4(std::net::Ipv4Addr),
+    V6Prefix(u64),
+}
+
+impl Key {
+    fn of(address: IpAddr) -> Key {
+        match address {
+            IpAddr::V4(v4) => Key::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Key::V4(v4),
+                None => Key::V6Prefix((v6.to_bits() >> 64) as u64),
+            },
+        }
+    }
+}
+
+fn over(window: Option<(Instant, u32)>, limit: u32, now: Instant) -> Option<Duration> {
+    let (started, failures) = window?;
+    let ends = started + THROTTLE_WINDOW;
+    (failures >= limit && now < ends).then(|| ends - now)
+}
+
+fn count(window: &mut (Instant, u32), now: Instant) {
+    if now >= window.0 + THROTTLE_WINDOW {
+        *window = (now, 0);
+    }
+    window.1 = window.1.saturating_add(1);
+}
+
+impl Windows {
+    /// Drops the windows that have ended.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(started, key)) = self.started.front() {
+            if now < started + THROTTLE_WINDOW {
+                break;
+            }
+            self.started.pop_front();
+            self.by_address.remove(&key);
+        }
+    }
 }
 
 impl Throttle {
     /// How long `address` must wait before it may try again, if it used up its failures for this window.
     pub(crate) fn retry_after(&self, address: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
         let windows = lock(&self.windows);
-        let (started, failures) = *windows.get(&address)?;
-        let ends = started + THROTTLE_WINDOW;
-        (failures >= limit && now < ends).then(|| ends - now)
+        match windows.by_address.get(&Key::of(address)) {
+            Some(window) => over(Some(*window), limit, now),
+            None if windows.by_address.len() >= THROTTLE_ADDRESSES => over(windows.overflow, limit, now),
+            None => None,
+        }
     }
 
     /// Counts one failed upgrade request from `address`.
     pub(crate) fn failed(&self, address: IpAddr, now: Instant) {
         let mut windows = lock(&self.windows);
-        if windows.len() >= THROTTLE_ADDRESSES && !windows.contains_key(&address) {
-            windows.retain(|_, (started, _)| now < *started + THROTTLE_WINDOW);
-            if windows.len() >= THROTTLE_ADDRESSES {
-                tracing::debug!(%address, "failed-upgrade throttle is full; this address is not tracked");
-                return;
-            }
+        windows.expire(now);
+        let key = Key::of(address);
+        if let Some(window) = windows.by_address.get_mut(&key) {
+            count(window, now);
+            return;
         }
-        let window = windows.entry(address).or_insert((now, 0));
-        if now >= window.0 + THROTTLE_WINDOW {
-            *window = (now, 0);
+        if windows.by_address.len() >= THROTTLE_ADDRESSES {
+            tracing::debug!(%address, "failed-upgrade throttle is full; this address shares the overflow window");
+            count(windows.overflow.get_or_insert((now, 0)), now);
+            return;
         }
-        window.1 = window.1.saturating_add(1);
+        windows.started.push_back((now, key));
+        windows.by_address.insert(key, (now, 1));
     }
 }
 
@@ -232,6 +291,44 @@ mod tests {
         assert_eq!(throttle.retry_after(one, 3, next_window), None);
         throttle.failed(one, next_window);
         assert_eq!(throttle.retry_after(one, 3, next_window), None, "a new window starts from zero");
+        let windows = lock(&throttle.windows);
+        assert_eq!((windows.started.len(), windows.by_address.len()), (1, 1), "the ended window was dropped");
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_for_its_whole_slash_64() {
+        let throttle = Throttle::default();
+        let now = Instant::now();
+        for last in 1..=3u16 {
+            throttle.failed(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]), now);
+        }
+        assert!(throttle.retry_after(IpAddr::from([0x2001, 0xdb8, 0, 1, 9, 9, 9, 9]), 3, now).is_some());
+        assert_eq!(throttle.retry_after(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]), 3, now), None);
+        // An IPv4 client seen through an IPv6 socket is its IPv4 address.
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        throttle.failed(mapped, now);
+        assert_eq!(Key::of(mapped), Key::of("10.0.0.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_full_table_puts_new_addresses_in_one_overflow_window() {
+        let throttle = Throttle::default();
+        let now = Instant::now();
+        for n in 0..THROTTLE_ADDRESSES as u32 {
+            throttle.failed(IpAddr::from(n.to_be_bytes()), now);
+        }
+        let (late, later): (IpAddr, IpAddr) = ("203.0.113.1".parse().unwrap(), "203.0.113.2".parse().unwrap());
+        for _ in 0..3 {
+            throttle.failed(late, now);
+        }
+        // Untracked addresses are throttled together instead of not at all; tracked ones keep their own window.
+        assert!(throttle.retry_after(later, 3, now).is_some());
+        assert_eq!(throttle.retry_after(IpAddr::from(7u32.to_be_bytes()), 3, now), None);
+        // Once the windows end, the table empties from the front and new addresses get their own again.
+        let next = now + THROTTLE_WINDOW;
+        throttle.failed(later, next);
+        assert_eq!(throttle.retry_after(later, 3, next), None);
+        assert_eq!(lock(&throttle.windows).by_address.len(), 1);
     }
 
     #[test]
