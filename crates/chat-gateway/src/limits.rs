@@ -113,15 +113,29 @@ impl Admission {
     pub(crate) fn admit(self: &Arc<Self>, user: &str, limits: &Limits) -> Result<Slot, Full> {
         // Both counts change under one lock, so two upgrades at once cannot both take the last place.
         let mut held = lock(&self.held);
-        if held.per_user.get(user).copied().unwrap_or(0) >= limits.max_connections_per_user {
-            return Err(Full::User);
-        }
-        if held.total >= limits.max_connections {
-            return Err(Full::Gateway);
-        }
+        held.room_for(user, limits)?;
         *held.per_user.entry(user.into()).or_insert(0) += 1;
         held.total += 1;
         Ok(Slot { admission: Arc::clone(self), user: user.into() })
+    }
+}
+
+impl Admission {
+    /// Which cap a connection of `user` would meet now, taking no place.
+    pub(crate) fn check(&self, user: &str, limits: &Limits) -> Result<(), Full> {
+        lock(&self.held).room_for(user, limits)
+    }
+}
+
+impl Held {
+    fn room_for(&self, user: &str, limits: &Limits) -> Result<(), Full> {
+        if self.per_user.get(user).copied().unwrap_or(0) >= limits.max_connections_per_user {
+            return Err(Full::User);
+        }
+        if self.total >= limits.max_connections {
+            return Err(Full::Gateway);
+        }
+        Ok(())
     }
 }
 
@@ -232,7 +246,7 @@ impl Throttle {
 
 /// Whether the request's `Origin` (if any) may open a WebSocket: the request's own origin (the scheme `http` or
 /// `https` with the `Host` header), or one of `allowed`. A request without `Origin` (not from a browser) passes.
-pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed<'a>(headers: &'a HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -250,8 +264,16 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some((scheme, origin_host)) = origin.split_once("://") else {
         return false;
     };
-    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
-        && origin_host.eq_ignore_ascii_case(host)
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        ":80"
+    } else if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        return false;
+    };
+    // `https://chat.example` and `Host: chat.example:443` are the same origin (a proxy may add the port).
+    let without_default = |authority: &'a str| authority.strip_suffix(default_port).unwrap_or(authority);
+    without_default(origin_host).eq_ignore_ascii_case(without_default(host))
 }
 
 #[cfg(test)]
@@ -268,6 +290,7 @@ mod tests {
         assert_eq!(admission.admit("alice", &limits).unwrap_err(), Full::User);
         let b1 = admission.admit("bob", &limits).unwrap();
         assert_eq!(admission.admit("carol", &limits).unwrap_err(), Full::Gateway);
+        assert_eq!(admission.check("carol", &limits), Err(Full::Gateway), "check says the same, taking nothing");
         drop(a1);
         let c1 = admission.admit("carol", &limits).unwrap();
         drop((a2, b1, c1));
@@ -349,6 +372,10 @@ mod tests {
         assert!(!origin_allowed(&headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8080"), &[]));
         assert!(!origin_allowed(&headers(Some("null"), "127.0.0.1:8080"), &[]));
         assert!(!origin_allowed(&headers(Some("ftp://127.0.0.1:8080"), "127.0.0.1:8080"), &[]));
+        // The scheme's default port may be written on one side only.
+        assert!(origin_allowed(&headers(Some("https://chat.example"), "chat.example:443"), &[]));
+        assert!(origin_allowed(&headers(Some("http://chat.example:80"), "chat.example"), &[]));
+        assert!(!origin_allowed(&headers(Some("http://chat.example"), "chat.example:443"), &[]));
         assert!(origin_allowed(&headers(Some("https://chat.example.com"), "127.0.0.1:8080"), &allowed));
         assert!(!origin_allowed(&headers(Some("https://chat.example.com.evil"), "127.0.0.1:8080"), &allowed));
     }

@@ -163,6 +163,9 @@ async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, u
         Ok(resume) => resume,
         Err(response) => return secure(response),
     };
+    if let Err(full) = server::would_admit(&gateway, &claims.user) {
+        return secure(server::refuse_full(&gateway, full));
+    }
     let response = match resume {
         None => json(StatusCode::OK, serde_json::json!({ "user": claims.user }).to_string()),
         Some((key, after)) => match key.map(|key| gateway.sessions.probe(&claims.user, key, after)) {

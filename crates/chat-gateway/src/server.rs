@@ -360,20 +360,7 @@ async fn ws_handler(
     // Held until the connection ends (or the upgrade fails): the caps count connections, not requests.
     let slot = match gateway.admission.admit(&claims.user, limits) {
         Ok(slot) => slot,
-        Err(Full::User) => {
-            gateway.metrics.refused(Refused::UserConnections);
-            let message = format!(
-                "this user already holds {} connections, the most allowed; close one (or resume its session)\n",
-                limits.max_connections_per_user
-            );
-            return too_many(Duration::from_secs(1), message);
-        }
-        Err(Full::Gateway) => {
-            gateway.metrics.refused(Refused::Connections);
-            let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
-            return (StatusCode::SERVICE_UNAVAILABLE, retry, "the server holds as many connections as it may\n")
-                .into_response();
-        }
+        Err(full) => return refuse_full(&gateway, full),
     };
     // Attached before the upgrade, so that a resume is refused with a status; a connection taken over is closed now.
     // A new session's place under the per-user cap is reserved now, and held until it is open.
@@ -486,6 +473,30 @@ pub(crate) fn failed_attempt(gateway: &Gateway, peer: Option<IpAddr>, reason: Re
     if let Some(peer) = peer {
         gateway.throttle.failed(peer, Instant::now());
     }
+}
+
+/// The answer when a connection cap is reached (`429` for the user's, `503` for the gateway's), counted.
+pub(crate) fn refuse_full(gateway: &Gateway, full: Full) -> Response {
+    match full {
+        Full::User => {
+            gateway.metrics.refused(Refused::UserConnections);
+            let message = format!(
+                "this user already holds {} connections, the most allowed; close one (or resume its session)\n",
+                gateway.limits.max_connections_per_user
+            );
+            too_many(Duration::from_secs(1), message)
+        }
+        Full::Gateway => {
+            gateway.metrics.refused(Refused::Connections);
+            let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+            (StatusCode::SERVICE_UNAVAILABLE, retry, "the server holds as many connections as it may\n").into_response()
+        }
+    }
+}
+
+/// Whether a connection of `user` would be admitted now (for the page's `/v1/ws/check`; takes no place).
+pub(crate) fn would_admit(gateway: &Gateway, user: &str) -> Result<(), Full> {
+    gateway.admission.check(user, &gateway.limits)
 }
 
 /// `503` while the gateway drains, counted.

@@ -207,3 +207,16 @@ async fn the_page_endpoints_are_no_way_around_the_throttle_and_the_origin_check(
     // The page itself is never throttled.
     assert_eq!(get(server.addr, "/", "").await.status, 200);
 }
+
+#[tokio::test]
+async fn the_check_says_when_a_connection_cap_is_reached() {
+    let server = TestServer::start_gateway(gateway().max_connections_per_user(1)).await;
+    let alice = bearer(&server.token("alice"));
+    assert_eq!(get(server.addr, "/v1/ws/check", &alice).await.status, 200);
+    let _held = server.connect("alice").await;
+    let full = get(server.addr, "/v1/ws/check", &alice).await;
+    assert_eq!(full.status, 429);
+    assert!(full.header("retry-after").is_some());
+    assert!(full.header("content-security-policy").is_some(), "the page's headers on its answers");
+    assert_eq!(get(server.addr, "/v1/ws/check", &bearer(&server.token("bob"))).await.status, 200);
+}
