@@ -440,10 +440,12 @@ async fn pump(
     // Invariant: the seq of the last message appended; the next gets the next one, so the client sees 1, 2, 3, ...
     // with no gaps, across reconnects.
     let mut seq = 0u64;
+    // Made once, not twice per message (each registers with the token when first polled).
+    let mut closed = std::pin::pin!(live.closed.cancelled());
     loop {
         let outgoing = tokio::select! {
             biased;
-            () = live.closed.cancelled() => break,
+            () = closed.as_mut() => break,
             Some(refusal) = refusals.recv() => Outgoing::Refusal(refusal),
             event = events.recv() => match event {
                 Some(event) => Outgoing::Event(event),
@@ -466,7 +468,7 @@ async fn pump(
         let message = LoggedMessage::new(seq, text);
         let appended = tokio::select! {
             biased;
-            () = live.closed.cancelled() => break,
+            () = closed.as_mut() => break,
             appended = log.append(live.key, message) => appended,
         };
         if let Err(err) = appended {
