@@ -220,10 +220,21 @@ pub(crate) struct ServerMessage<'a> {
     pub(crate) body: &'a Body,
 }
 
+thread_local! {
+    /// Where messages are serialized before they get an allocation of their own, of exactly their length (the
+    /// replay log may hold them a while): one allocation per message instead of serde_json's growing buffer.
+    static SERIALIZED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl ServerMessage<'_> {
     pub(crate) fn to_json(&self) -> String {
-        // Serializing a map of strings and numbers cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server messages always serialize"))
+        SERIALIZED.with_borrow_mut(|buffer| {
+            buffer.clear();
+            // Serializing a map of strings and numbers into memory cannot fail, and serde_json writes UTF-8.
+            serde_json::to_writer(&mut *buffer, self).unwrap_or_else(|_| unreachable!("server messages serialize"));
+            let text = std::str::from_utf8(buffer).unwrap_or_else(|_| unreachable!("serde_json writes UTF-8"));
+            text.to_owned()
+        })
     }
 }
 
