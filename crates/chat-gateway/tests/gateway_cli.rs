@@ -94,20 +94,32 @@ async fn serve_dev_prints_a_token_logs_its_address_and_drains_on_sigterm() {
     cancelled_then_going_away(ws, child).await;
 }
 
+/// The secret the `serve` processes of these tests use.
+#[cfg(unix)]
+const SERVE_SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+
+/// `chat-gateway serve` on free ports with `extra` flags, and its stderr line by line.
+#[cfg(unix)]
+fn serve(extra: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(extra)
+        .env("CHAT_GATEWAY_SECRET", SERVE_SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = support::lines(child.stderr.take().unwrap());
+    (child, stderr)
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_right_after_listening_exits_cleanly() {
     // A supervisor may stop the server the moment it logs its address. The handlers are registered before binding;
     // this test checks the outcome (exit 0, not death by signal) but cannot force the narrow window where a handler
     // registered after the log line would miss the signal.
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-        .env("CHAT_GATEWAY_SECRET", "a-test-secret-of-at-least-32-bytes!!")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = support::lines(child.stderr.take().unwrap());
+    let (mut child, stderr) = serve(&[]);
     loop {
         let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
         if line.contains("listening on ") {
@@ -125,14 +137,7 @@ async fn a_second_sigterm_ends_a_long_drain_and_metrics_stay_up_meanwhile() {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "10m"])
-        .env("CHAT_GATEWAY_SECRET", "a-test-secret-of-at-least-32-bytes!!")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = support::lines(child.stderr.take().unwrap());
+    let (child, stderr) = serve(&["--drain-timeout", "10m"]);
     let (mut addr, mut metrics_addr) = (None, None);
     while addr.is_none() {
         let line = stderr.recv_timeout(support::PATIENCE).expect("no `listening on` log line");
@@ -146,12 +151,8 @@ async fn a_second_sigterm_ends_a_long_drain_and_metrics_stay_up_meanwhile() {
     let addr: std::net::SocketAddr = addr.unwrap().parse().unwrap();
     let metrics_addr: std::net::SocketAddr =
         metrics_addr.expect("the metrics address is logged first").parse().unwrap();
-    let token = auth::mint_token(
-        &Secret::new("a-test-secret-of-at-least-32-bytes!!").unwrap(),
-        "alice",
-        Duration::from_secs(600),
-        auth::now_unix(),
-    );
+    let token =
+        auth::mint_token(&Secret::new(SERVE_SECRET).unwrap(), "alice", Duration::from_secs(600), auth::now_unix());
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws?token={token}")).await.unwrap();
     ws.next().await.unwrap().unwrap();
     ws.send(Message::text(r#"{"type":"run","agent":"slow","input":"100000","request_id":"r"}"#)).await.unwrap();
