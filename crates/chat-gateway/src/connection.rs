@@ -15,12 +15,14 @@ use core_registry::{CancelError, RunError, RunId};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::cluster::{Feed, FeedEnd};
 use crate::limits::Slot;
 use crate::metrics::Disconnect;
 use crate::protocol::{Body, ClientMessage, ErrorCode, MAX_FRAME_BYTES, ProtocolError, session_frame};
-use crate::replay::{Attached, ReplayError};
+use crate::replay::{Attached, ReplayError, SessionKey, Utf8Bytes};
 use crate::server::Gateway;
 use crate::sessions::{LiveSession, Refusal, RunStart};
 
@@ -48,11 +50,27 @@ impl From<ProtocolError> for Refusal {
     }
 }
 
+/// The session a connection serves: one of this process, or one owned by another gateway process (read from the
+/// shared log, its client's frames forwarded to the owner).
+#[derive(Clone)]
+pub(crate) enum Held {
+    Local { live: Arc<LiveSession>, attached: Attached },
+    Remote(Arc<Feed>),
+}
+
+impl Held {
+    fn key(&self) -> SessionKey {
+        match self {
+            Held::Local { live, .. } => live.key,
+            Held::Remote(feed) => feed.key,
+        }
+    }
+}
+
 /// Which session a connection serves, and from where its client reads.
 pub(crate) struct Attachment {
     pub(crate) gateway: Gateway,
-    pub(crate) live: Arc<LiveSession>,
-    pub(crate) attached: Attached,
+    pub(crate) held: Held,
     /// The seq of the last message the client has.
     pub(crate) after: u64,
     pub(crate) resumed: bool,
@@ -63,16 +81,23 @@ pub(crate) struct Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         // However the connection ends (also when the upgrade never completes), the session detaches.
-        self.gateway.sessions.detach(self.live.key, self.attached, self.close_now);
+        match &self.held {
+            Held::Local { live, attached } => self.gateway.sessions.detach(live.key, *attached, self.close_now),
+            Held::Remote(feed) => feed.detach(self.close_now),
+        }
     }
 }
 
 /// Opens a new session for `user` and attaches to it, or explains why not.
 pub(crate) fn open(gateway: &Gateway, user: &str) -> Option<Attachment> {
     match gateway.sessions.open(&gateway.registry, &gateway.metrics, user) {
-        Ok((live, attached)) => {
-            Some(Attachment { gateway: gateway.clone(), live, attached, after: 0, resumed: false, close_now: false })
-        }
+        Ok((live, attached)) => Some(Attachment {
+            gateway: gateway.clone(),
+            held: Held::Local { live, attached },
+            after: 0,
+            resumed: false,
+            close_now: false,
+        }),
         Err(err) => {
             tracing::warn!(%err, user, "cannot open a session for a new connection");
             None
@@ -111,7 +136,7 @@ pub(crate) async fn run(mut attachment: Attachment, socket: WebSocket, expires_a
     gateway.metrics.connection_opened();
     let counted = Counted { metrics: Arc::clone(&gateway.metrics), slot: Some(slot) };
     // Debug level: at the default (info) the span is disabled, so polling the connection's tasks costs nothing for it.
-    let span = tracing::debug_span!("connection", session = %attachment.live.key, resumed = attachment.resumed);
+    let span = tracing::debug_span!("connection", session = %attachment.held.key(), resumed = attachment.resumed);
     serve(&gateway, &mut attachment, socket, expires_at).instrument(span).await;
     drop(attachment);
     drop(counted);
@@ -141,7 +166,7 @@ fn until(expires_at: u64) -> Duration {
 
 async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket, expires_at: u64) {
     tracing::debug!("connected");
-    let live = Arc::clone(&attachment.live);
+    let held = attachment.held.clone();
     let (sink, stream) = socket.split();
     let (stop, stop_rx) = oneshot::channel();
     // The receive task asks the send task (the only writer) for a ping when the client has been silent.
@@ -150,16 +175,15 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
         send_loop(
             sink,
             gateway.clone(),
-            Arc::clone(&live),
-            Cursor { attached: attachment.attached, after: attachment.after, resumed: attachment.resumed },
+            held.clone(),
+            Cursor { after: attachment.after, resumed: attachment.resumed },
             stop_rx,
             Arc::clone(&ping),
         )
         .instrument(tracing::Span::current()),
     );
-    let mut receive_task = tokio::spawn(
-        receive_loop(stream, Arc::clone(&live), gateway.clone(), ping).instrument(tracing::Span::current()),
-    );
+    let mut receive_task =
+        tokio::spawn(receive_loop(stream, held.clone(), gateway.clone(), ping).instrument(tracing::Span::current()));
     let token_expiry = tokio::time::sleep(until(expires_at));
 
     // A JoinHandle must not be polled again once it has completed: track which task has ended.
@@ -197,7 +221,14 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
             stop_with(CLOSE_TOKEN_EXPIRED, "token expired");
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut send_task).await;
         }
-        () = gateway.shutdown.cancelled() => {
+        () = gateway.shutdown.cancelled(), if matches!(held, Held::Remote(_)) => {
+            // The session's runs go on where it is owned: this connection ends now, and its client resumes on
+            // another node.
+            stop_with(close_code::AWAY, "server shutting down");
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut send_task).await;
+        }
+        () = gateway.shutdown.cancelled(), if matches!(held, Held::Local { .. }) => {
+            let Held::Local { live, .. } = &held else { unreachable!("guarded by the branch condition") };
             // Drain: the receive task refuses new runs from now on; runs in progress may finish, up to the timeout
             // (or not at all once the drain is ended at once).
             tokio::select! {
@@ -233,7 +264,7 @@ async fn serve(gateway: &Gateway, attachment: &mut Attachment, socket: WebSocket
 
 async fn receive_loop(
     mut stream: SplitStream<WebSocket>,
-    live: Arc<LiveSession>,
+    held: Held,
     gateway: Gateway,
     liveness: Arc<Liveness>,
 ) -> Leave {
@@ -281,24 +312,28 @@ async fn receive_loop(
                 return Leave::Gone;
             }
         };
-        let refusal = match message {
-            Message::Text(text) if text.len() > MAX_FRAME_BYTES => Some(Refusal::from(ProtocolError::new(
-                ErrorCode::FrameTooLarge,
-                format!("the message has {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()),
-            ))),
-            Message::Text(text) => match ClientMessage::parse(text.as_str()) {
-                Ok(ClientMessage::Close) => return Leave::Close,
-                Ok(message) => handle(message, &live, &gateway),
-                Err(err) => Some(err.into()),
-            },
-            Message::Binary(_) => Some(Refusal::from(ProtocolError::new(
-                ErrorCode::BinaryFrame,
-                "binary frames are not supported; send JSON messages as text frames",
-            ))),
+        let frame = match message {
+            Message::Text(text) => Frame::Text(text),
+            Message::Binary(_) => Frame::Binary,
             // Pings are answered by the WebSocket layer. After a close frame, the next read sends the reply and
             // ends the stream.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
         };
+        let live = match &held {
+            Held::Local { live, .. } => live,
+            Held::Remote(feed) => {
+                // The owner judges the frame, as it does its own connections' frames; only `close` is ours.
+                if let Frame::Text(text) = &frame
+                    && text.len() <= MAX_FRAME_BYTES
+                    && let Ok(ClientMessage::Close) = ClientMessage::parse(text.as_str())
+                {
+                    return Leave::Close;
+                }
+                feed.forward(frame);
+                continue;
+            }
+        };
+        let Ok(refusal) = judge(&frame, live, &gateway) else { return Leave::Close };
         if let Some(refusal) = refusal {
             if let Body::Error { code, .. } = &refusal.body {
                 tracing::debug!(code = code.as_str(), "refused a client message");
@@ -308,6 +343,34 @@ async fn receive_loop(
             }
         }
     }
+}
+
+/// A client frame, as the receive task reads it (or another node forwards it).
+pub(crate) enum Frame {
+    Text(Utf8Bytes),
+    Binary,
+}
+
+/// The client said `close`.
+pub(crate) struct Close;
+
+/// Does what a client frame asks of its session: gives the refusal to send back, if any, or `Err` for `close`.
+pub(crate) fn judge(frame: &Frame, live: &LiveSession, gateway: &Gateway) -> Result<Option<Refusal>, Close> {
+    Ok(match frame {
+        Frame::Text(text) if text.len() > MAX_FRAME_BYTES => Some(Refusal::from(ProtocolError::new(
+            ErrorCode::FrameTooLarge,
+            format!("the message has {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()),
+        ))),
+        Frame::Text(text) => match ClientMessage::parse(text.as_str()) {
+            Ok(ClientMessage::Close) => return Err(Close),
+            Ok(message) => handle(message, live, gateway),
+            Err(err) => Some(err.into()),
+        },
+        Frame::Binary => Some(Refusal::from(ProtocolError::new(
+            ErrorCode::BinaryFrame,
+            "binary frames are not supported; send JSON messages as text frames",
+        ))),
+    })
 }
 
 fn handle(message: ClientMessage, live: &LiveSession, gateway: &Gateway) -> Option<Refusal> {
@@ -386,7 +449,6 @@ fn refuse_run(err: RunError, request_id: Option<String>) -> Refusal {
 
 /// Where a connection's client starts reading the session.
 struct Cursor {
-    attached: Attached,
     /// The seq of the last message the client has.
     after: u64,
     resumed: bool,
@@ -422,13 +484,13 @@ where
 async fn send_loop(
     mut sink: SplitSink<WebSocket, Message>,
     gateway: Gateway,
-    live: Arc<LiveSession>,
+    held: Held,
     start: Cursor,
     stop: oneshot::Receiver<CloseFrame>,
     liveness: Arc<Liveness>,
 ) {
     let write_timeout = gateway.limits.write_timeout;
-    let result = send_messages(&mut sink, &gateway, &live, start, stop, &liveness).await;
+    let result = send_messages(&mut sink, &gateway, &held, start, stop, &liveness).await;
     let close = match result {
         Ok(close) => close,
         Err(Cut::Deadline) => {
@@ -450,26 +512,52 @@ async fn send_loop(
 async fn send_messages(
     sink: &mut SplitSink<WebSocket, Message>,
     gateway: &Gateway,
-    live: &LiveSession,
+    held: &Held,
     start: Cursor,
     mut stop: oneshot::Receiver<CloseFrame>,
     liveness: &Liveness,
 ) -> Result<CloseFrame, Cut> {
     let timeout = gateway.limits.write_timeout;
-    let Cursor { attached, after, resumed } = start;
-    let frame = session_frame(&live.key.to_string(), resumed, attached.last_seq);
+    let Cursor { after, resumed } = start;
+    let last_seq = match held {
+        Held::Local { attached, .. } => attached.last_seq,
+        Held::Remote(feed) => feed.last_seq,
+    };
+    let frame = session_frame(&held.key().to_string(), resumed, last_seq);
     write(sink.send(Message::Text(frame.into())), timeout).await?;
     // Invariant: the client has been sent every message of the session up to `cursor`, in order, once each on this
     // connection.
     let mut cursor = after;
-    // Made once, not per batch (each registers with its token or `Notify` when first polled).
-    let mut finished = std::pin::pin!(live.finished.cancelled());
+    // Made once, not per batch (each registers with its token or `Notify` when first polled). A remote session
+    // ends with the end marker of its log instead.
+    let never = CancellationToken::new();
+    let finished_token = match held {
+        Held::Local { live, .. } => &live.finished,
+        Held::Remote(_) => &never,
+    };
+    let mut finished = std::pin::pin!(finished_token.cancelled());
     let mut ping = std::pin::pin!(liveness.ping.notified());
     loop {
-        if live.finished.is_cancelled() && cursor >= live.last_seq() {
+        if let Held::Local { live, .. } = held
+            && live.finished.is_cancelled()
+            && cursor >= live.last_seq()
+        {
             // The session was closed (a shutdown) and its last message is out.
             return Ok(CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() });
         }
+        let next = async {
+            match held {
+                Held::Local { live, attached } => {
+                    gateway.sessions.log.replay_after(live.key, attached, cursor, BATCH).await.map_err(
+                        |err| match err {
+                            ReplayError::TakenOver => FeedEnd::TakenOver,
+                            _ => FeedEnd::Ended,
+                        },
+                    )
+                }
+                Held::Remote(feed) => feed.read_after(cursor, BATCH).await,
+            }
+        };
         let batch = tokio::select! {
             biased;
             frame = &mut stop => match frame {
@@ -481,18 +569,22 @@ async fn send_messages(
                 write(sink.send(Message::Ping(Default::default())), timeout).await?;
                 continue;
             }
-            batch = gateway.sessions.log.replay_after(live.key, &attached, cursor, BATCH) => batch,
+            batch = next => batch,
             // Once cancelled it stays ready: the check above then ends the loop when the log has nothing more.
             () = finished.as_mut() => continue,
         };
         let messages = match batch {
             Ok(messages) => messages,
-            Err(ReplayError::TakenOver) => {
+            Err(FeedEnd::TakenOver) => {
                 tracing::debug!("session resumed elsewhere");
                 return Ok(CloseFrame { code: CLOSE_TAKEN_OVER, reason: "session resumed elsewhere".into() });
             }
-            Err(err) => {
-                tracing::debug!(%err, "session ended");
+            Err(FeedEnd::Gap) => {
+                tracing::debug!("the shared log lacks messages (not mirrored while Redis was down)");
+                return Ok(CloseFrame { code: close_code::AWAY, reason: "session log incomplete".into() });
+            }
+            Err(FeedEnd::Ended) => {
+                tracing::debug!("session ended");
                 return Ok(CloseFrame { code: close_code::AWAY, reason: "session closed".into() });
             }
         };
@@ -504,6 +596,9 @@ async fn send_messages(
         }
         write(sink.flush(), timeout).await?;
         liveness.writing.store(false, Ordering::Relaxed);
+        if let Held::Remote(feed) = held {
+            feed.delivered(cursor);
+        }
     }
 }
 

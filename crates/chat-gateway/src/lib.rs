@@ -4,6 +4,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod auth;
+pub mod cluster;
 mod connection;
 pub mod limits;
 mod listener;

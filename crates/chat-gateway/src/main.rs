@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_gateway::auth::{self, Secret};
+use chat_gateway::cluster::{DEFAULT_NODE_LEASE, RedisEventLog};
 use chat_gateway::limits::{
     DEFAULT_FAILED_UPGRADES_PER_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_QUIET_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
@@ -36,6 +37,7 @@ Usage:
                      [--idle-timeout 20s] [--write-timeout 10s] [--quiet-timeout 60s]
                      [--max-sockets-per-address N] [--failed-upgrades-per-minute 20]
                      [--allowed-origin https://chat.example.com]...
+                     [--event-log redis://127.0.0.1:6379] [--node-id ID] [--node-lease 3s]
   chat-gateway token --user <id> [--ttl 1h]
 
 serve   Serves GET /v1/ws, /healthz and the chat page (GET /) on --addr, GET /metrics on --metrics-addr.
@@ -54,6 +56,10 @@ serve   Serves GET /v1/ws, /healthz and the chat page (GET /) on --addr, GET /me
         upgrade requests per minute gets
         429 until the minute ends; a browser page may connect from the gateway's own origin or an
         --allowed-origin (403 otherwise).
+        --event-log shares the sessions with every gateway process using the same Redis: a client
+        resumes on any of them; runs stay on the node that started them (--node-id, random by
+        default), which holds a lease of --node-lease in Redis: when it lapses, another node ends
+        that node's runs (`agent_completed`, failed). Redis unreachable at start: exit 2.
 token   Prints a token for --user, valid for --ttl (s, m, h or d; default 1h), signed with
         CHAT_GATEWAY_SECRET, alone on stdout.
 
@@ -65,7 +71,7 @@ struct UsageError(String);
 enum Command {
     Help,
     Version,
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     Token { user: String, ttl: Duration },
 }
 
@@ -88,6 +94,9 @@ struct ServeOptions {
     max_sockets_per_address: Option<usize>,
     failed_upgrades_per_minute: u32,
     allowed_origins: Vec<String>,
+    event_log: Option<String>,
+    node_id: Option<String>,
+    node_lease: Duration,
 }
 
 impl Default for ServeOptions {
@@ -109,6 +118,9 @@ impl Default for ServeOptions {
             max_sockets_per_address: None,
             failed_upgrades_per_minute: DEFAULT_FAILED_UPGRADES_PER_WINDOW,
             allowed_origins: Vec::new(),
+            event_log: None,
+            node_id: None,
+            node_lease: DEFAULT_NODE_LEASE,
         }
     }
 }
@@ -131,7 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Token { user, ttl } => token(&user, ttl),
-        Command::Serve(options) => serve(options),
+        Command::Serve(options) => serve(*options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -187,6 +199,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
                     "resume-window" => options.resume_window = parse_duration(&name, &value(&name, given)?)?,
                     "replay-limit" => options.replay_limit = parse_count(&name, &value(&name, given)?, "messages")?,
                     "replay-bytes" => options.replay_bytes = parse_bytes(&name, &value(&name, given)?)?,
+                    "event-log" => options.event_log = Some(parse_event_log(&name, value(&name, given)?)?),
+                    "node-id" => options.node_id = Some(parse_node_id(&name, value(&name, given)?)?),
+                    "node-lease" => options.node_lease = parse_timeout(&name, &value(&name, given)?)?,
                     "max-connections-per-user" => {
                         options.max_connections_per_user = parse_count(&name, &value(&name, given)?, "connections")?;
                     }
@@ -224,7 +239,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
                     other => return Err(UsageError(format!("unknown flag `--{other}` for `serve`"))),
                 }
             }
-            Ok(Command::Serve(options))
+            Ok(Command::Serve(Box::new(options)))
         }
         "token" => {
             let (mut user, mut ttl) = (None, Duration::from_secs(3600));
@@ -250,6 +265,23 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
             Ok(Command::Token { user, ttl })
         }
         other => Err(UsageError(format!("unknown command `{other}`: expected `serve` or `token`"))),
+    }
+}
+
+fn parse_event_log(flag: &str, url: String) -> Result<String, UsageError> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
+        Ok(url)
+    } else {
+        Err(UsageError(format!("`--{flag} {url}` is not a Redis URL like redis://127.0.0.1:6379")))
+    }
+}
+
+fn parse_node_id(flag: &str, id: String) -> Result<String, UsageError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if (1..=64).contains(&id.len()) && id.chars().all(allowed) {
+        Ok(id)
+    } else {
+        Err(UsageError(format!("`--{flag} {id}` is not a node id: 1 to 64 letters, digits, `-`, `_` or `.`")))
     }
 }
 
@@ -382,6 +414,16 @@ fn serve(options: ServeOptions) -> Result<(), Failure> {
                 .await
                 .map_err(|err| Failure::Runtime(format!("cannot listen on {addr} (--{flag}): {err}")))
         };
+        let gateway = match &options.event_log {
+            None => gateway,
+            Some(url) => {
+                let lease = options.node_lease;
+                let log = RedisEventLog::connect(url, options.node_id.as_deref(), lease, options.replay_limit)
+                    .await
+                    .map_err(|err| Failure::Usage(err.to_string()))?;
+                gateway.redis_event_log(log)
+            }
+        };
         let metrics_listener = bind(options.metrics_addr, "metrics-addr").await?;
         let listener = bind(options.addr, "addr").await?;
         let metrics_addr = metrics_listener.local_addr().map_err(|err| Failure::Runtime(err.to_string()))?;
@@ -469,7 +511,8 @@ mod tests {
         let actual = match parse_args(args.split_whitespace().map(str::to_owned)) {
             Ok(Command::Help) => "help".to_owned(),
             Ok(Command::Version) => "version".to_owned(),
-            Ok(Command::Serve(ServeOptions { addr, dev, drain_timeout, resume_window, replay_limit, .. })) => {
+            Ok(Command::Serve(options)) => {
+                let ServeOptions { addr, dev, drain_timeout, resume_window, replay_limit, .. } = *options;
                 format!("serve {addr} dev={dev} drain={drain_timeout:?} window={resume_window:?} log={replay_limit}")
             }
             Ok(Command::Token { user, ttl }) => format!("token {user} {ttl:?}"),

@@ -27,11 +27,13 @@ pub enum Refused {
     UnknownSession,
     /// `409`: the session's replay log no longer holds the next message the client needs.
     ResumeGap,
+    /// `503`: the session is another gateway process's, and the shared event log (Redis) cannot be reached.
+    EventLog,
 }
 
 impl Refused {
     /// Every reason, in the order `GET /metrics` lists them.
-    pub const ALL: [Refused; 9] = [
+    pub const ALL: [Refused; 10] = [
         Refused::Unauthorized,
         Refused::Throttled,
         Refused::Origin,
@@ -41,6 +43,7 @@ impl Refused {
         Refused::Draining,
         Refused::UnknownSession,
         Refused::ResumeGap,
+        Refused::EventLog,
     ];
 
     /// The `reason` label value.
@@ -55,6 +58,7 @@ impl Refused {
             Refused::Draining => "draining",
             Refused::UnknownSession => "unknown_session",
             Refused::ResumeGap => "resume_gap",
+            Refused::EventLog => "event_log",
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct MetricsSnapshot {
     pub resumes_total: u64,
     pub(crate) refused_total: [u64; Refused::ALL.len()],
     pub(crate) disconnects_total: [u64; Disconnect::ALL.len()],
+    /// With a shared event log (Redis): whether it answered the last command, and how many commands failed.
+    pub(crate) event_log: Option<(bool, u64)>,
 }
 
 impl Metrics {
@@ -194,6 +200,7 @@ impl Metrics {
             resumes_total: self.resumes_total.load(Ordering::Relaxed),
             refused_total: self.refused_total.each_ref().map(|count| count.load(Ordering::Relaxed)),
             disconnects_total: self.disconnects_total.each_ref().map(|count| count.load(Ordering::Relaxed)),
+            event_log: None,
         }
     }
 }
@@ -207,6 +214,11 @@ impl MetricsSnapshot {
     /// Connections the gateway ended for `reason` since start.
     pub fn disconnects(&self, reason: Disconnect) -> u64 {
         self.disconnects_total[reason as usize]
+    }
+
+    /// With a shared event log (`serve --event-log`): whether Redis answered the last command sent to it.
+    pub fn event_log_up(&self) -> Option<bool> {
+        self.event_log.map(|(up, _)| up)
     }
 
     /// Renders the Prometheus text format, every metric prefixed `chat_gateway_`.
@@ -245,6 +257,23 @@ impl MetricsSnapshot {
                 text,
                 "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} {kind}\nchat_gateway_{name} {value}\n"
             );
+        }
+        if let Some((up, errors)) = self.event_log {
+            let rows = [
+                (
+                    "event_log_up",
+                    "gauge",
+                    "Whether the shared event log (Redis) answered the last command.",
+                    u64::from(up),
+                ),
+                ("event_log_errors_total", "counter", "Commands to the shared event log (Redis) that failed.", errors),
+            ];
+            for (name, kind, help, value) in rows {
+                let _ = write!(
+                    text,
+                    "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} {kind}\nchat_gateway_{name} {value}\n"
+                );
+            }
         }
         let mut family = |name: &str, help: &str, values: &mut dyn Iterator<Item = (&str, u64)>| {
             let _ = write!(text, "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} counter\n");

@@ -192,6 +192,24 @@ pub(crate) fn session_frame(session_id: &str, resumed: bool, last_seq: u64) -> S
     format!(r#"{{"type":"session","session_id":"{session_id}","resumed":{resumed},"last_seq":{last_seq}}}"#)
 }
 
+/// The `agent_completed` (`failed`, with `error`) that a surviving node appends for a run of a lost node, in the
+/// field order of every other server message.
+pub(crate) fn lost_run_completed(seq: u64, run_id: &str, request_id: Option<&str>, error: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Completed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        seq: u64,
+        run_id: &'a str,
+        request_id: Option<&'a str>,
+        outcome: &'static str,
+        error: &'a str,
+    }
+    let completed = Completed { kind: "agent_completed", seq, run_id, request_id, outcome: "failed", error };
+    // A struct of strings and numbers always serializes.
+    serde_json::to_string(&completed).unwrap_or_else(|_| unreachable!("server messages serialize"))
+}
+
 /// The body of one server message, before it gets its `seq`.
 #[derive(Debug)]
 pub(crate) enum Body {

@@ -225,6 +225,11 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
         max: usize,
     ) -> Result<Vec<LoggedMessage>, ReplayError>;
 
+    /// Says that the client of `attached` has been sent every message up to `after` (which may then leave the
+    /// log), as a [`replay_after`](ReplayLog::replay_after) with that `after` would, without reading: for a
+    /// connection that reads the messages elsewhere (another gateway process, from a shared log).
+    fn acknowledge(&self, session: SessionKey, attached: &Attached, after: u64) -> Result<(), ReplayError>;
+
     /// Attaches a connection of `user` to the session: creates its record ([`Attach::Open`]) or checks that it
     /// is the user's and that its log still holds every message after `after` ([`Attach::Resume`]). A connection
     /// attached before is taken over (its `replay_after` fails with [`ReplayError::TakenOver`]).
@@ -300,6 +305,21 @@ struct RecordState {
 }
 
 impl RecordState {
+    /// Notes that the client of `attached` has every message up to `after`; refuses a connection taken over.
+    fn deliver(&mut self, record: &Record, attached: &Attached, after: u64) -> Result<(), ReplayError> {
+        if self.expired {
+            return Err(ReplayError::Expired);
+        }
+        if !self.attached || self.generation != attached.generation {
+            return Err(ReplayError::TakenOver);
+        }
+        if after > self.delivered {
+            self.delivered = after.min(self.last_seq);
+            record.room.notify_one();
+        }
+        Ok(())
+    }
+
     fn first_held(&self) -> u64 {
         self.messages.front().map_or(self.last_seq + 1, |message| message.seq)
     }
@@ -419,16 +439,7 @@ impl ReplayLog for MemoryReplayLog {
             changed.as_mut().enable();
             {
                 let mut state = lock(&record.state);
-                if state.expired {
-                    return Err(ReplayError::Expired);
-                }
-                if !state.attached || state.generation != attached.generation {
-                    return Err(ReplayError::TakenOver);
-                }
-                if after > state.delivered {
-                    state.delivered = after.min(state.last_seq);
-                    record.room.notify_one();
-                }
+                state.deliver(&record, attached, after)?;
                 let first_held = state.first_held();
                 if after.saturating_add(1) < first_held {
                     return Err(ReplayError::Gap { first_seq: first_held });
@@ -440,6 +451,11 @@ impl ReplayLog for MemoryReplayLog {
             }
             changed.await;
         }
+    }
+
+    fn acknowledge(&self, session: SessionKey, attached: &Attached, after: u64) -> Result<(), ReplayError> {
+        let Some(record) = self.record(session) else { return Err(ReplayError::Expired) };
+        lock(&record.state).deliver(&record, attached, after)
     }
 
     fn attach(&self, session: SessionKey, user: &str, how: Attach) -> Result<Attached, AttachError> {

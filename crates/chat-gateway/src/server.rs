@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthError, Claims, Secret};
-use crate::connection::Attachment;
+use crate::cluster::{RedisEventLog, RemoteAttachError};
+use crate::connection::{Attachment, Held};
 use crate::limits::{Admission, Full, Limits, Throttle};
 use crate::metrics::{Metrics, MetricsSnapshot, Refused};
 use crate::protocol::HARD_FRAME_LIMIT;
@@ -105,7 +106,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            sessions: Arc::new(Sessions::new(Arc::new(MemoryReplayLog::default()), DEFAULT_RESUME_WINDOW)),
+            sessions: Arc::new(Sessions::new(Arc::new(MemoryReplayLog::default()), DEFAULT_RESUME_WINDOW, None)),
             limits: Arc::default(),
             admission: Arc::default(),
             throttle: Arc::default(),
@@ -216,7 +217,8 @@ impl Gateway {
     /// messages wait in its replay log; after the window it is closed, its runs cancelled, everything freed.
     #[must_use]
     pub fn resume_window(mut self, window: Duration) -> Gateway {
-        self.sessions = Arc::new(Sessions::new(Arc::clone(&self.sessions.log), window));
+        let sessions = &self.sessions;
+        self.sessions = Arc::new(Sessions::new(Arc::clone(&sessions.log), window, sessions.cluster.clone()));
         self
     }
 
@@ -231,7 +233,19 @@ impl Gateway {
     /// Keeps the sessions' replay logs and attach state in `log` instead of the in-memory default.
     #[must_use]
     pub fn replay_log(mut self, log: Arc<dyn ReplayLog>) -> Gateway {
-        self.sessions = Arc::new(Sessions::new(log, self.sessions.resume_window));
+        let sessions = &self.sessions;
+        self.sessions = Arc::new(Sessions::new(log, sessions.resume_window, sessions.cluster.clone()));
+        self
+    }
+
+    /// Shares the sessions with the other gateway processes connected to the same Redis (`serve --event-log`): a
+    /// client can resume its session on any of them, and when one dies, another ends its runs. Each session's
+    /// messages are still kept in this process's replay log too (so its own connections go on while Redis is
+    /// down).
+    #[must_use]
+    pub fn redis_event_log(mut self, log: RedisEventLog) -> Gateway {
+        let sessions = &self.sessions;
+        self.sessions = Arc::new(Sessions::new(Arc::clone(&sessions.log), sessions.resume_window, Some(log)));
         self
     }
 
@@ -250,7 +264,12 @@ impl Gateway {
 
     /// The gateway's counters now, as `GET /metrics` reports them.
     pub fn metrics(&self) -> MetricsSnapshot {
-        MetricsSnapshot { resumable_sessions: self.sessions.len() as u64, ..self.metrics.snapshot(&self.registry) }
+        let event_log = self.sessions.cluster.as_ref().map(|cluster| (cluster.is_up(), cluster.errors()));
+        MetricsSnapshot {
+            resumable_sessions: self.sessions.len() as u64,
+            event_log,
+            ..self.metrics.snapshot(&self.registry)
+        }
     }
 
     /// The routes, for embedding the gateway in a larger axum application: `GET /v1/ws`, `GET /healthz` and the
@@ -298,8 +317,19 @@ impl Gateway {
             .with_graceful_shutdown(stop_http.clone().cancelled_owned())
             .into_future();
         let mut http = std::pin::pin!(http);
+        // With a shared event log: this node's inbox and the logs its remote connections follow.
+        let cluster = self.sessions.cluster.clone();
+        let follower = cluster.clone().map(|cluster| tokio::spawn(cluster.follow(self.clone())));
+        let never = CancellationToken::new();
+        let fenced = cluster.as_ref().map_or(&never, RedisEventLog::fenced).clone();
         let drain = async {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = fenced.cancelled() => {
+                    // Its sessions were ended by another node: nothing here may go on.
+                    self.stop_now.cancel();
+                }
+            }
             tracing::info!("shutting down: draining connections");
             self.shutdown.cancel();
             // Upgraded connections run on their own tasks, outside axum's graceful shutdown: wait for them here,
@@ -327,6 +357,14 @@ impl Gateway {
         }
         // Sessions that no connection holds: their runs are cancelled; nobody is there to drain them to.
         self.sessions.close_all();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
+        if fenced.is_cancelled() {
+            return Err(io::Error::other(
+                "this node's lease in Redis expired and another node ended its sessions; start it again",
+            ));
+        }
         tracing::info!("shut down");
         Ok(())
     }
@@ -382,22 +420,46 @@ async fn ws_handler(
             }
             None
         }
-        Some((key, after)) => match key.map(|key| gateway.sessions.resume(&claims.user, key, after)) {
-            Some(Ok((live, attached))) => {
-                gateway.metrics.resumed();
-                Some(Attachment { gateway: gateway.clone(), live, attached, after, resumed: true, close_now: false })
+        Some((key, after)) => {
+            let resumed = match (key, &gateway.sessions.cluster) {
+                (None, _) => Err(RemoteAttachError::Unknown),
+                // Another process's session, as far as this one knows: its owner attaches it.
+                (Some(key), Some(cluster)) if !gateway.sessions.holds(key) => {
+                    cluster.attach_remote(&claims.user, key, after).await.map(Held::Remote)
+                }
+                (Some(key), _) => match gateway.sessions.resume(&claims.user, key, after) {
+                    Ok((live, attached)) => Ok(Held::Local { live, attached }),
+                    Err(AttachError::Gap { first_seq }) => Err(RemoteAttachError::Gap { first_seq }),
+                    Err(_) => Err(RemoteAttachError::Unknown),
+                },
+            };
+            match resumed {
+                Ok(held) => {
+                    gateway.metrics.resumed();
+                    Some(Attachment { gateway: gateway.clone(), held, after, resumed: true, close_now: false })
+                }
+                Err(RemoteAttachError::Gap { first_seq }) => {
+                    gateway.metrics.refused(Refused::ResumeGap);
+                    return resume_gap(first_seq);
+                }
+                Err(RemoteAttachError::Unavailable) => {
+                    gateway.metrics.refused(Refused::EventLog);
+                    let mut response = (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the shared event log (Redis) cannot be reached; try again\n",
+                    )
+                        .into_response();
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return response;
+                }
+                Err(RemoteAttachError::Unknown) => {
+                    // Not counted against the address: the request has a valid token, and a session id is 128
+                    // random bits, nothing to guess; a page reloaded after a restart asks for its old session.
+                    gateway.metrics.refused(Refused::UnknownSession);
+                    return unknown_session();
+                }
             }
-            Some(Err(AttachError::Gap { first_seq })) => {
-                gateway.metrics.refused(Refused::ResumeGap);
-                return resume_gap(first_seq);
-            }
-            Some(Err(_)) | None => {
-                // Not counted against the address: the request has a valid token, and a session id is 128 random
-                // bits, nothing to guess; a page reloaded after a restart asks for its old session.
-                gateway.metrics.refused(Refused::UnknownSession);
-                return unknown_session();
-            }
-        },
+        }
     };
     // Taken before the upgrade completes, so a shutdown that starts now still waits for this connection.
     let tracked = gateway.connections.token();

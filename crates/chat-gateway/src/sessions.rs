@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::cluster::{RedisEventLog, RunChange};
 use crate::metrics::Metrics;
 use crate::protocol::{Body, ServerMessage};
 use crate::replay::{Attach, AttachError, Attached, LoggedMessage, ReplayLog, SessionKey};
@@ -171,6 +172,8 @@ impl LiveSession {
 pub(crate) struct Sessions {
     pub(crate) log: Arc<dyn ReplayLog>,
     pub(crate) resume_window: Duration,
+    /// Where the sessions are shared with other gateway processes, if they are.
+    pub(crate) cluster: Option<RedisEventLog>,
     live: Mutex<Live>,
 }
 
@@ -252,8 +255,16 @@ pub(crate) enum OpenSessionError {
 pub(crate) struct TooManySessions;
 
 impl Sessions {
-    pub(crate) fn new(log: Arc<dyn ReplayLog>, resume_window: Duration) -> Sessions {
-        Sessions { log, resume_window, live: Mutex::default() }
+    pub(crate) fn new(log: Arc<dyn ReplayLog>, resume_window: Duration, cluster: Option<RedisEventLog>) -> Sessions {
+        if let Some(cluster) = &cluster {
+            cluster.set_resume_window(resume_window);
+        }
+        Sessions { log, resume_window, cluster, live: Mutex::default() }
+    }
+
+    /// Whether this process holds the session (attached or within its resume window).
+    pub(crate) fn holds(&self, key: SessionKey) -> bool {
+        lock(&self.live).sessions.contains_key(&key)
     }
 
     /// How many sessions are attached or within their resume window.
@@ -322,10 +333,21 @@ impl Sessions {
         sessions.sessions.insert(key, entry);
         sessions.by_user.entry(user.into()).or_default().push(key);
         drop(sessions);
+        if let Some(cluster) = &self.cluster {
+            cluster.opened(key, user);
+        }
         // Debug level, like the connection span: disabled (free) at the default level.
         let span = tracing::debug_span!("session", user, session = %key);
         tokio::spawn(
-            pump(Arc::clone(&live), events, refusals_rx, Arc::clone(&self.log), Arc::clone(metrics)).instrument(span),
+            pump(
+                Arc::clone(&live),
+                events,
+                refusals_rx,
+                Arc::clone(&self.log),
+                self.cluster.clone(),
+                Arc::clone(metrics),
+            )
+            .instrument(span),
         );
         Ok((live, attached))
     }
@@ -337,6 +359,42 @@ impl Sessions {
         key: SessionKey,
         after: u64,
     ) -> Result<(Arc<LiveSession>, Attached), AttachError> {
+        let resumed = self.attach(user, key, after)?;
+        if let Some(cluster) = &self.cluster {
+            // A connection of another node that held it is taken over.
+            cluster.attached(key, None);
+        }
+        Ok(resumed)
+    }
+
+    /// Attaches a connection of node `node` (another gateway process) to `user`'s session `key`, as
+    /// [`resume`](Sessions::resume) does for this process's own connections.
+    pub(crate) fn resume_for(
+        &self,
+        gateway: &crate::server::Gateway,
+        cluster: &RedisEventLog,
+        user: &str,
+        key: SessionKey,
+        after: u64,
+        node: &str,
+    ) -> Result<Attached, AttachError> {
+        let live = lock(&self.live).sessions.get(&key).map(|entry| Arc::clone(&entry.live));
+        let live = live.ok_or(AttachError::Unknown)?;
+        // Redis gets each message before this log does: a client there may be one message ahead of it.
+        let (live, attached) = self.attach(user, key, after.min(live.last_seq()))?;
+        cluster.attached(key, Some(cluster.holder(gateway, live, node, attached)));
+        Ok(attached)
+    }
+
+    /// The client of a connection of another node holding `attached` has every message up to `seq`.
+    pub(crate) fn acknowledge(&self, key: SessionKey, attached: &Attached, seq: u64) {
+        let live = lock(&self.live).sessions.get(&key).map(|entry| Arc::clone(&entry.live));
+        if let Some(live) = live {
+            let _ = self.log.acknowledge(key, attached, seq.min(live.last_seq()));
+        }
+    }
+
+    fn attach(&self, user: &str, key: SessionKey, after: u64) -> Result<(Arc<LiveSession>, Attached), AttachError> {
         let attached = self.log.attach(key, user, Attach::Resume { after })?;
         let live = lock(&self.live).sessions.get_mut(&key).map(|entry| {
             entry.detached = None;
@@ -373,6 +431,9 @@ impl Sessions {
             let _ = self.expire(key, &attached);
             return;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.detached(key, self.resume_window);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             let _ = self.expire(key, &attached);
             return;
@@ -403,6 +464,9 @@ impl Sessions {
             return false;
         }
         let live = lock(&self.live).remove(key);
+        if let Some(cluster) = &self.cluster {
+            cluster.forgotten(key);
+        }
         if let Some(live) = live {
             tracing::debug!(session = %key, "session closed: not resumed in time, closed by its client, or evicted");
             live.shut();
@@ -435,6 +499,7 @@ async fn pump(
     mut events: EventStream,
     mut refusals: mpsc::Receiver<Box<Refusal>>,
     log: Arc<dyn ReplayLog>,
+    cluster: Option<RedisEventLog>,
     metrics: Arc<Metrics>,
 ) {
     // Invariant: the seq of the last message appended; the next gets the next one, so the client sees 1, 2, 3, ...
@@ -454,9 +519,16 @@ async fn pump(
             },
         };
         seq += 1;
+        // The run this message starts or ends, for the list of runs in progress kept with the shared log.
+        let mut run = None;
         let (text, terminal, is_event) = match outgoing {
             Outgoing::Event(event) => {
                 let terminal = event.kind().is_terminal();
+                if cluster.is_some()
+                    && (terminal || matches!(event.kind(), core_registry::EventKind::AgentStarted { .. }))
+                {
+                    run = Some((event.run_id().to_string(), event.tag().map(str::to_owned)));
+                }
                 let body = Body::Event(event);
                 (ServerMessage { seq, request_id: body.run_tag(), body: &body }.to_json(), terminal, true)
             }
@@ -466,6 +538,23 @@ async fn pump(
             }
         };
         let message = LoggedMessage::new(seq, text);
+        if let Some(cluster) = &cluster {
+            let change = match &run {
+                None => RunChange::None,
+                Some((run, _)) if terminal => RunChange::Ended { run },
+                Some((run, request_id)) => RunChange::Started { run, request_id: request_id.as_deref() },
+            };
+            let mirrored = tokio::select! {
+                biased;
+                () = closed.as_mut() => break,
+                mirrored = cluster.mirror(live.key, &message, change) => mirrored,
+            };
+            if mirrored.is_err() {
+                // Another node ended this session (it took this one for lost): nothing more may be appended.
+                seq -= 1;
+                break;
+            }
+        }
         let appended = tokio::select! {
             biased;
             () = closed.as_mut() => break,
@@ -482,6 +571,9 @@ async fn pump(
         }
     }
     live.finished.cancel();
+    if let Some(cluster) = &cluster {
+        cluster.ended(live.key, seq, "session closed");
+    }
     // Dropping the stream cancels whatever still runs (the session was closed for good, nobody can receive it).
     drop(events);
     tracing::debug!(last_seq = seq, "session's pump ended");
@@ -494,7 +586,7 @@ mod tests {
     #[test]
     fn a_place_reserved_for_a_new_session_counts_until_released() {
         let log = Arc::new(crate::replay::MemoryReplayLog::default());
-        let sessions = Arc::new(Sessions::new(log, DEFAULT_RESUME_WINDOW));
+        let sessions = Arc::new(Sessions::new(log, DEFAULT_RESUME_WINDOW, None));
         // Two upgrades at once for the last place: the second sees the first's reservation.
         let first = sessions.make_room("alice", 1).ok().unwrap();
         assert!(sessions.make_room("alice", 1).is_err());
