@@ -431,11 +431,16 @@ impl RedisEventLog {
     async fn lease_loop(self) {
         let mut tick = tokio::time::interval(self.0.lease / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // No node is judged before this instant: at start, and after Redis was unreachable (to this node, or to
+        // every node while it restarted, their leases lapsing meanwhile), every live node gets a whole lease to
+        // renew first.
+        let mut judge_from = tokio::time::Instant::now() + self.0.lease;
         loop {
             tick.tick().await;
             let renewed = self.renew().await;
             self.note(&renewed);
             match renewed {
+                Ok(true) if tokio::time::Instant::now() < judge_from => continue,
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::error!(
@@ -445,7 +450,10 @@ impl RedisEventLog {
                     self.0.fenced.cancel();
                     return;
                 }
-                Err(_) => continue,
+                Err(_) => {
+                    judge_from = tokio::time::Instant::now() + self.0.lease;
+                    continue;
+                }
             }
             let nodes: Result<Vec<String>, _> = self.conn().smembers(NODES).await;
             self.note(&nodes);
@@ -1109,5 +1117,54 @@ impl Feed {
                 ],
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+        (id.to_owned(), fields.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect())
+    }
+
+    #[test]
+    fn entry_ids_are_seq_and_sub_id() {
+        assert_eq!(entry_id("42-0"), Some((42, 0)));
+        assert_eq!(entry_id("42-1"), Some((42, 1)));
+        assert_eq!(entry_id("1733000000000-3"), Some((1_733_000_000_000, 3)));
+        assert_eq!(entry_id("42"), None);
+        assert_eq!(entry_id("x-0"), None);
+    }
+
+    #[test]
+    fn log_entries_are_messages_then_the_end_marker() {
+        let entries = vec![
+            entry("3-0", &[("m", r#"{"seq":3}"#)]),
+            entry("4-0", &[("m", r#"{"seq":4}"#)]),
+            entry("4-1", &[("end", "node lost")]),
+            // Neither a message nor a marker (a field written by a newer version): skipped.
+            entry("5-0", &[("other", "x")]),
+        ];
+        let parsed = parse_entries(entries);
+        let kinds: Vec<String> = parsed
+            .iter()
+            .map(|entry| match entry {
+                Entry::Message(message) => format!("{}:{}", message.seq, message.text.as_str()),
+                Entry::End => "end".to_owned(),
+            })
+            .collect();
+        assert_eq!(kinds, [r#"3:{"seq":3}"#, r#"4:{"seq":4}"#, "end"]);
+    }
+
+    #[test]
+    fn a_lost_run_ends_like_any_failed_run() {
+        let text = crate::protocol::lost_run_completed(7, "run-3", Some("r1"), "gateway node lost: `a`");
+        assert_eq!(
+            text,
+            r#"{"type":"agent_completed","seq":7,"run_id":"run-3","request_id":"r1","outcome":"failed","error":"gateway node lost: `a`"}"#
+        );
+        let untagged = crate::protocol::lost_run_completed(8, "run-4", None, "e");
+        assert!(untagged.contains(r#""request_id":null"#), "{untagged}");
     }
 }

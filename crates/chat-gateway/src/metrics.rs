@@ -228,7 +228,7 @@ impl MetricsSnapshot {
     /// assert!(text.contains("# TYPE chat_gateway_live_sessions gauge\nchat_gateway_live_sessions 0\n"));
     /// ```
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let mut rows: Vec<(&str, &str, &str, u64)> = vec![
             ("live_sessions", "gauge", "Registry sessions still holding resources.", self.live_sessions),
             ("live_runs", "gauge", "Agent runs in progress.", self.live_runs),
             (
@@ -250,6 +250,20 @@ impl MetricsSnapshot {
             ),
             ("errors_sent_total", "counter", "Protocol error messages produced for clients.", self.errors_sent_total),
         ];
+        if let Some((up, errors)) = self.event_log {
+            rows.push((
+                "event_log_up",
+                "gauge",
+                "Whether the shared event log (Redis) answered the last command.",
+                u64::from(up),
+            ));
+            rows.push((
+                "event_log_errors_total",
+                "counter",
+                "Commands to the shared event log (Redis) that failed.",
+                errors,
+            ));
+        }
         let mut text = String::new();
         for (name, kind, help, value) in rows {
             // Writing to a String cannot fail.
@@ -257,23 +271,6 @@ impl MetricsSnapshot {
                 text,
                 "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} {kind}\nchat_gateway_{name} {value}\n"
             );
-        }
-        if let Some((up, errors)) = self.event_log {
-            let rows = [
-                (
-                    "event_log_up",
-                    "gauge",
-                    "Whether the shared event log (Redis) answered the last command.",
-                    u64::from(up),
-                ),
-                ("event_log_errors_total", "counter", "Commands to the shared event log (Redis) that failed.", errors),
-            ];
-            for (name, kind, help, value) in rows {
-                let _ = write!(
-                    text,
-                    "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} {kind}\nchat_gateway_{name} {value}\n"
-                );
-            }
         }
         let mut family = |name: &str, help: &str, values: &mut dyn Iterator<Item = (&str, u64)>| {
             let _ = write!(text, "# HELP chat_gateway_{name} {help}\n# TYPE chat_gateway_{name} counter\n");
