@@ -26,7 +26,8 @@ COMMANDS:
     compat-audit    check that the compat crate holds only deprecated forwarding items
     migration-doc   regenerate MIGRATION.md's old -> new table (--check: fail when it is stale)
     bench           run the benchmarks (migrate-check vs cargo metadata, registry, gateway load) in one table
-    test            install what the tests need (chromium, npm packages) if missing, then cargo test --workspace
+    test            install what the tests need (chromium, redis-server, npm packages) if missing, then cargo test
+                    --workspace
     help            print this help
 
 Run `cargo xtask <COMMAND> --help` for a command's options.

@@ -1,14 +1,19 @@
 //! `cargo xtask test [ARGS...]`: every test of the workspace, on a fresh machine too.
 //!
-//! First installs what the browser tests of chat-gateway (`crates/chat-gateway/tests/gateway_browser.rs`) need and
-//! the machine lacks: Debian's `chromium` (`apt-get install -y chromium`, after `apt-get update` when the package
-//! lists are empty or the install fails without it), and the npm packages of `crates/chat-gateway/tests/browser`
-//! (`npm ci`, when `node_modules` is missing or was installed from another lockfile). Nothing downloads a browser of
-//! its own. Then runs `cargo test --workspace ARGS...` and exits with its status.
+//! First installs what the tests need and the machine lacks, with Debian's packages (`apt-get install -y`, after
+//! `apt-get update` when the package lists are empty or the install fails without it): `chromium` for the browser
+//! tests of chat-gateway (`crates/chat-gateway/tests/gateway_browser.rs`), when `/usr/bin/chromium` is missing, and
+//! `redis-server` for its cluster tests (`crates/chat-gateway/tests/gateway_cluster.rs`), when no `redis-server` is
+//! on `PATH`. Those tests start their own `redis-server` on free loopback ports, so a system Redis that the package
+//! starts (on a machine whose init system runs services) is stopped again (and disabled, under systemd). Then the npm packages of
+//! `crates/chat-gateway/tests/browser` (`npm ci`, when `node_modules` is missing or was installed from another
+//! lockfile). Nothing downloads a browser of its own. Then runs `cargo test --workspace ARGS...` and exits with its
+//! status.
 
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const HELP: &str = "\
 cargo xtask test: install what the tests need, then run every test of the workspace
@@ -18,6 +23,8 @@ USAGE:
 
 Installs what is missing, then runs `cargo test --workspace ARGS...` and exits with its status:
     - Debian's chromium at /usr/bin/chromium, for the browser tests (apt-get install -y chromium; as root)
+    - Debian's redis-server on PATH, for the gateway's cluster tests (apt-get install -y redis-server; as root);
+      the tests start their own servers, so a system Redis the install started is stopped again
     - the npm packages of crates/chat-gateway/tests/browser (npm ci, from the committed package-lock.json),
       when node_modules is missing or stale; needs Node.js 20 or newer and npm
 Every argument goes to `cargo test`, e.g. `cargo xtask test -p chat-gateway -- --nocapture`.
@@ -27,6 +34,9 @@ OPTIONS:
 ";
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+const REDIS_SERVER: &str = "redis-server";
+/// Where Debian's system Redis listens (`/etc/redis/redis.conf`); the tests never use this port.
+const SYSTEM_REDIS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6379);
 /// The oldest Node.js that the pinned playwright-core supports.
 const NODE_MAJOR_MIN: u32 = 20;
 /// Where `npm ci` last ran from a lockfile, with a copy of that lockfile: `node_modules` is fresh while they match.
@@ -64,7 +74,12 @@ fn exit_code(code: Option<i32>) -> ExitCode {
 
 fn install(root: &Path) -> Result<(), String> {
     if !Path::new(CHROMIUM).exists() {
-        timed("apt-get install -y chromium", install_chromium)?;
+        timed("apt-get install -y chromium", || {
+            apt_install("chromium", &format!("the browser tests need {CHROMIUM}"))
+        })?;
+    }
+    if !on_path(REDIS_SERVER) {
+        timed("apt-get install -y redis-server", install_redis)?;
     }
     check_node()?;
     let dir = root.join("crates/chat-gateway/tests/browser");
@@ -82,35 +97,92 @@ fn timed(what: &str, step: impl FnOnce() -> Result<(), String>) -> Result<(), St
     Ok(())
 }
 
-fn install_chromium() -> Result<(), String> {
-    let apt =
-        |args: &[&str]| {
-            Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().map_err(|err| {
-                format!("{CHROMIUM} is missing and apt-get cannot run ({err}): install Debian's chromium")
-            })
-        };
+/// `apt-get install -y package`, as root; `needed` says what needs it, for the error.
+fn apt_install(package: &str, needed: &str) -> Result<(), String> {
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|err| format!("{needed}, and apt-get cannot run ({err}): install Debian's {package}"))
+    };
+    let update_failed = || format!("`apt-get update` failed (are you root?); {needed}");
     // The package lists of a fresh machine may be empty: nothing to install from before an update.
     if apt_lists_empty(Path::new("/var/lib/apt/lists")) && !apt(&["update"])?.success() {
-        return Err("`apt-get update` failed (are you root?)".into());
+        return Err(update_failed());
     }
-    if apt(&["install", "-y", "chromium"])?.success() {
+    if apt(&["install", "-y", package])?.success() {
         return Ok(());
     }
     // Stale lists name package versions the mirror no longer has.
     eprintln!("xtask test: apt-get install failed; apt-get update, then again");
     if !apt(&["update"])?.success() {
-        return Err("`apt-get update` failed (are you root?)".into());
+        return Err(update_failed());
     }
-    if !apt(&["install", "-y", "chromium"])?.success() {
-        return Err("`apt-get install -y chromium` failed: the browser tests need /usr/bin/chromium".into());
+    if !apt(&["install", "-y", package])?.success() {
+        return Err(format!("`apt-get install -y {package}` failed: {needed}"));
     }
     Ok(())
 }
 
-/// Whether apt has no package list yet (no `*_Packages` file in `lists`).
+/// Installs redis-server and leaves no system Redis running that it started: the tests start their own, and a
+/// server nobody uses should not outlive the install (nor, under systemd, come back at the next boot).
+fn install_redis() -> Result<(), String> {
+    let already_listening = listening(SYSTEM_REDIS);
+    apt_install(REDIS_SERVER, "the gateway's cluster tests need redis-server on PATH")?;
+    if !on_path(REDIS_SERVER) {
+        return Err(format!("apt-get installed redis-server, yet no `{REDIS_SERVER}` is on PATH"));
+    }
+    // Debian's package starts its service where the init system allows it (not under a policy-rc.d that forbids
+    // it, as in most containers). A server that was already listening is someone else's: leave it alone.
+    if already_listening || !listening(SYSTEM_REDIS) {
+        return Ok(());
+    }
+    eprintln!("xtask test: stopping the system redis-server that the install started (the tests start their own)");
+    let stop: &[&str] = if Path::new("/run/systemd/system").is_dir() {
+        &["systemctl", "disable", "--now", "redis-server"]
+    } else {
+        &["service", "redis-server", "stop"]
+    };
+    let stopped = Command::new(stop[0]).args(&stop[1..]).status().is_ok_and(|status| status.success());
+    if !stopped || listening(SYSTEM_REDIS) {
+        // Not fatal: the tests use free ports of their own, never this one.
+        eprintln!("xtask test: warning: `{}` did not stop the system Redis on {SYSTEM_REDIS}", stop.join(" "));
+    }
+    Ok(())
+}
+
+/// Whether something accepts TCP connections on `addr`.
+fn listening(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program))))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// Whether apt has no package list yet (no `*_Packages` file in `lists`, compressed or not: apt keeps them as
+/// `*_Packages.lz4` where it is configured to).
 fn apt_lists_empty(lists: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(lists) else { return true };
-    !entries.filter_map(Result::ok).any(|entry| entry.file_name().to_string_lossy().ends_with("_Packages"))
+    !entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with("_Packages") || name.contains("_Packages.")
+    })
 }
 
 fn check_node() -> Result<(), String> {
@@ -201,9 +273,24 @@ mod tests {
         assert!(apt_lists_empty(&dir));
         std::fs::write(dir.join("lock"), "").unwrap();
         assert!(apt_lists_empty(&dir));
+        std::fs::write(dir.join("mirror_debian_dists_bookworm_InRelease"), "").unwrap();
+        assert!(apt_lists_empty(&dir));
         std::fs::write(dir.join("mirror_debian_dists_bookworm_main_binary-amd64_Packages"), "").unwrap();
         assert!(!apt_lists_empty(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
+        // Compressed lists count too.
+        let dir = scratch("apt-lz4");
+        std::fs::write(dir.join("mirror_debian_dists_bookworm_main_binary-amd64_Packages.lz4"), "").unwrap();
+        assert!(!apt_lists_empty(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn finds_programs_on_path() {
+        // Whatever runs this test runs cargo, and `sh` is on every unix PATH.
+        #[cfg(unix)]
+        assert!(on_path("sh"));
+        assert!(!on_path("no-such-program-for-xtask-test"));
     }
 
     #[test]
