@@ -67,28 +67,9 @@ impl TestServer {
         self.connect_with(&self.token(user), "").await.unwrap_or_else(|(status, body)| panic!("{status}: {body}"))
     }
 
-    /// Connects with `token` and `query` (`?session=...&after=...` or empty); reads the `session` frame and checks
-    /// it. A refused upgrade gives back its status and body.
+    /// Connects with `token` and `query` (`?session=...&after=...` or empty); see [`connect_to`].
     pub(crate) async fn connect_with(&self, token: &str, query: &str) -> Result<Client, (u16, String)> {
-        let mut request = format!("{}{query}", self.url()).into_client_request().unwrap();
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (ws, response) = match tokio_tungstenite::connect_async(request).await {
-            Ok(pair) => pair,
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
-                let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-                return Err((response.status().as_u16(), format!("{} {body}", content_type.unwrap_or_default())));
-            }
-            Err(err) => panic!("cannot connect: {err}"),
-        };
-        assert_eq!(response.status(), 101);
-        let mut client = Client { ws, last_seq: 0, session: Value::Null };
-        let frame = client.recv_raw().await;
-        assert_eq!(frame["type"], "session", "the first frame must be the session frame: {frame}");
-        assert!(frame.get("seq").is_none(), "the session frame has no seq: {frame}");
-        client.last_seq = query.split("after=").nth(1).map_or(0, |after| after.parse().unwrap());
-        client.session = frame;
-        Ok(client)
+        connect_to(self.addr, token, query).await
     }
 
     /// Resumes `session` after `after` as `user`.
@@ -120,6 +101,32 @@ impl TestServer {
             panic!("the gateway did not become idle: {:?}", self.gateway.metrics());
         }
     }
+}
+
+/// Connects to the gateway at `addr` (this process's [`TestServer`] or a `chat-gateway serve` process) with `token`
+/// in an `Authorization: Bearer` header and `query` (`?session=...&after=...` or empty); reads the `session` frame
+/// and checks it. A refused upgrade gives back its status and its content type and body.
+pub(crate) async fn connect_to(addr: SocketAddr, token: &str, query: &str) -> Result<Client, (u16, String)> {
+    let mut request = format!("ws://{addr}/v1/ws{query}").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let connect = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request));
+    let (ws, response) = match connect.await.expect("no answer to the upgrade request") {
+        Ok(pair) => pair,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+            let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+            return Err((response.status().as_u16(), format!("{} {body}", content_type.unwrap_or_default())));
+        }
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    assert_eq!(response.status(), 101);
+    let mut client = Client { ws, last_seq: 0, session: Value::Null };
+    let frame = client.recv_raw().await;
+    assert_eq!(frame["type"], "session", "the first frame must be the session frame: {frame}");
+    assert!(frame.get("seq").is_none(), "the session frame has no seq: {frame}");
+    client.last_seq = query.split("after=").nth(1).map_or(0, |after| after.parse().unwrap());
+    client.session = frame;
+    Ok(client)
 }
 
 /// Reads a pipe (a child process's stdout or stderr) line by line on a thread, so that a test can wait for a line
