@@ -5,33 +5,39 @@
 //! Redis carries the rest:
 //!
 //! - `cg:log:{session}`, a Stream: the pump appends every message with `XADD` under the id `{seq}-0` before any
-//!   client can read it (so a client never holds a seq that Redis lacks), trimmed to the replay limit. An entry
-//!   `{seq}-1` with an `end` field marks the end of a session that will get no more messages.
-//! - `cg:session:{session}`, a hash: `user` and `owner`. It and the log have no expiry while the session is
-//!   attached, and expire a resume window after a detach; the owner deletes both when it closes the session.
+//!   client can read it (so a client never holds a seq that Redis lacks, while Redis answers), trimmed to the
+//!   replay limit. An entry `{seq}-1` with an `end` field, after message `seq`, ends a session that will get no more
+//!   messages.
+//! - `cg:session:{session}`, a hash: `user` and `owner` (empty once the owner is gone). It and the log have no
+//!   expiry while the session is attached, and expire a resume window after a detach or after the session's end;
+//!   the owner deletes both when the session's window runs out.
 //! - `cg:inbox:{node}`, a Stream per node: what other nodes ask of it (attach, a client frame, delivered, detach)
-//!   and what they answer it (the attach reply, "taken over").
-//! - `cg:lease:{node}` (renewed every third of the lease), `cg:nodes`, `cg:sessions:{node}` (the sessions a node
-//!   owns) and `cg:runs:{node}` (its runs in progress, as `{session} {run}` -> request id).
+//!   and what they answer it (the attach reply, "taken over"). It expires a minute after its last write unless its
+//!   node renews its lease meanwhile.
+//! - `cg:lease:{node}` (a token of the process, renewed every third of the lease), `cg:nodes`,
+//!   `cg:sessions:{node}` (the sessions a node owns) and `cg:runs:{node}` (its runs in progress, as
+//!   `{session} {run}` -> request id).
 //!
 //! A client resuming on another node reads the log there: the log is replayed with `XRANGE` and followed with one
 //! `XREAD BLOCK` per node over its inbox and every log it follows (a new entry rings the connection's doorbell).
 //! Its frames go to the owner's inbox, where they are judged as the owner's own connections' are, so `cancel` and
 //! `duplicate_request` hold across nodes.
 //!
-//! When a node's lease expires, one surviving node claims it (atomically, in a script), appends to each of its
-//! sessions one `agent_completed` (`failed`, "gateway node lost") per run still open, with the next seqs, then the
-//! end marker: every run ends exactly once, wherever its client is attached. A node that finds it was claimed while
-//! alive (a partition longer than its lease) is *fenced*: its appends fail, and the gateway stops.
+//! When a node's lease expires, one surviving node claims it (atomically, in a script; the claim itself expires, so
+//! that another node finishes the work of a claimer that died) and, in one script per session, appends one
+//! `agent_completed` (`failed`, "gateway node lost") per run still open, with the next seqs, then the end marker:
+//! every run ends exactly once, wherever its client is attached. A node stopped cleanly does the same for its own
+//! sessions on its way out (after letting their runs end). A node that finds it was claimed while alive (cut off
+//! from Redis longer than its lease) is *fenced*: it writes nothing more to Redis, and the gateway stops.
 //!
 //! While Redis is unreachable, the owner's connections keep working from memory (their messages are not mirrored:
 //! a resume elsewhere of a message in that stretch gets `409 resume_gap`), resumes that need Redis get `503`, and
 //! the connection manager reconnects with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -40,27 +46,37 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Frame;
-use crate::replay::{Attached, LoggedMessage, SessionKey};
+use crate::protocol::MAX_FRAME_BYTES;
+use crate::replay::{AttachError, Attached, LoggedMessage, SessionKey};
 use crate::server::Gateway;
 
 /// How long a node's lease lives unless configured otherwise; it is renewed every third of that.
 pub const DEFAULT_NODE_LEASE: Duration = Duration::from_secs(3);
 
-/// How many entries a node's inbox keeps at most (approximately): far more than are ever waiting.
-const INBOX_LENGTH: usize = 100_000;
+/// How many entries a node's inbox keeps at most (approximately); it is trimmed as it is read, too.
+const INBOX_LENGTH: usize = 10_000;
+
+/// How long an inbox lives after the last write to it, unless its node renews its lease meanwhile.
+const INBOX_TTL_SECS: i64 = 60;
 
 /// How long one `XREAD BLOCK` of the follower waits before looking at its list of logs again.
 const FOLLOW_BLOCK: Duration = Duration::from_millis(1000);
 
 /// How long a remote reader waits for a doorbell before reading its log again anyway (a doorbell can be lost when
-/// the follower reconnects).
-const POLL_FALLBACK: Duration = Duration::from_secs(1);
+/// the follower reconnects; it then rings every reader, so this is only a backstop).
+const POLL_FALLBACK: Duration = Duration::from_secs(5);
 
 /// How long a command waits for Redis before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many frames from a remote client may wait for the owner to judge them.
 const REMOTE_FRAMES: usize = 256;
+
+/// How long a claim on a lost node holds: a claimer that dies leaves the rest of the work to another node then.
+const CLAIM_MILLIS: u64 = 30_000;
+
+/// How long a stopped or lost node's id stays fenced, so that a process of it cut off meanwhile stops.
+const TOMBSTONE_SECS: u64 = 86_400;
 
 /// Why [`RedisEventLog::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +85,7 @@ pub enum ConnectError {
     /// The URL is not a Redis URL.
     #[error("`{url}` is not a Redis URL ({source}); write redis://HOST:PORT[/DB]")]
     Url {
-        /// The URL given.
+        /// The URL given, without its password.
         url: String,
         /// What the client library said.
         source: RedisError,
@@ -77,7 +93,7 @@ pub enum ConnectError {
     /// Redis did not answer.
     #[error("cannot reach Redis at {url}: {source}; start it, or check --event-log")]
     Unreachable {
-        /// The URL given.
+        /// The URL given, without its password.
         url: String,
         /// What the client library said.
         source: RedisError,
@@ -88,6 +104,15 @@ pub enum ConnectError {
         /// The node id.
         node: String,
     },
+}
+
+/// `url` with its password, if any, replaced by `***`: what logs and errors show.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 /// The event log shared through Redis by several gateway processes: give it to [`Gateway::redis_event_log`].
@@ -104,15 +129,18 @@ impl fmt::Debug for RedisEventLog {
 
 struct Inner {
     node: Box<str>,
+    // This process's lease token: another process of the same node id holds another.
+    token: String,
     conn: ConnectionManager,
     client: redis::Client,
     lease: Duration,
     trim: usize,
-    // The resume window, in seconds: how long the sessions of a lost node stay readable after their end.
+    // The resume window, in seconds: how long ended sessions stay readable.
     window_secs: AtomicU64,
     up: AtomicBool,
     errors: AtomicU64,
-    // Cancelled when another node claimed this one while it was alive: its sessions were ended elsewhere.
+    // Cancelled when another node claimed this one while it was alive: its sessions were ended elsewhere, and
+    // nothing more may be written.
     fenced: CancellationToken,
     next_call: AtomicU64,
     // Attach requests sent to owners, waiting for their reply.
@@ -159,24 +187,71 @@ fn reaped_key(node: &str) -> String {
     format!("cg:reaped:{node}")
 }
 
+fn claim_key(node: &str) -> String {
+    format!("cg:claim:{node}")
+}
+
 const NODES: &str = "cg:nodes";
 
-/// Renews this node's lease and keeps it listed, with an inbox (other nodes write to existing inboxes only, so
-/// that the inbox of a lost node is not made again), unless another node claimed it (then 0).
-const RENEW: &str = r"
+/// Renews this process's lease and keeps the node listed, its inbox without expiry; 0 when another node claimed
+/// it or another process of its id holds the lease (this one is fenced).
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
-if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('XADD', KEYS[4], '*', 't', 'wake') end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('PERSIST', KEYS[4])
 return 1
-";
+",
+    )
+});
 
-/// Claims a node whose lease expired, once: 1 for the one caller that may end its sessions.
-const CLAIM: &str = r"
+/// Claims a node whose lease expired, for a while: 1 for the one caller that may end its sessions now. Fences the
+/// node (its tombstone) at the same time.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', 86400) then return 1 end
-return 0
-";
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// Ends one session of a node that is gone, at once (nobody else can append in between): unless its log already
+/// ends, appends one message per run still open (`ARGV[3..]`, each the text after the seq, `ARGV[2]` the text
+/// before it) with the next seqs, then the end marker; then the session has no owner and expires after `ARGV[1]`
+/// seconds. Returns the seq of its last message.
+static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 0
+local ended = false
+if #last > 0 then
+  local id = last[1][1]
+  local dash = string.find(id, '-', 1, true)
+  seq = tonumber(string.sub(id, 1, dash - 1))
+  ended = string.sub(id, dash + 1) ~= '0'
+end
+if not ended then
+  for i = 3, #ARGV do
+    seq = seq + 1
+    redis.call('XADD', KEYS[1], seq .. '-0', 'm', ARGV[2] .. seq .. ARGV[i])
+  end
+  redis.call('XADD', KEYS[1], seq .. '-1', 'end', 'node gone')
+end
+redis.call('HSET', KEYS[2], 'owner', '')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return seq
+",
+    )
+});
 
 /// What a run change means for the node's list of runs in progress.
 #[derive(Debug)]
@@ -186,15 +261,39 @@ pub(crate) enum RunChange<'a> {
     Ended { run: &'a str },
 }
 
+/// The pump's append to Redis failed because another node already appended: the session was ended elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("another node ended this session (this node was taken for lost)")]
+pub(crate) struct EndedElsewhere;
+
 /// The Redis work that sessions ask for from plain (non-async) code, done in order by one task.
 #[derive(Debug)]
 enum Control {
-    Opened { key: SessionKey, user: Box<str> },
-    Attached { key: SessionKey },
-    Detached { key: SessionKey, ttl: Duration },
-    Forgotten { key: SessionKey },
-    Ended { key: SessionKey, last_seq: u64, reason: &'static str },
-    Send { node: Box<str>, fields: Vec<(&'static str, String)> },
+    Opened {
+        key: SessionKey,
+        user: Box<str>,
+    },
+    Attached {
+        key: SessionKey,
+    },
+    Detached {
+        key: SessionKey,
+        ttl: Duration,
+    },
+    Forgotten {
+        key: SessionKey,
+    },
+    Ended {
+        key: SessionKey,
+        last_seq: u64,
+        runs: Vec<String>,
+    },
+    Send {
+        node: Box<str>,
+        fields: Vec<(&'static str, String)>,
+    },
+    /// Answers once everything sent before it is done.
+    Flush(oneshot::Sender<()>),
 }
 
 /// An owner's answer to an attach request.
@@ -208,16 +307,34 @@ enum Reply {
 /// A connection of another node attached to a session this node owns.
 pub(crate) struct Holder {
     node: Box<str>,
+    /// The attach request it answered (the requester may give up on it).
+    call: u64,
     attached: Attached,
     frames: mpsc::Sender<Frame>,
 }
 
-/// Why a resume on this node of a session owned elsewhere was refused.
+/// What a resume of a session owned elsewhere would find, from Redis.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    owner: Option<String>,
+    pub(crate) last_seq: u64,
+}
+
+/// Why a resume was refused (before the upgrade).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RemoteAttachError {
+pub(crate) enum ResumeError {
     Unknown,
     Gap { first_seq: u64 },
     Unavailable,
+}
+
+impl From<AttachError> for ResumeError {
+    fn from(err: AttachError) -> Self {
+        match err {
+            AttachError::Gap { first_seq } => ResumeError::Gap { first_seq },
+            _ => ResumeError::Unknown,
+        }
+    }
 }
 
 /// Why a remote reader stopped.
@@ -259,7 +376,10 @@ fn entry_id(id: &str) -> Option<(u64, u64)> {
 /// One entry of a session's log.
 enum Entry {
     Message(LoggedMessage),
-    End,
+    /// The end marker, after message `seq`.
+    End {
+        seq: u64,
+    },
 }
 
 type StreamEntries = Vec<(String, Vec<(String, String)>)>;
@@ -270,7 +390,7 @@ fn parse_entries(entries: StreamEntries) -> Vec<Entry> {
         .filter_map(|(id, fields)| {
             let (seq, _) = entry_id(&id)?;
             if field(&fields, "end").is_some() {
-                return Some(Entry::End);
+                return Some(Entry::End { seq });
             }
             let text = field(&fields, "m")?.to_owned();
             Some(Entry::Message(LoggedMessage::new(seq, text)))
@@ -278,8 +398,35 @@ fn parse_entries(entries: StreamEntries) -> Vec<Entry> {
         .collect()
 }
 
+/// The seq of the last message of a log whose last entry is `last` (an end marker carries the seq it follows).
+fn last_seq_of(last: &StreamEntries) -> u64 {
+    last.first().and_then(|(id, _)| entry_id(id)).map_or(0, |(seq, _)| seq)
+}
+
 fn is_connection_error(err: &RedisError) -> bool {
     err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal()
+}
+
+/// `XADD` refused an id at or below the stream's last one: Redis's own words (`ERR The ID specified in XADD is
+/// equal or smaller than the target stream top item`), the same since streams exist.
+fn is_id_taken(err: &RedisError) -> bool {
+    !is_connection_error(err) && err.to_string().contains("equal or smaller")
+}
+
+/// Appends an entry to `node`'s inbox, which then lives a while even if nobody reads it (a node that went away).
+fn inbox_write(node: &str, fields: &[(&'static str, String)]) -> redis::Pipeline {
+    let inbox = inbox_key(node);
+    let mut pipe = redis::pipe();
+    pipe.cmd("XADD").arg(&inbox).arg("MAXLEN").arg("~").arg(INBOX_LENGTH).arg("*");
+    for (name, value) in fields {
+        pipe.arg(*name).arg(value);
+    }
+    pipe.ignore().expire(&inbox, INBOX_TTL_SECS).ignore();
+    pipe
+}
+
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs().saturating_add(1)).unwrap_or(i64::MAX)
 }
 
 impl RedisEventLog {
@@ -295,23 +442,25 @@ impl RedisEventLog {
         lease: Duration,
         replay_limit: usize,
     ) -> Result<RedisEventLog, ConnectError> {
-        let client = redis::Client::open(url).map_err(|source| ConnectError::Url { url: url.to_owned(), source })?;
+        let shown = redacted(url);
+        let client = redis::Client::open(url).map_err(|source| ConnectError::Url { url: shown.clone(), source })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let unreachable = |source| ConnectError::Unreachable { url: url.to_owned(), source };
+        let unreachable = |source| ConnectError::Unreachable { url: shown.clone(), source };
         let mut conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unreachable)?;
-        let () = redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(unreachable)?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(unreachable)?;
         let node: Box<str> = match node {
             Some(node) => node.into(),
-            None => format!("node-{}", &crate::replay::SessionKey::random().to_string()[..8]).into(),
+            None => format!("node-{}", &SessionKey::random().to_string()[..8]).into(),
         };
         let (control, control_rx) = mpsc::unbounded_channel();
         let (follow, follow_rx) = mpsc::unbounded_channel();
         let log = RedisEventLog(Arc::new(Inner {
             node,
+            token: SessionKey::random().to_string(),
             conn,
             client,
             lease: lease.max(Duration::from_millis(300)),
@@ -334,7 +483,7 @@ impl RedisEventLog {
         })?;
         tokio::spawn(log.clone().control_loop(control_rx));
         tokio::spawn(log.clone().lease_loop());
-        tracing::info!(node = &*log.0.node, "event log: Redis at {url}, this node is `{}`", log.0.node);
+        tracing::info!(node = &*log.0.node, "event log: Redis at {shown}, this node is `{}`", log.0.node);
         Ok(log)
     }
 
@@ -356,6 +505,10 @@ impl RedisEventLog {
     /// How long a session stays resumable after its connection ended, as this node's gateway is configured.
     pub(crate) fn set_resume_window(&self, window: Duration) {
         self.0.window_secs.store(window.as_secs(), Ordering::Relaxed);
+    }
+
+    fn window(&self) -> i64 {
+        seconds(Duration::from_secs(self.0.window_secs.load(Ordering::Relaxed)))
     }
 
     pub(crate) fn fenced(&self) -> &CancellationToken {
@@ -387,40 +540,52 @@ impl RedisEventLog {
         }
     }
 
+    /// Counts a failure of the follower's own connection, which does not say Redis is down for the rest (a slow
+    /// `XREAD BLOCK` times out).
+    fn note_follower<T>(&self, result: &Result<T, RedisError>) {
+        if let Err(err) = result {
+            self.0.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%err, "the follower's Redis connection failed; connecting again");
+        }
+    }
+
     async fn start_node(&self) -> Result<(), StartError> {
         let node = &*self.0.node;
         let mut conn = self.conn();
-        let alive: bool = conn.exists(lease_key(node)).await?;
-        if alive {
+        let millis = u64::try_from(self.0.lease.as_millis()).unwrap_or(u64::MAX);
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(millis));
+        let taken: Option<String> = conn.set_options(lease_key(node), &self.0.token, options).await?;
+        if taken.is_none() {
             return Err(StartError::InUse);
         }
-        // A node id used again: whatever its previous process left (it died) is ended first, as any lost node's.
-        let left: usize = conn.scard(sessions_key(node)).await?;
-        if left > 0 {
-            let _: bool = conn
-                .set_options(
-                    reaped_key(node),
-                    node,
-                    redis::SetOptions::default().with_expiration(redis::SetExpiry::EX(86_400)),
-                )
-                .await?;
-            self.end_sessions_of(node).await?;
+        // A node id used again: another node may still be ending what its previous process left; then this
+        // process ends the rest (each session once: the script skips an ended log).
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(CLAIM_MILLIS);
+        while conn.exists::<_, bool>(claim_key(node)).await? && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let error = format!("gateway node lost: `{node}` stopped while the run was in progress");
+        self.end_sessions_of(node, &error).await?;
         let _: () = conn.del(reaped_key(node)).await?;
-        self.renew().await.map_err(StartError::Redis)?;
+        if !self.renew().await? {
+            return Err(StartError::InUse);
+        }
         Ok(())
     }
 
-    /// Renews the lease; `Ok(false)` once another node claimed this one.
+    /// Renews the lease; `Ok(false)` once another node claimed this one, or another process holds its id.
     async fn renew(&self) -> Result<bool, RedisError> {
         let node = &*self.0.node;
         let millis = u64::try_from(self.0.lease.as_millis()).unwrap_or(u64::MAX);
-        let renewed: i64 = Script::new(RENEW)
+        let renewed: i64 = RENEW
             .key(lease_key(node))
             .key(reaped_key(node))
             .key(NODES)
             .key(inbox_key(node))
             .arg(millis)
+            .arg(&self.0.token)
             .arg(node)
             .invoke_async(&mut self.conn())
             .await?;
@@ -445,7 +610,8 @@ impl RedisEventLog {
                 Ok(false) => {
                     tracing::error!(
                         node = &*self.0.node,
-                        "this node's lease expired and another node ended its sessions; stopping"
+                        "this node's lease lapsed and another node ended its sessions (or another process took its \
+                         id); stopping"
                     );
                     self.0.fenced.cancel();
                     return;
@@ -459,17 +625,22 @@ impl RedisEventLog {
             self.note(&nodes);
             for node in nodes.unwrap_or_default() {
                 if node != *self.0.node {
-                    self.reap_if_lost(&node).await;
+                    // Its own task: ending many sessions must not hold up this node's renewals.
+                    let log = self.clone();
+                    tokio::spawn(async move { log.reap_if_lost(&node).await });
                 }
             }
         }
     }
 
     async fn reap_if_lost(&self, node: &str) {
-        let claimed: Result<i64, _> = Script::new(CLAIM)
+        let claimed: Result<i64, _> = CLAIM
             .key(lease_key(node))
+            .key(claim_key(node))
             .key(reaped_key(node))
             .arg(&*self.0.node)
+            .arg(CLAIM_MILLIS)
+            .arg(TOMBSTONE_SECS)
             .invoke_async(&mut self.conn())
             .await;
         self.note(&claimed);
@@ -477,47 +648,39 @@ impl RedisEventLog {
             return;
         }
         tracing::warn!(lost = node, "gateway node lost: ending its runs");
-        let ended = self.end_sessions_of(node).await;
+        let error = format!("gateway node lost: `{node}` stopped while the run was in progress");
+        let ended = self.end_sessions_of(node, &error).await;
         self.note(&ended);
         if let Ok(ended) = ended {
+            let _: Result<(), _> = self.conn().del(claim_key(node)).await;
             tracing::info!(lost = node, sessions = ended, "ended the sessions of a lost node");
         }
     }
 
-    /// Appends to each session of `node` one failed `agent_completed` per run still open, then the end marker, and
-    /// lets the session expire a while later (time for its clients to read them). Returns how many sessions.
-    async fn end_sessions_of(&self, node: &str) -> Result<usize, RedisError> {
+    /// Appends to each session of `node` one failed `agent_completed` per run still open (`error` its error), then
+    /// the end marker, and lets the session expire a resume window later (time for its clients to read them);
+    /// forgets the node. Returns how many sessions.
+    async fn end_sessions_of(&self, node: &str, error: &str) -> Result<usize, RedisError> {
         let mut conn = self.conn();
         let sessions: Vec<String> = conn.smembers(sessions_key(node)).await?;
         let runs: Vec<(String, String)> = conn.hgetall(runs_key(node)).await?;
-        let error = format!("gateway node lost: `{node}` stopped while the run was in progress");
+        let mut open: HashMap<&str, Vec<(&str, Option<String>)>> = HashMap::new();
+        for (entry, request_id) in &runs {
+            if let Some((session, run)) = entry.split_once(' ') {
+                open.entry(session).or_default().push((run, serde_json::from_str(request_id).unwrap_or(None)));
+            }
+        }
         for session in &sessions {
             let Ok(key) = session.parse::<SessionKey>() else { continue };
-            let log = log_key(key);
-            let last: StreamEntries =
-                redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
-            let mut seq = last.first().and_then(|(id, _)| entry_id(id)).map_or(0, |(seq, _)| seq);
-            let ended_already = last.first().is_some_and(|(_, fields)| field(fields, "end").is_some());
-            if ended_already {
-                continue;
+            let mut script = END_SESSION.key(log_key(key));
+            script.key(session_key(key)).arg(self.window());
+            let (before, _) = crate::protocol::lost_run_completed_around_seq("", None, error);
+            script.arg(before);
+            for (run, request_id) in open.get(session.as_str()).map_or(&[][..], Vec::as_slice) {
+                let (_, after) = crate::protocol::lost_run_completed_around_seq(run, request_id.as_deref(), error);
+                script.arg(after);
             }
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (entry, request_id) in &runs {
-                let Some((owner_session, run)) = entry.split_once(' ') else { continue };
-                if owner_session != session {
-                    continue;
-                }
-                seq += 1;
-                let request_id: Option<String> = serde_json::from_str(request_id).unwrap_or(None);
-                let text = crate::protocol::lost_run_completed(seq, run, request_id.as_deref(), &error);
-                pipe.cmd("XADD").arg(&log).arg(format!("{seq}-0")).arg("m").arg(text).ignore();
-            }
-            pipe.cmd("XADD").arg(&log).arg(format!("{seq}-1")).arg("end").arg("node lost").ignore();
-            pipe.hset(session_key(key), "owner", "").ignore();
-            let ttl = i64::try_from(self.0.window_secs.load(Ordering::Relaxed).saturating_add(1)).unwrap_or(i64::MAX);
-            pipe.expire(session_key(key), ttl).ignore().expire(&log, ttl).ignore();
-            let _: () = pipe.query_async(&mut conn).await?;
+            let _: u64 = script.invoke_async(&mut conn).await?;
         }
         let _: () = redis::pipe()
             .del(sessions_key(node))
@@ -533,21 +696,58 @@ impl RedisEventLog {
         Ok(sessions.len())
     }
 
+    /// On a clean stop, after the sessions' last messages: ends this node's sessions as a lost node's are (a run
+    /// still open gets a failed `agent_completed`), then gives up the lease, so that the node id can start again
+    /// at once.
+    pub(crate) async fn leave(&self) {
+        if self.0.fenced.is_cancelled() {
+            return;
+        }
+        let (flushed, done) = oneshot::channel();
+        let _ = self.0.control.send(Control::Flush(flushed));
+        let _ = tokio::time::timeout(RESPONSE_TIMEOUT * 2, done).await;
+        let node = &*self.0.node;
+        let error = format!("gateway node `{node}` stopped while the run was in progress");
+        let ended = self.end_sessions_of(node, &error).await;
+        self.note(&ended);
+        // Fenced at once (a process of this id cut off meanwhile stops); the next process of the id lifts it.
+        let left: Result<(), _> = redis::pipe()
+            .del(lease_key(node))
+            .ignore()
+            .set_ex(reaped_key(node), node, TOMBSTONE_SECS)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        self.note(&left);
+    }
+
     /// The pump's write, before the message is in the owner's memory: appends it to the session's Redis log and
     /// keeps the node's list of runs in progress. `Err` when the log already has this seq: another node ended the
-    /// session (this node was taken for lost), so the session must stop. While Redis is down the message stays
-    /// in memory only.
-    pub(crate) async fn mirror(&self, key: SessionKey, message: &LoggedMessage, run: RunChange<'_>) -> Result<(), ()> {
+    /// session (this node was taken for lost), so the session must stop. While Redis is down the message stays in
+    /// memory only.
+    pub(crate) async fn mirror(
+        &self,
+        key: SessionKey,
+        message: &LoggedMessage,
+        run: RunChange<'_>,
+    ) -> Result<(), EndedElsewhere> {
+        if self.0.fenced.is_cancelled() {
+            return Err(EndedElsewhere);
+        }
         if !self.is_up() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("XADD")
-            .arg(log_key(key))
-            .arg("MAXLEN")
+        let xadd = pipe.cmd("XADD").arg(log_key(key));
+        if message.seq > 1 {
+            // Not again once the session was forgotten here (its log deleted), or lost with a Redis restart.
+            xadd.arg("NOMKSTREAM");
+        }
+        // One more than the limit: Redis gets each message before the owner's memory log does.
+        xadd.arg("MAXLEN")
             .arg("~")
-            .arg(self.0.trim)
+            .arg(self.0.trim + 1)
             .arg(format!("{}-0", message.seq))
             .arg("m")
             .arg(message.text.as_str())
@@ -566,9 +766,9 @@ impl RedisEventLog {
         let written: Result<(), RedisError> = pipe.query_async(&mut self.conn()).await;
         self.note(&written);
         match written {
-            Err(err) if !is_connection_error(&err) && err.to_string().contains("equal or smaller") => {
+            Err(err) if is_id_taken(&err) => {
                 tracing::error!(session = %key, "another node appended to this session's log: it was taken for lost");
-                Err(())
+                Err(EndedElsewhere)
             }
             _ => Ok(()),
         }
@@ -586,8 +786,10 @@ impl RedisEventLog {
         let _ = self.0.control.send(Control::Forgotten { key });
     }
 
-    pub(crate) fn ended(&self, key: SessionKey, last_seq: u64, reason: &'static str) {
-        let _ = self.0.control.send(Control::Ended { key, last_seq, reason });
+    /// The session's pump appended its last message, `last_seq`; `runs` are those it started and saw no end of
+    /// (cancelled with the session): they leave the list of runs in progress.
+    pub(crate) fn ended(&self, key: SessionKey, last_seq: u64, runs: Vec<String>) {
+        let _ = self.0.control.send(Control::Ended { key, last_seq, runs });
     }
 
     /// A connection attached to the session: its log and record no longer expire, and a connection of another
@@ -599,10 +801,7 @@ impl RedisEventLog {
             None => lock(&self.0.holders).remove(&key),
         };
         if let Some(old) = old {
-            self.send(
-                &old.node,
-                vec![("t", "over".into()), ("s", key.to_string()), ("g", old.attached.generation.to_string())],
-            );
+            self.send_over(&old.node, key, old.attached.generation);
         }
     }
 
@@ -610,8 +809,17 @@ impl RedisEventLog {
         let _ = self.0.control.send(Control::Send { node: node.into(), fields });
     }
 
+    /// Tells node `node` that its connection holding `generation` of the session was taken over.
+    fn send_over(&self, node: &str, key: SessionKey, generation: u64) {
+        self.send(node, vec![("t", "over".into()), ("s", key.to_string()), ("g", generation.to_string())]);
+    }
+
     async fn control_loop(self, mut ops: mpsc::UnboundedReceiver<Control>) {
         while let Some(op) = ops.recv().await {
+            if self.0.fenced.is_cancelled() {
+                // The sessions were ended by another node: nothing more of this node's may reach Redis.
+                continue;
+            }
             let mut conn = self.conn();
             let done: Result<(), RedisError> = match &op {
                 Control::Opened { key, user } => {
@@ -633,11 +841,10 @@ impl RedisEventLog {
                         .await
                 }
                 Control::Detached { key, ttl } => {
-                    let seconds = i64::try_from(ttl.as_secs().saturating_add(1)).unwrap_or(i64::MAX);
                     redis::pipe()
-                        .expire(session_key(*key), seconds)
+                        .expire(session_key(*key), seconds(*ttl))
                         .ignore()
-                        .expire(log_key(*key), seconds)
+                        .expire(log_key(*key), seconds(*ttl))
                         .ignore()
                         .query_async(&mut conn)
                         .await
@@ -653,32 +860,75 @@ impl RedisEventLog {
                         .query_async(&mut conn)
                         .await
                 }
-                Control::Ended { key, last_seq, reason } => {
+                Control::Ended { key, last_seq, runs } => {
+                    let mut pipe = redis::pipe();
                     // NOMKSTREAM: a session already forgotten keeps no log.
-                    redis::cmd("XADD")
+                    pipe.cmd("XADD")
                         .arg(log_key(*key))
                         .arg("NOMKSTREAM")
                         .arg(format!("{last_seq}-1"))
                         .arg("end")
-                        .arg(*reason)
-                        .query_async::<redis::Value>(&mut conn)
-                        .await
-                        .map(drop)
-                }
-                Control::Send { node, fields } => {
-                    let mut cmd = redis::cmd("XADD");
-                    cmd.arg(inbox_key(node)).arg("NOMKSTREAM").arg("MAXLEN").arg("~").arg(INBOX_LENGTH).arg("*");
-                    for (name, value) in fields {
-                        cmd.arg(*name).arg(value);
+                        .arg("closed")
+                        .ignore();
+                    // It can be read for a resume window more, by a client that was away.
+                    pipe.expire(log_key(*key), self.window())
+                        .ignore()
+                        .expire(session_key(*key), self.window())
+                        .ignore();
+                    for run in runs {
+                        pipe.hdel(runs_key(&self.0.node), format!("{key} {run}")).ignore();
                     }
-                    cmd.query_async::<redis::Value>(&mut conn).await.map(drop)
+                    pipe.query_async(&mut conn).await
                 }
+                Control::Send { node, fields } => inbox_write(node, fields).query_async(&mut conn).await,
+                Control::Flush(_) => Ok(()),
             };
             if let Err(err) = &done {
                 tracing::debug!(%err, ?op, "a Redis write was lost");
             }
             self.note(&done);
+            if let Control::Flush(flushed) = op {
+                let _ = flushed.send(());
+            }
         }
+    }
+
+    /// What a resume on this node of `user`'s session `key`, owned by another node (or by a lost one), would be
+    /// answered, from Redis alone, changing nothing: its owner (`None` once lost) and its last seq.
+    pub(crate) async fn probe_remote(&self, user: &str, key: SessionKey, after: u64) -> Result<Probe, ResumeError> {
+        if !self.is_up() {
+            return Err(ResumeError::Unavailable);
+        }
+        let mut conn = self.conn();
+        let range = |pipe: &mut redis::Pipeline, command: &str, from: &str, to: &str| {
+            pipe.cmd(command).arg(log_key(key)).arg(from).arg(to).arg("COUNT").arg(1);
+        };
+        let mut pipe = redis::pipe();
+        pipe.hgetall(session_key(key));
+        // The message after `after` (the log must hold it, if there is one yet), the first and the last entry.
+        range(&mut pipe, "XRANGE", &format!("{}-0", after.saturating_add(1)), "+");
+        range(&mut pipe, "XRANGE", "-", "+");
+        range(&mut pipe, "XREVRANGE", "+", "-");
+        let read: Result<(HashMap<String, String>, StreamEntries, StreamEntries, StreamEntries), _> =
+            pipe.query_async(&mut conn).await;
+        self.note(&read);
+        let (record, next, first, last) = read.map_err(|_| ResumeError::Unavailable)?;
+        if record.get("user").map(String::as_str) != Some(user) {
+            return Err(ResumeError::Unknown);
+        }
+        let owner = record.get("owner").filter(|owner| !owner.is_empty()).cloned();
+        if owner.as_deref() == Some(&*self.0.node) {
+            // This node's own session, gone from memory: expired here, the record just not deleted yet.
+            return Err(ResumeError::Unknown);
+        }
+        let last_seq = last_seq_of(&last);
+        let first_seq = first.first().and_then(|(id, _)| entry_id(id)).map_or(last_seq + 1, |(seq, _)| seq);
+        let next_seq = next.first().and_then(|(id, _)| entry_id(id)).filter(|(_, sub)| *sub == 0);
+        // Beyond the last message, or the next one is not there: as on one node, 409 with what is held.
+        if after > last_seq || next_seq.is_some_and(|(seq, _)| seq != after + 1) {
+            return Err(ResumeError::Gap { first_seq: next_seq.map_or(first_seq, |(seq, _)| seq) });
+        }
+        Ok(Probe { owner, last_seq })
     }
 
     /// Attaches a connection of `user` on this node to session `key`, owned by another node (or by a lost one):
@@ -688,52 +938,10 @@ impl RedisEventLog {
         user: &str,
         key: SessionKey,
         after: u64,
-    ) -> Result<Arc<Feed>, RemoteAttachError> {
-        if !self.is_up() {
-            return Err(RemoteAttachError::Unavailable);
-        }
-        let mut conn = self.conn();
-        let record: Result<HashMap<String, String>, _> = conn.hgetall(session_key(key)).await;
-        self.note(&record);
-        let record = record.map_err(|_| RemoteAttachError::Unavailable)?;
-        if record.get("user").map(String::as_str) != Some(user) {
-            return Err(RemoteAttachError::Unknown);
-        }
-        let owner = record.get("owner").filter(|owner| !owner.is_empty()).cloned();
-        if owner.as_deref() == Some(&*self.0.node) {
-            // This node's own session, gone from memory: expired here, the record just not deleted yet.
-            return Err(RemoteAttachError::Unknown);
-        }
-        // The log must hold the message after `after`, if there is one.
-        let next: Result<StreamEntries, _> = redis::cmd("XRANGE")
-            .arg(log_key(key))
-            .arg(format!("{}-0", after + 1))
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await;
-        self.note(&next);
-        let next = next.map_err(|_| RemoteAttachError::Unavailable)?;
-        if let Some((seq, sub)) = next.first().and_then(|(id, _)| entry_id(id))
-            && sub == 0
-            && seq != after + 1
-        {
-            return Err(RemoteAttachError::Gap { first_seq: seq });
-        }
+    ) -> Result<Arc<Feed>, ResumeError> {
+        let Probe { owner, last_seq } = self.probe_remote(user, key, after).await?;
         let (generation, last_seq) = match &owner {
-            None => {
-                let last: StreamEntries = redis::cmd("XREVRANGE")
-                    .arg(log_key(key))
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|_| RemoteAttachError::Unavailable)?;
-                (0, last.first().and_then(|(id, _)| entry_id(id)).map_or(0, |(seq, _)| seq))
-            }
+            None => (0, last_seq),
             Some(owner) => {
                 let call = self.0.next_call.fetch_add(1, Ordering::Relaxed);
                 let (reply, replied) = oneshot::channel();
@@ -753,10 +961,17 @@ impl RedisEventLog {
                 lock(&self.0.calls).remove(&call);
                 match replied {
                     Ok(Ok(Reply::Attached { generation, last_seq })) => (generation, last_seq),
-                    Ok(Ok(Reply::Unknown)) => return Err(RemoteAttachError::Unknown),
-                    Ok(Ok(Reply::Gap { first_seq })) => return Err(RemoteAttachError::Gap { first_seq }),
-                    // No answer within a lease: the owner is gone or unreachable; try again.
-                    Ok(Err(_)) | Err(_) => return Err(RemoteAttachError::Unavailable),
+                    Ok(Ok(Reply::Unknown)) => return Err(ResumeError::Unknown),
+                    Ok(Ok(Reply::Gap { first_seq })) => return Err(ResumeError::Gap { first_seq }),
+                    // No answer within a lease: the owner is gone or unreachable; if it attached meanwhile, it
+                    // lets go of this attachment.
+                    Ok(Err(_)) | Err(_) => {
+                        self.send(
+                            owner,
+                            vec![("t", "abandon".into()), ("s", key.to_string()), ("c", call.to_string())],
+                        );
+                        return Err(ResumeError::Unavailable);
+                    }
                 }
             }
         };
@@ -779,13 +994,17 @@ impl RedisEventLog {
     /// Reads this node's inbox and follows the logs its remote connections read, until the gateway stops. Owner
     /// requests are served with `gateway`'s sessions.
     pub(crate) async fn follow(self, gateway: Gateway) {
-        let Some(mut follow_rx) = lock(&self.0.follow_rx).take() else { return };
+        let Some(mut follow_rx) = lock(&self.0.follow_rx).take() else {
+            tracing::error!("a second follower for one event log: the first one goes on alone");
+            return;
+        };
         let inbox = inbox_key(&self.0.node);
         // The inbox from its current end: what an earlier process of this node id left is not ours.
         let mut inbox_id = "$".to_owned();
         let mut logs: HashMap<SessionKey, String> = HashMap::new();
         let mut conn: Option<redis::aio::MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
+        let mut holders_checked = tokio::time::Instant::now();
         loop {
             while let Ok((key, after)) = follow_rx.try_recv() {
                 logs.entry(key).or_insert_with(|| format!("{after}-1"));
@@ -793,6 +1012,10 @@ impl RedisEventLog {
             {
                 let feeds = lock(&self.0.feeds);
                 logs.retain(|key, _| feeds.contains_key(key));
+            }
+            if holders_checked.elapsed() >= self.0.lease / 3 {
+                holders_checked = tokio::time::Instant::now();
+                self.drop_holders_of_lost_nodes(&gateway).await;
             }
             let connection = match &mut conn {
                 Some(connection) => connection,
@@ -806,7 +1029,7 @@ impl RedisEventLog {
                             conn.insert(connection)
                         }
                         Err(err) => {
-                            self.note::<()>(&Err(err));
+                            self.note_follower::<()>(&Err(err));
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(1));
                             continue;
@@ -824,17 +1047,18 @@ impl RedisEventLog {
                     .arg(1)
                     .query_async(connection)
                     .await;
+                self.note_follower(&last);
                 match last {
                     Ok(last) => inbox_id = last.first().map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone()),
-                    Err(err) => {
-                        self.note::<()>(&Err(err));
+                    Err(_) => {
                         conn = None;
                         continue;
                     }
                 }
             }
             let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT").arg(256).arg("BLOCK").arg(FOLLOW_BLOCK.as_millis() as u64).arg("STREAMS").arg(&inbox);
+            let block = u64::try_from(FOLLOW_BLOCK.as_millis()).unwrap_or(u64::MAX);
+            cmd.arg("COUNT").arg(256).arg("BLOCK").arg(block).arg("STREAMS").arg(&inbox);
             let keys: Vec<SessionKey> = logs.keys().copied().collect();
             for key in &keys {
                 cmd.arg(log_key(*key));
@@ -844,7 +1068,7 @@ impl RedisEventLog {
                 cmd.arg(&logs[key]);
             }
             let read: Result<Option<Vec<(String, StreamEntries)>>, RedisError> = cmd.query_async(connection).await;
-            self.note(&read);
+            self.note_follower(&read);
             let read = match read {
                 Ok(read) => read.unwrap_or_default(),
                 Err(_) => {
@@ -860,16 +1084,48 @@ impl RedisEventLog {
             for (stream, entries) in read {
                 let Some(last) = entries.last().map(|(id, _)| id.clone()) else { continue };
                 if stream == inbox {
-                    inbox_id = last;
-                    for (_, fields) in entries {
-                        self.serve_request(&gateway, &fields);
+                    for (_, fields) in &entries {
+                        self.serve_request(&gateway, fields);
                     }
+                    // Read: those entries need not stay.
+                    let trimmed: Result<i64, _> = redis::cmd("XTRIM")
+                        .arg(&inbox)
+                        .arg("MINID")
+                        .arg("~")
+                        .arg(&last)
+                        .query_async(&mut *connection)
+                        .await;
+                    self.note_follower(&trimmed);
+                    inbox_id = last;
                 } else if let Some(key) = stream.strip_prefix("cg:log:").and_then(|key| key.parse().ok()) {
                     logs.insert(key, last);
                     if let Some(feeds) = lock(&self.0.feeds).get(&key) {
                         feeds.iter().for_each(|feed| feed.doorbell.notify_one());
                     }
                 }
+            }
+        }
+    }
+
+    /// As owner: lets go of the sessions held by connections of nodes whose lease lapsed (they detach, their
+    /// resume window starts), as their `detach` will never come.
+    async fn drop_holders_of_lost_nodes(&self, gateway: &Gateway) {
+        let nodes: HashSet<Box<str>> = lock(&self.0.holders).values().map(|holder| holder.node.clone()).collect();
+        for node in nodes {
+            let alive: Result<bool, _> = self.conn().exists(lease_key(&node)).await;
+            self.note(&alive);
+            if alive != Ok(false) {
+                continue;
+            }
+            let lost: Vec<(SessionKey, Attached)> = {
+                let mut holders = lock(&self.0.holders);
+                let keys: Vec<SessionKey> =
+                    holders.iter().filter(|(_, holder)| holder.node == node).map(|(key, _)| *key).collect();
+                keys.into_iter().filter_map(|key| Some((key, holders.remove(&key)?.attached))).collect()
+            };
+            for (key, attached) in lost {
+                tracing::debug!(session = %key, node = &*node, "the node holding the session is gone: detached");
+                gateway.sessions.detach(key, attached, false);
             }
         }
     }
@@ -881,24 +1137,21 @@ impl RedisEventLog {
         match field(fields, "t") {
             Some("attach") => {
                 let (Some(key), Some(user), Some(after), Some(node), Some(call)) =
-                    (session(), field(fields, "u"), number("a"), field(fields, "n"), field(fields, "c"))
+                    (session(), field(fields, "u"), number("a"), field(fields, "n"), number("c"))
                 else {
                     return;
                 };
-                let reply = match gateway.sessions.resume_for(gateway, self, user, key, after, node) {
+                let mut reply = match gateway.sessions.resume_for(gateway, user, key, after, node, call) {
                     Ok(attached) => vec![
                         ("r", "ok".into()),
                         ("g", attached.generation.to_string()),
                         ("l", attached.last_seq.to_string()),
                     ],
-                    Err(crate::replay::AttachError::Gap { first_seq }) => {
-                        vec![("r", "gap".into()), ("f", first_seq.to_string())]
-                    }
+                    Err(AttachError::Gap { first_seq }) => vec![("r", "gap".into()), ("f", first_seq.to_string())],
                     Err(_) => vec![("r", "unknown".into())],
                 };
-                let mut reply = reply;
                 reply.push(("t", "reply".into()));
-                reply.push(("c", call.to_owned()));
+                reply.push(("c", call.to_string()));
                 self.send(node, reply);
             }
             Some("reply") => {
@@ -914,36 +1167,46 @@ impl RedisEventLog {
                     let _ = waiting.send(reply);
                 }
             }
+            Some("abandon") => {
+                let (Some(key), Some(call)) = (session(), number("c")) else { return };
+                let mut holders = lock(&self.0.holders);
+                if holders.get(&key).is_some_and(|holder| holder.call == call)
+                    && let Some(holder) = holders.remove(&key)
+                {
+                    drop(holders);
+                    gateway.sessions.detach(key, holder.attached, false);
+                }
+            }
             Some("over") => {
                 let (Some(key), Some(generation)) = (session(), number("g")) else { return };
                 if let Some(feeds) = lock(&self.0.feeds).get(&key) {
                     feeds.iter().filter(|feed| feed.generation == generation).for_each(|feed| feed.over.cancel());
                 }
             }
-            Some(kind @ ("text" | "binary")) => {
+            Some(kind @ ("text" | "binary" | "large")) => {
                 let (Some(key), Some(generation)) = (session(), number("g")) else { return };
                 let frame = match kind {
                     "text" => Frame::Text(field(fields, "x").unwrap_or_default().to_owned().into()),
+                    "large" => Frame::TooLarge(number("l").unwrap_or(0).try_into().unwrap_or(usize::MAX)),
                     _ => Frame::Binary,
                 };
                 let holders = lock(&self.0.holders);
                 let Some(holder) = holders.get(&key).filter(|holder| holder.attached.generation == generation) else {
+                    drop(holders);
+                    // From a connection that was taken over (its notice lost, or on its way): it must close.
+                    if let Some(node) = field(fields, "n") {
+                        self.send_over(node, key, generation);
+                    }
                     return;
                 };
                 if holder.frames.try_send(frame).is_err() {
                     // A remote client that floods the owner faster than its session answers: cut it off.
-                    let node = holder.node.clone();
                     drop(holders);
                     tracing::debug!(session = %key, "too many frames from a remote client waiting; taking it over");
-                    if let Some(old) = lock(&self.0.holders).remove(&key) {
-                        self.send(
-                            &node,
-                            vec![
-                                ("t", "over".into()),
-                                ("s", key.to_string()),
-                                ("g", old.attached.generation.to_string()),
-                            ],
-                        );
+                    let old = lock(&self.0.holders).remove(&key);
+                    if let Some(old) = old {
+                        self.send_over(&old.node, key, old.attached.generation);
+                        gateway.sessions.detach(key, old.attached, false);
                     }
                 }
             }
@@ -971,12 +1234,14 @@ impl RedisEventLog {
         }
     }
 
-    /// A holder for a remote connection's attachment, with the task that judges its frames.
+    /// A holder for a remote connection's attachment (answering attach request `call` of node `node`), with the
+    /// task that judges its frames.
     pub(crate) fn holder(
         &self,
         gateway: &Gateway,
         live: Arc<crate::sessions::LiveSession>,
         node: &str,
+        call: u64,
         attached: Attached,
     ) -> Holder {
         let (frames, mut frames_rx) = mpsc::channel::<Frame>(REMOTE_FRAMES);
@@ -991,7 +1256,7 @@ impl RedisEventLog {
                 }
             }
         });
-        Holder { node: node.into(), attached, frames }
+        Holder { node: node.into(), call, attached, frames }
     }
 }
 
@@ -1031,7 +1296,7 @@ impl Feed {
             match read {
                 Ok(entries) => {
                     backoff = Duration::from_millis(50);
-                    let mut messages = Vec::new();
+                    let mut messages: Vec<LoggedMessage> = Vec::new();
                     let mut expect = cursor + 1;
                     for entry in parse_entries(entries) {
                         match entry {
@@ -1039,9 +1304,13 @@ impl Feed {
                                 expect += 1;
                                 messages.push(message);
                             }
-                            Entry::End if messages.is_empty() => return Err(FeedEnd::Ended),
-                            // A hole (messages that were never mirrored): nothing past it can be delivered in order.
-                            Entry::Message(_) if messages.is_empty() => return Err(FeedEnd::Gap),
+                            // The end, right after what this client has.
+                            Entry::End { seq } if seq + 1 == expect && messages.is_empty() => {
+                                return Err(FeedEnd::Ended);
+                            }
+                            // A hole (messages that were never written to Redis): nothing past it can be delivered
+                            // in order.
+                            _ if messages.is_empty() => return Err(FeedEnd::Gap),
                             _ => break,
                         }
                     }
@@ -1065,34 +1334,44 @@ impl Feed {
         }
     }
 
+    fn to_owner(&self, kind: &'static str) -> Option<(&str, Vec<(&'static str, String)>)> {
+        let owner = self.owner.as_deref()?;
+        let fields = vec![
+            ("t", kind.into()),
+            ("s", self.key.to_string()),
+            ("g", self.generation.to_string()),
+            ("n", self.log.0.node.to_string()),
+        ];
+        Some((owner, fields))
+    }
+
     /// Tells the owner that the client has every message up to `seq` (room in the owner's log).
     pub(crate) fn delivered(&self, seq: u64) {
-        if let Some(owner) = &self.owner {
-            self.log.send(
-                owner,
-                vec![
-                    ("t", "delivered".into()),
-                    ("s", self.key.to_string()),
-                    ("g", self.generation.to_string()),
-                    ("q", seq.to_string()),
-                ],
-            );
+        if let Some((owner, mut fields)) = self.to_owner("delivered") {
+            fields.push(("q", seq.to_string()));
+            self.log.send(owner, fields);
         }
     }
 
-    /// Forwards a client frame to the owner, which judges it as its own connections' frames.
-    pub(crate) fn forward(&self, frame: Frame) {
-        if let Some(owner) = &self.owner {
-            let mut fields = vec![("s", self.key.to_string()), ("g", self.generation.to_string())];
-            match frame {
-                Frame::Text(text) => {
-                    fields.push(("t", "text".into()));
-                    fields.push(("x", text.as_str().to_owned()));
-                }
-                Frame::Binary => fields.push(("t", "binary".into())),
-            }
-            self.log.send(owner, fields);
+    /// Forwards a client frame to the owner, which judges it as its own connections' frames; waits until Redis
+    /// has it (a client sending faster than that is slowed down, as on the owner). A frame over the size limit
+    /// travels as its length only.
+    pub(crate) async fn forward(&self, frame: Frame) {
+        let kind = match &frame {
+            Frame::Text(text) if text.len() > MAX_FRAME_BYTES => "large",
+            Frame::Text(_) => "text",
+            Frame::TooLarge(_) => "large",
+            Frame::Binary => "binary",
+        };
+        let Some((owner, mut fields)) = self.to_owner(kind) else { return };
+        match frame {
+            Frame::Text(text) if kind == "text" => fields.push(("x", text.as_str().to_owned())),
+            Frame::Text(text) => fields.push(("l", text.len().to_string())),
+            Frame::TooLarge(len) => fields.push(("l", len.to_string())),
+            Frame::Binary => {}
         }
+        let sent: Result<(), _> = inbox_write(owner, &fields).query_async(&mut self.log.conn()).await;
+        self.log.note(&sent);
     }
 
     /// The connection ended: the owner detaches the session (or closes it, if its client said `close`).
@@ -1106,16 +1385,9 @@ impl Feed {
                 }
             }
         }
-        if let Some(owner) = &self.owner {
-            self.log.send(
-                owner,
-                vec![
-                    ("t", "detach".into()),
-                    ("s", self.key.to_string()),
-                    ("g", self.generation.to_string()),
-                    ("z", if close_now { "1" } else { "0" }.into()),
-                ],
-            );
+        if let Some((owner, mut fields)) = self.to_owner("detach") {
+            fields.push(("z", if close_now { "1" } else { "0" }.into()));
+            self.log.send(owner, fields);
         }
     }
 }
@@ -1151,20 +1423,24 @@ mod tests {
             .iter()
             .map(|entry| match entry {
                 Entry::Message(message) => format!("{}:{}", message.seq, message.text.as_str()),
-                Entry::End => "end".to_owned(),
+                Entry::End { seq } => format!("end after {seq}"),
             })
             .collect();
-        assert_eq!(kinds, [r#"3:{"seq":3}"#, r#"4:{"seq":4}"#, "end"]);
+        assert_eq!(kinds, [r#"3:{"seq":3}"#, r#"4:{"seq":4}"#, "end after 4"]);
     }
 
     #[test]
     fn a_lost_run_ends_like_any_failed_run() {
-        let text = crate::protocol::lost_run_completed(7, "run-3", Some("r1"), "gateway node lost: `a`");
+        let around = |run, request_id, error| {
+            let (before, after) = crate::protocol::lost_run_completed_around_seq(run, request_id, error);
+            move |seq: u64| format!("{before}{seq}{after}")
+        };
+        let text = around("run-3", Some("r1"), "gateway node lost: `a`")(7);
         assert_eq!(
             text,
             r#"{"type":"agent_completed","seq":7,"run_id":"run-3","request_id":"r1","outcome":"failed","error":"gateway node lost: `a`"}"#
         );
-        let untagged = crate::protocol::lost_run_completed(8, "run-4", None, "e");
+        let untagged = around("run-4", None, "e")(8);
         assert!(untagged.contains(r#""request_id":null"#), "{untagged}");
     }
 }

@@ -329,7 +329,7 @@ async fn receive_loop(
                 {
                     return Leave::Close;
                 }
-                feed.forward(frame);
+                feed.forward(frame).await;
                 continue;
             }
         };
@@ -348,6 +348,8 @@ async fn receive_loop(
 /// A client frame, as the receive task reads it (or another node forwards it).
 pub(crate) enum Frame {
     Text(Utf8Bytes),
+    /// A text frame over the size limit, of this many bytes (forwarded by another node without its text).
+    TooLarge(usize),
     Binary,
 }
 
@@ -357,10 +359,8 @@ pub(crate) struct Close;
 /// Does what a client frame asks of its session: gives the refusal to send back, if any, or `Err` for `close`.
 pub(crate) fn judge(frame: &Frame, live: &LiveSession, gateway: &Gateway) -> Result<Option<Refusal>, Close> {
     Ok(match frame {
-        Frame::Text(text) if text.len() > MAX_FRAME_BYTES => Some(Refusal::from(ProtocolError::new(
-            ErrorCode::FrameTooLarge,
-            format!("the message has {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()),
-        ))),
+        Frame::Text(text) if text.len() > MAX_FRAME_BYTES => Some(too_large(text.len())),
+        Frame::TooLarge(len) => Some(too_large(*len)),
         Frame::Text(text) => match ClientMessage::parse(text.as_str()) {
             Ok(ClientMessage::Close) => return Err(Close),
             Ok(message) => handle(message, live, gateway),
@@ -371,6 +371,13 @@ pub(crate) fn judge(frame: &Frame, live: &LiveSession, gateway: &Gateway) -> Res
             "binary frames are not supported; send JSON messages as text frames",
         ))),
     })
+}
+
+fn too_large(len: usize) -> Refusal {
+    Refusal::from(ProtocolError::new(
+        ErrorCode::FrameTooLarge,
+        format!("the message has {len} bytes; the limit is {MAX_FRAME_BYTES}"),
+    ))
 }
 
 fn handle(message: ClientMessage, live: &LiveSession, gateway: &Gateway) -> Option<Refusal> {

@@ -269,10 +269,15 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, UsageError>
 }
 
 fn parse_event_log(flag: &str, url: String) -> Result<String, UsageError> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
+    if url.starts_with("rediss://") {
+        // The crate is built without TLS: say so, rather than fail later as if the URL were wrong.
+        return Err(UsageError(format!("`--{flag}`: this build speaks to Redis without TLS; use a redis:// URL")));
+    }
+    if url.starts_with("redis://") || url.starts_with("redis+unix://") {
         Ok(url)
     } else {
-        Err(UsageError(format!("`--{flag} {url}` is not a Redis URL like redis://127.0.0.1:6379")))
+        // Not echoed: a URL may carry a password.
+        Err(UsageError(format!("`--{flag}` is not a Redis URL like redis://127.0.0.1:6379")))
     }
 }
 
@@ -607,6 +612,23 @@ mod tests {
             "serve 127.0.0.1:8080 dev=false drain=5s window=120s log=16",
         );
         check("serve --replay-limit 0", "error: `--replay-limit 0` is not a number of messages above zero");
+        check(
+            "serve --event-log redis://127.0.0.1:6379 --node-id gw-1",
+            "serve 127.0.0.1:8080 dev=false drain=5s window=30s log=4096",
+        );
+        check(
+            "serve --event-log http://x:secret@h",
+            "error: `--event-log` is not a Redis URL like redis://127.0.0.1:6379",
+        );
+        check(
+            "serve --event-log rediss://h",
+            "error: `--event-log`: this build speaks to Redis without TLS; use a redis:// URL",
+        );
+        check(
+            "serve --node-id a/b",
+            "error: `--node-id a/b` is not a node id: 1 to 64 letters, digits, `-`, `_` or `.`",
+        );
+        check("serve --node-lease 0s", "error: `--node-lease` must be more than zero");
         check("token --user alice", "token alice 3600s");
         check("token --ttl 15m --user bob", "token bob 900s");
         check("token --user bob --ttl 2d", "token bob 172800s");

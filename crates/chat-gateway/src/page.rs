@@ -30,8 +30,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 
 use crate::auth::Claims;
-use crate::metrics::Refused;
-use crate::replay::AttachError;
+use crate::cluster::ResumeError;
 use crate::server::{self, Gateway};
 
 /// The caller's address, when the gateway serves with `ConnectInfo` (as [`Gateway::serve`] does).
@@ -168,20 +167,22 @@ async fn check(State(gateway): State<Gateway>, peer: Peer, headers: HeaderMap, u
     }
     let response = match resume {
         None => json(StatusCode::OK, serde_json::json!({ "user": claims.user }).to_string()),
-        Some((key, after)) => match key.map(|key| gateway.sessions.probe(&claims.user, key, after)) {
-            Some(Ok(last_seq)) => {
-                let body = serde_json::json!({ "user": claims.user, "last_seq": last_seq });
-                json(StatusCode::OK, body.to_string())
+        Some((key, after)) => {
+            let probed = match (key, &gateway.sessions.cluster) {
+                (None, _) => Err(ResumeError::Unknown),
+                (Some(key), Some(cluster)) if !gateway.sessions.holds(key) => {
+                    cluster.probe_remote(&claims.user, key, after).await.map(|probe| probe.last_seq)
+                }
+                (Some(key), _) => gateway.sessions.probe(&claims.user, key, after).map_err(ResumeError::from),
+            };
+            match probed {
+                Ok(last_seq) => {
+                    let body = serde_json::json!({ "user": claims.user, "last_seq": last_seq });
+                    json(StatusCode::OK, body.to_string())
+                }
+                Err(err) => server::resume_refused(&gateway, err),
             }
-            Some(Err(AttachError::Gap { first_seq })) => {
-                gateway.metrics.refused(Refused::ResumeGap);
-                server::resume_gap(first_seq)
-            }
-            Some(Err(_)) | None => {
-                gateway.metrics.refused(Refused::UnknownSession);
-                server::unknown_session()
-            }
-        },
+        }
     };
     secure(response)
 }

@@ -193,8 +193,9 @@ pub(crate) fn session_frame(session_id: &str, resumed: bool, last_seq: u64) -> S
 }
 
 /// The `agent_completed` (`failed`, with `error`) that a surviving node appends for a run of a lost node, in the
-/// field order of every other server message.
-pub(crate) fn lost_run_completed(seq: u64, run_id: &str, request_id: Option<&str>, error: &str) -> String {
+/// field order of every other server message, as the text before its seq and the text after it (the seq is only
+/// known inside Redis, where the two are joined around it).
+pub(crate) fn lost_run_completed_around_seq(run_id: &str, request_id: Option<&str>, error: &str) -> (String, String) {
     #[derive(serde::Serialize)]
     struct Completed<'a> {
         #[serde(rename = "type")]
@@ -205,9 +206,12 @@ pub(crate) fn lost_run_completed(seq: u64, run_id: &str, request_id: Option<&str
         outcome: &'static str,
         error: &'a str,
     }
-    let completed = Completed { kind: "agent_completed", seq, run_id, request_id, outcome: "failed", error };
+    let completed = Completed { kind: "agent_completed", seq: 0, run_id, request_id, outcome: "failed", error };
     // A struct of strings and numbers always serializes.
-    serde_json::to_string(&completed).unwrap_or_else(|_| unreachable!("server messages serialize"))
+    let text = serde_json::to_string(&completed).unwrap_or_else(|_| unreachable!("server messages serialize"));
+    const BEFORE: &str = r#"{"type":"agent_completed","seq":"#;
+    let after = text.strip_prefix(BEFORE).and_then(|rest| rest.strip_prefix('0')).unwrap_or_default();
+    (BEFORE.to_owned(), after.to_owned())
 }
 
 /// The body of one server message, before it gets its `seq`.

@@ -20,12 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthError, Claims, Secret};
-use crate::cluster::{RedisEventLog, RemoteAttachError};
+use crate::cluster::{RedisEventLog, ResumeError};
 use crate::connection::{Attachment, Held};
 use crate::limits::{Admission, Full, Limits, Throttle};
 use crate::metrics::{Metrics, MetricsSnapshot, Refused};
 use crate::protocol::HARD_FRAME_LIMIT;
-use crate::replay::{AttachError, MemoryReplayLog, ReplayLog, SessionKey};
+use crate::replay::{MemoryReplayLog, ReplayLog, SessionKey};
 use crate::sessions::{DEFAULT_RESUME_WINDOW, Sessions};
 
 /// How many runs one session may have in progress at once, unless the registry says otherwise.
@@ -322,6 +322,7 @@ impl Gateway {
         let follower = cluster.clone().map(|cluster| tokio::spawn(cluster.follow(self.clone())));
         let never = CancellationToken::new();
         let fenced = cluster.as_ref().map_or(&never, RedisEventLog::fenced).clone();
+        let drain_started = std::sync::OnceLock::new();
         let drain = async {
             tokio::select! {
                 () = shutdown => {}
@@ -331,6 +332,7 @@ impl Gateway {
                 }
             }
             tracing::info!("shutting down: draining connections");
+            let _ = drain_started.set(Instant::now());
             self.shutdown.cancel();
             // Upgraded connections run on their own tasks, outside axum's graceful shutdown: wait for them here,
             // while the listener still answers `/healthz` (503) and upgrade requests (503).
@@ -355,8 +357,19 @@ impl Gateway {
                 }
             }
         }
-        // Sessions that no connection holds: their runs are cancelled; nobody is there to drain them to.
-        self.sessions.close_all();
+        match &cluster {
+            Some(cluster) if !fenced.is_cancelled() => {
+                // Sessions that no connection of this process holds (waiting for a resume, or held from another
+                // node) may have clients elsewhere: their runs get the rest of the drain, then are cancelled, and
+                // their terminal events go to Redis. Then the node leaves: what still runs ends as a lost node's.
+                let deadline = drain_started.get().copied().unwrap_or_else(Instant::now) + self.drain_timeout;
+                self.sessions.finish_all(deadline.into(), &self.stop_now).await;
+                self.sessions.close_all();
+                cluster.leave().await;
+            }
+            // Sessions that no connection holds: their runs are cancelled; nobody is there to drain them to.
+            _ => self.sessions.close_all(),
+        }
         if let Some(follower) = follower {
             follower.abort();
         }
@@ -422,42 +435,23 @@ async fn ws_handler(
         }
         Some((key, after)) => {
             let resumed = match (key, &gateway.sessions.cluster) {
-                (None, _) => Err(RemoteAttachError::Unknown),
+                (None, _) => Err(ResumeError::Unknown),
                 // Another process's session, as far as this one knows: its owner attaches it.
                 (Some(key), Some(cluster)) if !gateway.sessions.holds(key) => {
                     cluster.attach_remote(&claims.user, key, after).await.map(Held::Remote)
                 }
-                (Some(key), _) => match gateway.sessions.resume(&claims.user, key, after) {
-                    Ok((live, attached)) => Ok(Held::Local { live, attached }),
-                    Err(AttachError::Gap { first_seq }) => Err(RemoteAttachError::Gap { first_seq }),
-                    Err(_) => Err(RemoteAttachError::Unknown),
-                },
+                (Some(key), _) => gateway
+                    .sessions
+                    .resume(&claims.user, key, after)
+                    .map(|(live, attached)| Held::Local { live, attached })
+                    .map_err(ResumeError::from),
             };
             match resumed {
                 Ok(held) => {
                     gateway.metrics.resumed();
                     Some(Attachment { gateway: gateway.clone(), held, after, resumed: true, close_now: false })
                 }
-                Err(RemoteAttachError::Gap { first_seq }) => {
-                    gateway.metrics.refused(Refused::ResumeGap);
-                    return resume_gap(first_seq);
-                }
-                Err(RemoteAttachError::Unavailable) => {
-                    gateway.metrics.refused(Refused::EventLog);
-                    let mut response = (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the shared event log (Redis) cannot be reached; try again\n",
-                    )
-                        .into_response();
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return response;
-                }
-                Err(RemoteAttachError::Unknown) => {
-                    // Not counted against the address: the request has a valid token, and a session id is 128
-                    // random bits, nothing to guess; a page reloaded after a restart asks for its old session.
-                    gateway.metrics.refused(Refused::UnknownSession);
-                    return unknown_session();
-                }
+                Err(err) => return resume_refused(&gateway, err),
             }
         }
     };
@@ -602,6 +596,29 @@ pub(crate) fn resume_request(query: Option<&str>) -> Result<Option<(Option<Sessi
 }
 
 /// The one answer for an unknown, expired or another user's session: the same status, body and content type.
+/// What `GET /v1/ws` (and the page's check) answers a resume that cannot be made, counted.
+pub(crate) fn resume_refused(gateway: &Gateway, err: ResumeError) -> Response {
+    match err {
+        ResumeError::Gap { first_seq } => {
+            gateway.metrics.refused(Refused::ResumeGap);
+            resume_gap(first_seq)
+        }
+        ResumeError::Unavailable => {
+            gateway.metrics.refused(Refused::EventLog);
+            let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+            let message = "the session is another gateway process's, and the shared event log (Redis) cannot be \
+                           reached; try again\n";
+            (StatusCode::SERVICE_UNAVAILABLE, retry, message).into_response()
+        }
+        ResumeError::Unknown => {
+            // Not counted against the address: the request has a valid token, and a session id is 128 random bits,
+            // nothing to guess; a page reloaded after a restart asks for its old session.
+            gateway.metrics.refused(Refused::UnknownSession);
+            unknown_session()
+        }
+    }
+}
+
 pub(crate) fn unknown_session() -> Response {
     let json = HeaderValue::from_static("application/json");
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, json)], "{\"error\":\"unknown_session\"}\n").into_response()

@@ -31,6 +31,9 @@ const REFUSAL_BUFFER: usize = 16;
 /// may resend after a drop (those it has no answer to), bounded so that a long session's memory is too.
 pub(crate) const REQUEST_IDS_KEPT: usize = 1024;
 
+/// How long the sessions' pumps get to append the terminal events of their cancelled runs at the end of a drain.
+const FINISH_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a session stays resumable after its connection ended, unless configured otherwise.
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(30);
 
@@ -372,17 +375,21 @@ impl Sessions {
     pub(crate) fn resume_for(
         &self,
         gateway: &crate::server::Gateway,
-        cluster: &RedisEventLog,
         user: &str,
         key: SessionKey,
         after: u64,
         node: &str,
+        call: u64,
     ) -> Result<Attached, AttachError> {
         let live = lock(&self.live).sessions.get(&key).map(|entry| Arc::clone(&entry.live));
         let live = live.ok_or(AttachError::Unknown)?;
-        // Redis gets each message before this log does: a client there may be one message ahead of it.
-        let (live, attached) = self.attach(user, key, after.min(live.last_seq()))?;
-        cluster.attached(key, Some(cluster.holder(gateway, live, node, attached)));
+        // Redis gets each message before this log does: a client there may be one message ahead of it (no more:
+        // beyond that, this log refuses as it does for its own connections).
+        let after = if after == live.last_seq() + 1 { after - 1 } else { after };
+        let (live, attached) = self.attach(user, key, after)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.attached(key, Some(cluster.holder(gateway, live, node, call, attached)));
+        }
         Ok(attached)
     }
 
@@ -474,6 +481,23 @@ impl Sessions {
         true
     }
 
+    /// Lets the runs of every session go on until `deadline` (or until `stop_now`), then cancels them and waits
+    /// (briefly) for each session's pump to append their terminal events.
+    pub(crate) async fn finish_all(&self, deadline: tokio::time::Instant, stop_now: &CancellationToken) {
+        let live: Vec<Arc<LiveSession>> =
+            lock(&self.live).sessions.values().map(|entry| Arc::clone(&entry.live)).collect();
+        let runs_done = futures_util::future::join_all(live.iter().map(|live| live.runs_done()));
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, runs_done) => {}
+            () = stop_now.cancelled() => {}
+        }
+        for live in &live {
+            live.core.close();
+        }
+        let finished = futures_util::future::join_all(live.iter().map(|live| live.finished.cancelled()));
+        let _ = tokio::time::timeout(FINISH_GRACE, finished).await;
+    }
+
     /// Closes every session (at the end of a shutdown): their runs are cancelled.
     pub(crate) fn close_all(&self) {
         let live: Vec<Arc<LiveSession>> = {
@@ -505,6 +529,8 @@ async fn pump(
     // Invariant: the seq of the last message appended; the next gets the next one, so the client sees 1, 2, 3, ...
     // with no gaps, across reconnects.
     let mut seq = 0u64;
+    // With a shared log: the runs started and not ended yet, as the node's list of runs in progress has them.
+    let mut open_runs: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Made once, not twice per message (each registers with the token when first polled).
     let mut closed = std::pin::pin!(live.closed.cancelled());
     loop {
@@ -554,6 +580,15 @@ async fn pump(
                 seq -= 1;
                 break;
             }
+            match run {
+                Some((run, _)) if terminal => {
+                    open_runs.remove(&run);
+                }
+                Some((run, _)) => {
+                    open_runs.insert(run);
+                }
+                None => {}
+            }
         }
         let appended = tokio::select! {
             biased;
@@ -572,7 +607,7 @@ async fn pump(
     }
     live.finished.cancel();
     if let Some(cluster) = &cluster {
-        cluster.ended(live.key, seq, "session closed");
+        cluster.ended(live.key, seq, open_runs.into_iter().collect());
     }
     // Dropping the stream cancels whatever still runs (the session was closed for good, nobody can receive it).
     drop(events);
