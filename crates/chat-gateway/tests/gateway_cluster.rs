@@ -580,6 +580,73 @@ async fn a_node_killed_mid_run_has_its_run_failed_exactly_once_by_a_survivor() {
 }
 
 #[tokio::test]
+async fn draining_an_owner_ends_its_runs_for_a_client_on_another_node_and_frees_its_id() {
+    let redis = Redis::start();
+    let mut a = Node::cluster("alpha", &redis, &["--drain-timeout", "0s"]);
+    let b = Node::cluster("bravo", &redis, &[]);
+    let mut client = a.connect("alice").await;
+    let run_id = start_endless_run(&mut client, "r1").await;
+    let (session, after) = (client.session_id(), client.last_seq);
+    drop(client);
+    a.wait_connections(0).await;
+    let mut client = b.resume("alice", &session, after).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    assert_eq!(client.recv().await["type"], "agent_thinking");
+
+    // SIGTERM: alpha drains. Its session is held from bravo: the run is cancelled (drain timeout 0) and its
+    // terminal event reaches bravo's client through Redis, then the session ends there too.
+    let status = Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let terminal = loop {
+        match client.next_or_close().await {
+            Ok(message) if message["type"] == "agent_thinking" => {}
+            Ok(message) => break message,
+            Err(code) => panic!("closed ({code}) without the run's terminal event; bravo's log:\n{}", b.log_so_far()),
+        }
+    };
+    assert_eq!((&terminal["type"], &terminal["run_id"]), (&json!("agent_completed"), &json!(run_id)), "{terminal}");
+    assert_eq!(terminal["outcome"], "cancelled", "{terminal}");
+    assert_eq!(client.next_or_close().await, Err(1001), "the close once the owner has drained");
+    let exited = a.child.wait().unwrap();
+    assert!(exited.success(), "alpha's drain: {exited}; its log:\n{}", a.log_so_far());
+
+    // The session stays readable on bravo for a resume window: its whole log, one terminal, then the close.
+    let mut again = b.resume("alice", &session, 0).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    let mut terminals = 0;
+    loop {
+        match again.next_or_close().await {
+            Ok(message) => terminals += usize::from(message["type"] == "agent_completed"),
+            Err(code) => {
+                assert_eq!(code, 1001);
+                break;
+            }
+        }
+    }
+    assert_eq!(terminals, 1, "the run ended once");
+    // Alpha left cleanly: its id can start again at once, not refused as in use.
+    let a = Node::cluster("alpha", &redis, &[]);
+    drop(a.connect("alice").await);
+}
+
+#[tokio::test]
+async fn a_session_held_from_a_node_that_dies_detaches_on_its_owner() {
+    let redis = Redis::start();
+    let a = Node::cluster("alpha", &redis, &["--resume-window", "1s"]);
+    let mut b = Node::cluster("bravo", &redis, &[]);
+    let client = a.connect("alice").await;
+    let session = client.session_id();
+    drop(client);
+    a.wait_connections(0).await;
+    let client = b.resume("alice", &session, 0).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    // Bravo's connection holds the session: it stays resumable however long bravo's client is away.
+    assert_eq!(a.metric("chat_gateway_resumable_sessions").await, Some(1.0));
+    b.kill9();
+    drop(client);
+    // Bravo's detach never comes; its lease lapses, alpha lets go of the session, whose window then runs out.
+    a.wait_metric("chat_gateway_resumable_sessions", "0", |open| open == 0.0).await;
+    assert_eq!(a.resume("alice", &session, 0).await.err().map(|(status, _)| status), Some(404));
+}
+
+#[tokio::test]
 async fn the_resume_window_runs_out_on_every_node() {
     let redis = Redis::start();
     let window = ["--resume-window", "1s"];
