@@ -138,6 +138,8 @@ struct Inner {
     // The resume window, in seconds: how long ended sessions stay readable.
     window_secs: AtomicU64,
     up: AtomicBool,
+    // Set when Redis answers again after failing: the follower writes this node's sessions' records again.
+    resync: AtomicBool,
     errors: AtomicU64,
     // Cancelled when another node claimed this one while it was alive: its sessions were ended elsewhere, and
     // nothing more may be written.
@@ -467,6 +469,7 @@ impl RedisEventLog {
             trim: replay_limit.max(1),
             window_secs: AtomicU64::new(crate::sessions::DEFAULT_RESUME_WINDOW.as_secs()),
             up: AtomicBool::new(true),
+            resync: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             fenced: CancellationToken::new(),
             next_call: AtomicU64::new(1),
@@ -525,6 +528,7 @@ impl RedisEventLog {
             Ok(_) => {
                 if !self.0.up.swap(true, Ordering::Relaxed) {
                     tracing::info!("Redis answers again");
+                    self.0.resync.store(true, Ordering::Relaxed);
                 }
             }
             Err(err) => {
@@ -1013,6 +1017,9 @@ impl RedisEventLog {
                 let feeds = lock(&self.0.feeds);
                 logs.retain(|key, _| feeds.contains_key(key));
             }
+            if self.0.resync.swap(false, Ordering::Relaxed) {
+                self.resync(&gateway).await;
+            }
             if holders_checked.elapsed() >= self.0.lease / 3 {
                 holders_checked = tokio::time::Instant::now();
                 self.drop_holders_of_lost_nodes(&gateway).await;
@@ -1104,6 +1111,43 @@ impl RedisEventLog {
                     }
                 }
             }
+        }
+    }
+
+    /// After Redis was unreachable (writes were lost, or Redis restarted empty): writes the records of this node's
+    /// sessions again, with the expiry each should have, and deletes those of sessions it no longer holds.
+    async fn resync(&self, gateway: &Gateway) {
+        let held = gateway.sessions.snapshot();
+        let listed: Result<Vec<String>, _> = self.conn().smembers(sessions_key(&self.0.node)).await;
+        self.note(&listed);
+        let Ok(listed) = listed else {
+            self.0.resync.store(true, Ordering::Relaxed);
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for session in &listed {
+            if let Ok(key) = session.parse::<SessionKey>()
+                && !held.iter().any(|(held, _, _)| *held == key)
+            {
+                pipe.del(session_key(key)).ignore().del(log_key(key)).ignore();
+                pipe.srem(sessions_key(&self.0.node), session).ignore();
+            }
+        }
+        for (key, user, detached) in &held {
+            pipe.hset_multiple(session_key(*key), &[("user", &**user), ("owner", &*self.0.node)]).ignore();
+            pipe.sadd(sessions_key(&self.0.node), key.to_string()).ignore();
+            if *detached {
+                let window = self.window();
+                pipe.expire(session_key(*key), window).ignore().expire(log_key(*key), window).ignore();
+            } else {
+                pipe.persist(session_key(*key)).ignore().persist(log_key(*key)).ignore();
+            }
+        }
+        let written: Result<(), _> = pipe.query_async(&mut self.conn()).await;
+        self.note(&written);
+        match written {
+            Ok(()) => tracing::info!(sessions = held.len(), "wrote this node's sessions to Redis again"),
+            Err(_) => self.0.resync.store(true, Ordering::Relaxed),
         }
     }
 

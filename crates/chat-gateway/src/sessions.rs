@@ -265,6 +265,12 @@ impl Sessions {
         Sessions { log, resume_window, cluster, live: Mutex::default() }
     }
 
+    /// Every session of this process: its key, its user, and whether it waits for a resume (detached).
+    pub(crate) fn snapshot(&self) -> Vec<(SessionKey, Box<str>, bool)> {
+        let live = lock(&self.live);
+        live.sessions.iter().map(|(key, entry)| (*key, entry.user.clone(), entry.detached.is_some())).collect()
+    }
+
     /// Whether this process holds the session (attached or within its resume window).
     pub(crate) fn holds(&self, key: SessionKey) -> bool {
         lock(&self.live).sessions.contains_key(&key)
