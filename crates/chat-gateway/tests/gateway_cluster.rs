@@ -24,7 +24,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, PATIENCE, SECRET, token_for};
+use support::{Client, PATIENCE, SECRET, steps, token_for};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
@@ -334,18 +334,6 @@ async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, St
 // ---------------------------------------------------------------------------------------------------------------
 // Messages
 
-/// The `text` of each `agent_thinking`, the terminal outcome, or the type, of `messages`.
-fn steps(messages: &[Value]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|message| match message["type"].as_str().unwrap() {
-            "agent_thinking" => message["text"].as_str().unwrap().to_owned(),
-            "agent_completed" => format!("{}: {}", message["outcome"], message["output"]),
-            other => other.to_owned(),
-        })
-        .collect()
-}
-
 /// What a `slow` run of `n` steps sends, as [`steps`] shows it.
 fn slow_run(n: u32) -> Vec<String> {
     std::iter::once("agent_started".to_owned())
@@ -362,6 +350,18 @@ async fn start_endless_run(client: &mut Client, request_id: &str) -> String {
     assert_eq!((&started["type"], &started["request_id"]), (&json!("agent_started"), &json!(request_id)));
     assert_eq!(client.recv().await["text"], "step 1/100000");
     started["run_id"].as_str().unwrap().to_owned()
+}
+
+/// Opens a session of `alice` on `owner`, starts an endless run in it ([`start_endless_run`], request id `r1`),
+/// drops the connection and resumes the session on `other`: the client there, the session id and the run id.
+async fn endless_run_resumed_elsewhere(owner: &Node, other: &Node) -> (Client, String, String) {
+    let mut client = owner.connect("alice").await;
+    let run_id = start_endless_run(&mut client, "r1").await;
+    let (session, after) = (client.session_id(), client.last_seq);
+    drop(client);
+    owner.wait_connections(0).await;
+    let client = other.resume("alice", &session, after).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    (client, session, run_id)
 }
 
 /// Reads `client` until its connection ends, sending each message with the instant it came, then how it ended:
@@ -463,13 +463,7 @@ async fn a_cancel_sent_to_another_node_ends_the_run_on_its_owner() {
     let redis = Redis::start();
     let a = Node::cluster("alpha", &redis, &[]);
     let b = Node::cluster("bravo", &redis, &[]);
-    let mut client = a.connect("alice").await;
-    let run_id = start_endless_run(&mut client, "r1").await;
-    let (session, after) = (client.session_id(), client.last_seq);
-    drop(client);
-    a.wait_connections(0).await;
-
-    let mut client = b.resume("alice", &session, after).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    let (mut client, _, run_id) = endless_run_resumed_elsewhere(&a, &b).await;
     client.send(json!({"type": "cancel", "run_id": run_id, "request_id": "c1"})).await;
     let messages = client.recv_until("agent_completed", Some(&run_id)).await;
     assert_eq!(messages.last().unwrap()["outcome"], "cancelled", "{:#?}", messages.last());
@@ -522,12 +516,7 @@ async fn a_node_killed_mid_run_has_its_run_failed_exactly_once_by_a_survivor() {
     // Two survivors, both watching alpha's lease: exactly one of them may end its runs.
     let b = Node::cluster("bravo", &redis, &[]);
     let c = Node::cluster("charlie", &redis, &[]);
-    let mut client = a.connect("alice").await;
-    let run_id = start_endless_run(&mut client, "r1").await;
-    let (session, after) = (client.session_id(), client.last_seq);
-    drop(client);
-    a.wait_connections(0).await;
-    let mut client = b.resume("alice", &session, after).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    let (mut client, session, run_id) = endless_run_resumed_elsewhere(&a, &b).await;
     // The run streams to bravo through Redis.
     for _ in 0..3 {
         assert_eq!(client.recv().await["type"], "agent_thinking");
@@ -584,12 +573,7 @@ async fn draining_an_owner_ends_its_runs_for_a_client_on_another_node_and_frees_
     let redis = Redis::start();
     let mut a = Node::cluster("alpha", &redis, &["--drain-timeout", "0s"]);
     let b = Node::cluster("bravo", &redis, &[]);
-    let mut client = a.connect("alice").await;
-    let run_id = start_endless_run(&mut client, "r1").await;
-    let (session, after) = (client.session_id(), client.last_seq);
-    drop(client);
-    a.wait_connections(0).await;
-    let mut client = b.resume("alice", &session, after).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    let (mut client, session, run_id) = endless_run_resumed_elsewhere(&a, &b).await;
     assert_eq!(client.recv().await["type"], "agent_thinking");
 
     // SIGTERM: alpha drains. Its session is held from bravo: the run is cancelled (drain timeout 0) and its

@@ -12,23 +12,11 @@ use chat_gateway::auth::Secret;
 use chat_gateway::{Gateway, builtin_registry};
 use core_registry::{AgentError, AgentRegistry, RunContext, async_trait};
 use serde_json::{Value, json};
-use support::{Client, PATIENCE, SECRET, TestServer, token_for};
+use support::{Client, PATIENCE, SECRET, TestServer, steps, token_for};
 use tokio::sync::Semaphore;
 
 fn gateway() -> Gateway {
     Gateway::new(builtin_registry(8).unwrap(), Secret::new(SECRET).unwrap())
-}
-
-/// The `text` of each `agent_thinking`, and the terminal outcome, of `messages`.
-fn steps(messages: &[Value]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|message| match message["type"].as_str().unwrap() {
-            "agent_thinking" => message["text"].as_str().unwrap().to_owned(),
-            "agent_completed" => format!("{}: {}", message["outcome"], message["output"]),
-            other => other.to_owned(),
-        })
-        .collect()
 }
 
 /// Waits until the gateway has no connection open (the last one's end has been seen and its session detached).

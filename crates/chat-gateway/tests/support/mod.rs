@@ -272,3 +272,15 @@ impl Client {
         }
     }
 }
+
+/// The `text` of each `agent_thinking`, the terminal outcome, or the type, of `messages`.
+pub(crate) fn steps(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|message| match message["type"].as_str().unwrap() {
+            "agent_thinking" => message["text"].as_str().unwrap().to_owned(),
+            "agent_completed" => format!("{}: {}", message["outcome"], message["output"]),
+            other => other.to_owned(),
+        })
+        .collect()
+}
