@@ -27,7 +27,8 @@ Installs what is missing, then runs `cargo test --workspace ARGS...` and exits w
       the tests start their own servers, so a system Redis the install started is stopped again
     - the npm packages of crates/chat-gateway/tests/browser (npm ci, from the committed package-lock.json),
       when node_modules is missing or stale; needs Node.js 20 or newer and npm
-Every argument goes to `cargo test`, e.g. `cargo xtask test -p chat-gateway -- --nocapture`.
+Every argument goes to `cargo test`, e.g. `cargo xtask test -p chat-gateway -- --nocapture` (with a `-p`, only
+that package is tested; without, the whole workspace).
 
 OPTIONS:
     -h, --help      print this help (only as the first argument; `cargo xtask test -- --help` asks cargo test)
@@ -53,14 +54,26 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("xtask test: cargo test --workspace {}", args.join(" "));
-    match Command::new(cargo).arg("test").arg("--workspace").args(args).current_dir(&root).status() {
+    // `--workspace` would override a `-p` given (cargo then tests every member): only without one.
+    let scope: &[&str] = if names_packages(args) { &[] } else { &["--workspace"] };
+    eprintln!(
+        "xtask test: cargo test {}",
+        scope.iter().copied().chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+    );
+    match Command::new(cargo).arg("test").args(scope).args(args).current_dir(&root).status() {
         Ok(status) => exit_code(status.code()),
         Err(err) => {
             eprintln!("error: cannot run cargo test: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the arguments for `cargo test`, before any `--` (what follows goes to the test binaries), name packages.
+fn names_packages(args: &[String]) -> bool {
+    args.iter().take_while(|arg| *arg != "--").any(|arg| {
+        arg == "-p" || arg == "--package" || arg.starts_with("--package=") || (arg.starts_with("-p") && arg.len() > 2)
+    })
 }
 
 /// `cargo test`'s exit code as ours; killed by a signal (no code) is a failure.
@@ -242,6 +255,16 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_given_narrows_the_run() {
+        let args = |text: &str| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert!(names_packages(&args("-p chat-gateway")));
+        assert!(names_packages(&args("--package=xtask --test a")));
+        assert!(names_packages(&args("-pxtask")));
+        assert!(!names_packages(&args("--test gateway_cluster")));
+        assert!(!names_packages(&args("-- -p")), "after `--`, for the test binaries");
+    }
 
     /// A fresh empty directory under the system's temporary directory.
     fn scratch(name: &str) -> PathBuf {
