@@ -5,7 +5,8 @@
 //! workspace, and against `cargo deny check bans` when it is installed: manifest-only (`--no-source`) and with the
 //! source scan, at N = 300 and N = 1,500, the median of several runs after one warm-up run. `--quick`: N = 20, one
 //! run. Then it runs the other benchmarks of the workspace when they exist and collects their figures, and the
-//! gateway's load figures (the [`gateway`] module: the gateway and a bare server as processes, load from a third).
+//! gateway's load figures (the [`gateway`] module: the gateway and a bare server as processes, load from a third;
+//! then, where `redis-server` is installed, the gateway with its event log in Redis beside the in-memory log).
 //!
 //! Every figure is also one machine-readable line on stdout:
 //! `BENCH\t<figure>\t<measured>\t<ratio>\t<target>\t<yes|no>`. Other benchmarks print the same lines; to add
@@ -28,7 +29,8 @@ USAGE:
 
 OPTIONS:
     --quick             small sizes and one repetition (a smoke test of the benchmarks, not a measurement)
-    --only GROUP        only one group of figures: migrate-check, core-registry or chat-gateway
+    --only GROUP        only one group of figures: migrate-check, core-registry, chat-gateway (all of the
+                        gateway's, Redis included) or chat-gateway-redis (only the gateway with Redis)
     --generate DIR N    only write the generated N-member workspace to DIR (to time other tools on it)
     --generate-realistic DIR N
                         the same for the workspace of realistic size and shape (320 members in the benchmark)
@@ -38,10 +40,16 @@ Figures: migrate-check (manifest-only and with sources) against `cargo metadata 
 300- and 1,500-member workspaces, then `cargo bench -p core-registry --bench registry` and
 `cargo run --release -p chat-gateway --example replay`, then the gateway (`chat-gateway serve`) beside a bare
 tokio-tungstenite server (`gateway-bare`), each its own process, under load from `gateway-load` at 100, 1,000
-and 10,000 users (closed loop, and paced) and with 10,000 idle connections. Each figure is also printed as
+and 10,000 users (closed loop, and paced) and with 10,000 idle connections, then (where redis-server is
+installed) the gateway with `--event-log redis://...` beside itself with the in-memory log: the same load at
+100 and 1,000 users, and one session's messages replayed and followed on its own node and on a second one.
+Each figure is also printed as
 `BENCH\\t<figure>\\t<measured>\\t<ratio>\\t<target>\\t<yes|no>` on stdout. The exit status is 1 if the
 gateway lost, misordered or crossed an event between users.
 ";
+
+/// The `--only` group of the gateway's figures with its event log in Redis alone (`chat-gateway` runs them too).
+const REDIS_GROUP: &str = "chat-gateway-redis";
 
 /// Another benchmark of the workspace: how to tell it exists, and the cargo arguments that run it.
 struct External {
@@ -111,13 +119,17 @@ fn parse_args(args: &[String]) -> Result<Option<Mode>, String> {
             Short('h') | Long("help") => return Ok(None),
             Long("quick") => quick = true,
             Long("only") => {
-                let group = parser
-                    .value()
-                    .map_err(|_| "`--only` needs a group: migrate-check, core-registry or chat-gateway")?;
+                let group = parser.value().map_err(
+                    |_| "`--only` needs a group: migrate-check, core-registry, chat-gateway or chat-gateway-redis",
+                )?;
                 let group = group.to_string_lossy().into_owned();
-                if group != "migrate-check" && !EXTERNAL.iter().any(|external| external.group == group) {
+                if group != "migrate-check"
+                    && group != REDIS_GROUP
+                    && !EXTERNAL.iter().any(|external| external.group == group)
+                {
                     return Err(format!(
-                        "no group of figures is named `{group}` (there are migrate-check, core-registry, chat-gateway)"
+                        "no group of figures is named `{group}` (there are migrate-check, core-registry, chat-gateway, \
+                         chat-gateway-redis)"
                     ));
                 }
                 only = Some(group);
@@ -169,8 +181,9 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
         run_external(external, quick, &mut rows);
     }
     let mut events_ok = true;
-    if runs("chat-gateway") {
-        let figures = target_dir().and_then(|target_dir| gateway::figures(quick, &target_dir, &mut rows));
+    let parts = gateway::Parts { load: runs("chat-gateway"), redis: runs("chat-gateway") || runs(REDIS_GROUP) };
+    if parts.load || parts.redis {
+        let figures = target_dir().and_then(|target_dir| gateway::figures(quick, &target_dir, parts, &mut rows));
         match figures {
             Ok(passed) => events_ok = passed,
             Err(message) => {

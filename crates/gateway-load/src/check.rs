@@ -128,6 +128,7 @@ struct Run {
 #[derive(Debug)]
 pub struct Checker {
     user: String,
+    session_id: Option<String>,
     session_seen: bool,
     first_frame_seen: bool,
     last_seq: u64,
@@ -154,6 +155,7 @@ impl Checker {
     pub fn new(user: impl Into<String>) -> Checker {
         Checker {
             user: user.into(),
+            session_id: None,
             session_seen: false,
             first_frame_seen: false,
             last_seq: 0,
@@ -163,6 +165,24 @@ impl Checker {
             run_ids: HashMap::new(),
             tally: Tally::default(),
         }
+    }
+
+    /// A checker for a connection that resumes a session after `after` (its client holds every message up to that
+    /// seq): the first frame must be the `session` frame, the next message `after + 1`. `user` names this
+    /// connection's runs in their `request_id`s; it must differ from the prefix of every earlier connection of the
+    /// session (the session refuses a `request_id` used before with `duplicate_request`).
+    pub fn resumed(user: impl Into<String>, after: u64) -> Checker {
+        Checker { last_seq: after, ..Checker::new(user) }
+    }
+
+    /// The `session_id` of the `session` frame, once it has arrived.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// The `seq` of the last message received in order (the `after` to resume with).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// Runs started whose end has not arrived.
@@ -220,6 +240,7 @@ impl Checker {
                 self.tally.misordered += 1;
             }
             self.session_seen = true;
+            self.session_id = message["session_id"].as_str().map(str::to_owned);
             return Received::Nothing;
         }
         if first_frame {
@@ -544,6 +565,25 @@ mod tests {
             (1, 1, 1, 1, 0),
             "{tally:?}"
         );
+    }
+
+    #[test]
+    fn a_resumed_connection_goes_on_from_its_seq() {
+        let plans = RunPlan::defaults();
+        let now = Instant::now();
+        let mut checker = Checker::resumed("alice-2", 40);
+        checker.receive(&session_frame(SESSION, true, 40), now);
+        assert_eq!(checker.session_id(), Some(SESSION));
+        checker.start_run(&plans[0], now);
+        for (place, seq) in [(0, 41), (1, 42)] {
+            checker.receive(&event_frame(seq, 9, Some("alice-2/r0"), &plans[0].expected[place]), now);
+        }
+        assert_eq!(checker.last_seq(), 42);
+        // A message from before the resume point is out of order; one after a hole, a gap.
+        checker.receive(&error_frame(40, None, "internal", "old"), now);
+        checker.receive(&error_frame(44, None, "internal", "new"), now);
+        let tally = checker.finish();
+        assert_eq!((tally.misordered, tally.gaps, tally.errors, tally.lost), (1, 1, 2, 0), "{tally:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   connection), with the built-in agents' timing ([`script`], [`frame`]).
 //! - `gateway-load`: the load generator. Closed-loop, paced or idle connections; every message checked
 //!   ([`check`]); latency, events/s, the server's CPU per event and memory ([`procfs`]), fairness between users.
+//!   Or one session (`--replay`) resumed and followed on its own node and on another sharing its Redis event log.
 //!
 //! `cargo xtask bench` (group `chat-gateway`) starts both servers as processes and runs the load against each in
 //! turn; see BENCHMARKS.md.

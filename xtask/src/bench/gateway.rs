@@ -7,6 +7,9 @@
 //! at 10,000 idle connections. `--quick`: 50 users for 1 s (closed loop, and paced at 2 per second) and 100 idle
 //! connections, once each. Every server process is started fresh for each run and
 //! killed when the run ends, however it ends (a guard kills it on every return path and on a panic).
+//!
+//! Then, where `redis-server` is installed, the gateway with a shared event log in Redis beside itself with its
+//! in-memory log (the [`redis`] module, issue 17).
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -16,6 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Row, cargo};
+
+mod redis;
 
 /// How the bare server is configured: as the gateway's transport is (`READ_BUFFER` 2 KiB and `WRITE_BUFFER` 8 KiB in
 /// `crates/chat-gateway/src/server.rs`, a ping after 20 s of silence and a close after 20 s more, a 10 s write
@@ -164,18 +169,27 @@ impl Load {
 fn load(
     binaries: &Binaries,
     server: &Server,
-    side: Side,
+    label: &str,
     args: &[String],
     secret: &str,
     bound: Duration,
 ) -> Result<Load, String> {
+    let mut all = vec![
+        "--url".to_owned(),
+        format!("ws://{}/v1/ws", server.addr),
+        "--server-pid".to_owned(),
+        server.pid().to_string(),
+    ];
+    all.extend(args.iter().cloned());
+    run_load(binaries, label, &all, secret, bound)
+}
+
+/// Runs the load generator with `args` (its `--url` among them) and `--label label`, within `bound`; its table goes
+/// to stderr.
+fn run_load(binaries: &Binaries, label: &str, args: &[String], secret: &str, bound: Duration) -> Result<Load, String> {
     let mut child = Command::new(&binaries.load)
-        .arg("--url")
-        .arg(format!("ws://{}/v1/ws", server.addr))
-        .arg("--server-pid")
-        .arg(server.pid().to_string())
-        .args(["--label", side.label()])
         .args(args)
+        .args(["--label", label])
         .env("CHAT_GATEWAY_SECRET", secret)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -215,7 +229,7 @@ fn load(
         Some(0) => Ok(Load { values, passed: true }),
         // Checks failed: the figures are still there.
         Some(1) if values.contains_key("failures") => Ok(Load { values, passed: false }),
-        _ => Err(format!("gateway-load against the {} server failed ({status})", side.label())),
+        _ => Err(format!("gateway-load against the {label} server failed ({status})")),
     }
 }
 
@@ -225,7 +239,7 @@ fn one_run(binaries: &Binaries, side: Side, args: &[String], secret: &str, bound
         Side::Gateway => Server::start(&binaries.gateway, GATEWAY_ARGS, secret)?,
         Side::Bare => Server::start(&binaries.bare, BARE_ARGS, secret)?,
     };
-    load(binaries, &server, side, args, secret, bound)
+    load(binaries, &server, side.label(), args, secret, bound)
     // `server` is dropped here: killed.
 }
 
@@ -275,11 +289,40 @@ fn ratio_row(figure: String, measured: String, ratio: f64, target: Option<(&str,
     Row { figure, measured, ratio: format!("{ratio:.2}"), target, met }
 }
 
-/// Runs everything and appends the rows. `Ok(false)` if an event was lost, misordered or crossed users.
-pub(super) fn figures(quick: bool, target_dir: &Path, rows: &mut Vec<Row>) -> Result<bool, String> {
+/// Which of the gateway's figures to run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Parts {
+    /// The gateway beside the bare server (issue 16).
+    pub(super) load: bool,
+    /// The gateway with its event log in Redis beside itself with the in-memory log (issue 17).
+    pub(super) redis: bool,
+}
+
+/// Runs the `parts` asked for and appends the rows. `Ok(false)` if an event was lost, misordered or crossed users.
+pub(super) fn figures(quick: bool, target_dir: &Path, parts: Parts, rows: &mut Vec<Row>) -> Result<bool, String> {
     let binaries = build(target_dir)?;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |now| now.as_nanos());
     let secret = format!("bench-{nanos:032x}-{:08x}", std::process::id());
+    let mut all_passed = true;
+    if parts.load {
+        match load_figures(quick, &binaries, &secret, rows) {
+            Ok(passed) => all_passed &= passed,
+            // The Redis figures still run.
+            Err(message) if parts.redis => {
+                eprintln!("bench: chat-gateway load failed: {message}");
+                rows.push(Row::skipped("chat-gateway load", format!("failed: {message}")));
+            }
+            Err(message) => return Err(message),
+        }
+    }
+    if parts.redis {
+        all_passed &= redis::figures(quick, &binaries, &secret, rows);
+    }
+    Ok(all_passed)
+}
+
+/// The gateway beside the bare server.
+fn load_figures(quick: bool, binaries: &Binaries, secret: &str, rows: &mut Vec<Row>) -> Result<bool, String> {
     let (sizes, runs, seconds, idle): (&[usize], usize, f64, usize) =
         if quick { (&[50], 1, 1.0, 100) } else { (&[100, 1000, 10_000], 3, 5.0, 10_000) };
     let mut all_passed = true;
@@ -289,7 +332,7 @@ pub(super) fn figures(quick: bool, target_dir: &Path, rows: &mut Vec<Row>) -> Re
             ["--users".to_owned(), users.to_string(), "--seconds".to_owned(), seconds.to_string()].into();
         // Connecting, the runs, the finish timeout and closing, with room to spare.
         let bound = Duration::from_secs_f64(seconds) + Duration::from_secs(120 + users as u64 / 50);
-        let (gateway, bare) = alternate(&binaries, &args, runs, &secret, bound)?;
+        let (gateway, bare) = alternate(binaries, &args, runs, secret, bound)?;
         let first = rows.len();
         let passed = gateway.iter().chain(&bare).all(|load| load.passed);
         all_passed &= passed;
@@ -386,7 +429,7 @@ pub(super) fn figures(quick: bool, target_dir: &Path, rows: &mut Vec<Row>) -> Re
                 .map(str::to_owned)
                 .into();
         let bound = Duration::from_secs_f64(seconds) + Duration::from_secs(120 + users as u64 / 50);
-        let (gateway, bare) = alternate(&binaries, &args, runs, &secret, bound)?;
+        let (gateway, bare) = alternate(binaries, &args, runs, secret, bound)?;
         let passed = gateway.iter().chain(&bare).all(|load| load.passed);
         all_passed &= passed;
         let (p99, bare_p99) = (median_of(&gateway, "p99_ms"), median_of(&bare, "p99_ms"));
@@ -411,7 +454,7 @@ pub(super) fn figures(quick: bool, target_dir: &Path, rows: &mut Vec<Row>) -> Re
     eprintln!("bench: chat-gateway idle memory, {idle} connections, {runs} runs per server, alternating");
     let args: Vec<String> = ["--idle".to_owned(), idle.to_string()].into();
     let bound = Duration::from_secs(120 + idle as u64 / 50);
-    let (gateway, bare) = alternate(&binaries, &args, runs, &secret, bound)?;
+    let (gateway, bare) = alternate(binaries, &args, runs, secret, bound)?;
     let passed = gateway.iter().chain(&bare).all(|load| load.passed);
     all_passed &= passed;
     let (bytes, bare_bytes) =

@@ -4,6 +4,7 @@
 //! gateway-load --url ws://127.0.0.1:PORT/v1/ws [--users 1000] [--in-flight 3] [--seconds 5] [--server-pid PID]
 //! gateway-load --url ... --users N --rate R [--seconds S]       # paced: R runs per user per second
 //! gateway-load --url ... --idle N --server-pid PID              # memory per idle connection
+//! gateway-load --url ws://A/v1/ws --replay M [--resume-url ws://B/v1/ws]  # one session replayed and followed
 //! ```
 //!
 //! Each user opens one connection with its own token (HS256, minted with `--secret` or `CHAT_GATEWAY_SECRET`; the
@@ -12,7 +13,9 @@
 //! starts a run every 1/R s (users spread evenly over the period), at most 16 in flight (the gateway's limit per
 //! session). Then every outstanding run is awaited, up to `--finish-timeout`. Idle (`--idle N`): N connections
 //! that only answer pings; the server's resident memory before opening them and after they are all open and
-//! settled gives the memory per connection.
+//! settled gives the memory per connection. Replay (`--replay M`, the [`replay`] module): one session of M
+//! messages resumed with `after=0` on its own node and, with `--resume-url`, on another node sharing its Redis event
+//! log; then runs followed live on both.
 //!
 //! Every message is checked (`gateway_load::check`): gaps and order of `seq`, each run's events against the
 //! agent's script, every event's `request_id` (which names the user and the run) and `run_id`, one
@@ -22,8 +25,9 @@
 //! Figures: p50 and p99 of the client-side time from sending a run to receiving its `agent_started`, events/s
 //! (from the start to the last run's end), the server's CPU per event (`utime + stime` of `--server-pid` from
 //! `/proc`, over the same span, divided by the events received), the server's resident memory, the load
-//! generator's own CPU, and fairness: runs completed per user, the slowest user against the median. They are
-//! printed as a table, then as `LOAD\t<key>\t<value>` lines for scripts.
+//! generator's own CPU, and fairness: runs completed per user, the slowest user against the median; with
+//! `--store-pid` (a process the server depends on, such as its `redis-server`), that process's CPU per event over
+//! the same span. They are printed as a table, then as `LOAD\t<key>\t<value>` lines for scripts.
 // A command-line program talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -45,6 +49,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+// Beside this file, not in `src/bin/` itself, where cargo would take it for a binary of its own.
+#[path = "gateway-load/replay.rs"]
+mod replay;
+
 const USAGE: &str = "\
 gateway-load: load for chat-gateway from a separate process, every message checked
 
@@ -52,11 +60,15 @@ Usage:
   gateway-load --url ws://127.0.0.1:PORT/v1/ws [--users 1000] [--in-flight 3] [--seconds 5] [options]
   gateway-load --url ws://127.0.0.1:PORT/v1/ws --users N --rate R [--seconds 5] [options]
   gateway-load --url ws://127.0.0.1:PORT/v1/ws --idle N --server-pid PID [options]
+  gateway-load --url ws://127.0.0.1:PORT/v1/ws --replay M [--resume-url ws://127.0.0.1:PORT2/v1/ws] [options]
 
 Modes:
   (default)            closed loop: each user keeps --in-flight runs going (echo, tools, slow 3 in turn)
   --rate R             paced: each user starts R runs per second (at most 16 in flight)
   --idle N             N idle connections; reports the server's memory per connection (needs --server-pid)
+  --replay M           one session: M messages (tools runs, 16 in flight), then resumed with after=0 and timed
+                       until the last one arrives, on --url and on --resume-url (another node sharing the
+                       session's Redis event log), alternating; then --follow-runs echo runs on each, one at a time
 
 Options:
   --url URL            the server's WebSocket endpoint; only ws://127.0.0.1:PORT/... is accepted
@@ -65,11 +77,15 @@ Options:
   --in-flight K        runs each user keeps going in the closed loop, 1 to 16 (default 3)
   --seconds S          how long runs are started (default 5)
   --server-pid PID     the server process, for its CPU time and memory (from /proc)
+  --store-pid PID      a process the server depends on (its redis-server), for its CPU time too
   --threads T          the load generator's runtime threads (default 1)
   --connect-concurrency C  handshakes at a time (default 64)
   --finish-timeout S   how long to wait for outstanding runs once the time is up (default 30)
   --settle S           idle mode: the wait after the last connection opened before memory is read (default 2)
   --label NAME         a name for the server in the report (default: server)
+  --resume-url URL     replay mode: the other node's WebSocket endpoint (without it, only --url is measured)
+  --repeats R          replay mode: resumes and follow connections per node, alternating (default 3)
+  --follow-runs K      replay mode: echo runs per follow connection (default 100)
 
 Exit status: 0 if every check passed, 1 if an event was lost, misordered, out of place or a connection failed,
 2 for a usage mistake or a server that cannot be reached.";
@@ -91,9 +107,17 @@ const SPARE_FDS: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
-    Closed { in_flight: usize },
-    Paced { rate: f64 },
+    Closed {
+        in_flight: usize,
+    },
+    Paced {
+        rate: f64,
+    },
     Idle,
+    /// One session of `messages` messages, replayed and followed ([`replay`]).
+    Replay {
+        messages: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -111,6 +135,11 @@ struct Options {
     finish_timeout: Duration,
     settle: Duration,
     label: String,
+    store_pid: Option<u32>,
+    /// Replay mode: the other node's address and path.
+    resume: Option<(SocketAddr, String)>,
+    repeats: usize,
+    follow_runs: usize,
 }
 
 /// `ws://127.0.0.1:PORT/path?query` -> the address and `/path?query`. Only 127.0.0.1: the load stays on this machine.
@@ -129,6 +158,7 @@ fn parse_args(mut args: impl Iterator<Item = String>, env_secret: Option<String>
     let mut url = None;
     let mut secret = env_secret;
     let (mut users, mut in_flight, mut rate, mut idle) = (None, None, None, None);
+    let (mut replay, mut resume_url, mut repeats, mut follow_runs) = (None, None, None, None);
     let mut options = Options {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         path: String::new(),
@@ -142,6 +172,10 @@ fn parse_args(mut args: impl Iterator<Item = String>, env_secret: Option<String>
         finish_timeout: Duration::from_secs(30),
         settle: Duration::from_secs(2),
         label: "server".to_owned(),
+        store_pid: None,
+        resume: None,
+        repeats: 3,
+        follow_runs: 100,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -185,6 +219,11 @@ fn parse_args(mut args: impl Iterator<Item = String>, env_secret: Option<String>
             "--finish-timeout" => options.finish_timeout = Duration::from_secs_f64(seconds(value()?, 3600.0)?),
             "--settle" => options.settle = Duration::from_secs_f64(seconds(value()?, 600.0)?),
             "--label" => options.label = value()?,
+            "--store-pid" => options.store_pid = Some(whole(value()?, 1..=u64::from(u32::MAX))? as u32),
+            "--replay" => replay = Some(whole(value()?, 1..=1_000_000)?),
+            "--resume-url" => resume_url = Some(value()?),
+            "--repeats" => repeats = Some(whole(value()?, 1..=1000)? as usize),
+            "--follow-runs" => follow_runs = Some(whole(value()?, 0..=100_000)? as usize),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -198,6 +237,22 @@ fn parse_args(mut args: impl Iterator<Item = String>, env_secret: Option<String>
         return Err("no secret to mint tokens with: pass --secret or set CHAT_GATEWAY_SECRET (the server's; \
                     gateway-bare accepts any)"
             .to_owned());
+    }
+    if let Some(messages) = replay {
+        if users.is_some() || idle.is_some() || rate.is_some() || in_flight.is_some() {
+            return Err(
+                "`--replay` drives one session: it takes no `--users`, `--idle`, `--rate` or `--in-flight`".to_owned()
+            );
+        }
+        options.resume = resume_url.as_deref().map(parse_url).transpose()?;
+        options.repeats = repeats.unwrap_or(options.repeats);
+        options.follow_runs = follow_runs.unwrap_or(options.follow_runs);
+        options.mode = Mode::Replay { messages };
+        options.users = 1;
+        return Ok(Some(options));
+    }
+    if resume_url.is_some() || repeats.is_some() || follow_runs.is_some() {
+        return Err("`--resume-url`, `--repeats` and `--follow-runs` belong to `--replay M`".to_owned());
     }
     options.mode = match (idle, rate, in_flight) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
@@ -313,27 +368,32 @@ enum Phase {
 
 /// A user's connection: its handshake, then its first frame.
 async fn connect(options: &Options, user: &str) -> Result<(Ws, Checker), String> {
+    let (ws, first) = handshake(options, options.addr, &options.path, user).await?;
+    // The first frame is the session frame.
+    let mut checker = Checker::new(user);
+    checker.receive(&first, Instant::now());
+    Ok((ws, checker))
+}
+
+/// A connection of `user` to `addr` and `path` (which may carry a query): the WebSocket handshake, and the text of
+/// the first frame.
+async fn handshake(options: &Options, addr: SocketAddr, path: &str, user: &str) -> Result<(Ws, String), String> {
     let secret = options.secret.as_ref().ok_or("no secret")?;
     let token = mint_token(secret, user, TOKEN_TTL, now_unix());
-    let separator = if options.path.contains('?') { '&' } else { '?' };
-    let url = format!("ws://{}{}{separator}token={token}", options.addr, options.path);
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let url = format!("ws://{addr}{path}{separator}token={token}");
     // A small read buffer: 10,000 connections with tungstenite's default 128 KiB would take 1.3 GB here.
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .map_err(|err| format!("the WebSocket handshake failed: {err}"))?;
-        // The first frame is the session frame.
-        let mut checker = Checker::new(user);
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => {
-                checker.receive(text.as_str(), Instant::now());
-            }
-            Some(Ok(other)) => return Err(format!("the first frame is not text: {other:?}")),
-            Some(Err(err)) => return Err(format!("the connection failed before its first frame: {err}")),
-            None => return Err("the server closed the connection before its first frame".to_owned()),
+            Some(Ok(Message::Text(text))) => Ok((ws, text.as_str().to_owned())),
+            Some(Ok(other)) => Err(format!("the first frame is not text: {other:?}")),
+            Some(Err(err)) => Err(format!("the connection failed before its first frame: {err}")),
+            None => Err("the server closed the connection before its first frame".to_owned()),
         }
-        Ok((ws, checker))
     })
     .await;
     connected.unwrap_or_else(|_| Err(format!("no handshake and first frame within {CONNECT_TIMEOUT:?}")))
@@ -454,7 +514,7 @@ async fn drive(user: &mut User, ws: &mut Ws, checker: &mut Checker, skipped: &mu
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             (MAX_IN_FLIGHT, Some(ticks))
         }
-        Mode::Idle => return Ok(()),
+        Mode::Idle | Mode::Replay { .. } => return Ok(()),
     };
     let mut start = |checker: &mut Checker| {
         let text = checker.start_run(&plans[next_plan], Instant::now());
@@ -504,6 +564,14 @@ fn server_ticks(options: &Options) -> Result<Option<u64>, Fatal> {
         .map_err(|err| Fatal::Usage(format!("cannot read /proc/{pid}/stat of --server-pid {pid}: {err}")))
 }
 
+/// Reads the store's CPU ticks, if it is known.
+fn store_ticks(options: &Options) -> Result<Option<u64>, Fatal> {
+    let Some(pid) = options.store_pid else { return Ok(None) };
+    procfs::cpu_ticks(pid)
+        .map(Some)
+        .map_err(|err| Fatal::Usage(format!("cannot read /proc/{pid}/stat of --store-pid {pid}: {err}")))
+}
+
 fn server_rss(options: &Options) -> Option<u64> {
     procfs::rss_kib(options.server_pid?).ok()
 }
@@ -523,6 +591,12 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
     }
     if let Some(pid) = options.server_pid {
         procfs::cpu_ticks(pid).map_err(|err| Fatal::Usage(format!("--server-pid {pid}: no such process? {err}")))?;
+    }
+    if let Some(pid) = options.store_pid {
+        procfs::cpu_ticks(pid).map_err(|err| Fatal::Usage(format!("--store-pid {pid}: no such process? {err}")))?;
+    }
+    if let Mode::Replay { messages } = options.mode {
+        return replay::run(&options, messages).await;
     }
     // Before any connection: the idle figure's baseline.
     let rss_before = server_rss(&options);
@@ -593,6 +667,7 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
     }
 
     let ticks_before = server_ticks(&options)?;
+    let store_before = store_ticks(&options)?;
     let own_before = procfs::cpu_ticks(std::process::id()).ok();
     let rss_before = server_rss(&options).or(rss_before);
     let started = Instant::now();
@@ -612,6 +687,7 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
     }
     let elapsed = last_done.duration_since(started).as_secs_f64().max(1e-9);
     let ticks_after = server_ticks(&options)?;
+    let store_after = store_ticks(&options)?;
     let own_after = procfs::cpu_ticks(std::process::id()).ok();
     let rss_after = server_rss(&options);
 
@@ -640,6 +716,8 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
     let server_cpu = ticks_before.zip(ticks_after).map(|(before, after)| seconds(after.saturating_sub(before)));
     let own_cpu = own_before.zip(own_after).map(|(before, after)| seconds(after.saturating_sub(before)));
     let cpu_per_event = server_cpu.map(|cpu| cpu * 1e6 / total.events.max(1) as f64);
+    let store_cpu = store_before.zip(store_after).map(|(before, after)| seconds(after.saturating_sub(before)));
+    let store_per_event = store_cpu.map(|cpu| cpu * 1e6 / total.events.max(1) as f64);
     runs_per_user.sort_unstable();
     let min_runs = runs_per_user.first().copied().unwrap_or(0);
     let median_runs = median(&runs_per_user).unwrap_or(0);
@@ -648,7 +726,7 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
     let mode = match options.mode {
         Mode::Closed { in_flight } => format!("closed loop, {in_flight} runs in flight per user"),
         Mode::Paced { rate } => format!("paced, {rate} runs per user per second"),
-        Mode::Idle => unreachable!("handled above"),
+        Mode::Idle | Mode::Replay { .. } => unreachable!("handled above"),
     };
     let mut table = Table::default();
     println!(
@@ -674,6 +752,9 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
             _ => "n/a (no --server-pid)".to_owned(),
         },
     );
+    if let (Some(per_event), Some(cpu)) = (store_per_event, store_cpu) {
+        table.row("store CPU per event", format!("{per_event:.2} us ({cpu:.2} s of CPU, {:.2} cores)", cpu / elapsed));
+    }
     table.row(
         "server RSS before / after",
         match (rss_before, rss_after) {
@@ -715,6 +796,10 @@ async fn run(options: Arc<Options>) -> Result<bool, Fatal> {
     if let (Some(per_event), Some(cpu)) = (cpu_per_event, server_cpu) {
         lines.add("server_cpu_us_per_event", format!("{per_event:.3}"));
         lines.add("server_cpu_s", format!("{cpu:.2}"));
+    }
+    if let (Some(per_event), Some(cpu)) = (store_per_event, store_cpu) {
+        lines.add("store_cpu_us_per_event", format!("{per_event:.3}"));
+        lines.add("store_cpu_s", format!("{cpu:.2}"));
     }
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         lines.add("server_rss_before_kib", before);
@@ -889,6 +974,20 @@ mod tests {
             "127.0.0.1:9000 /v1/ws Idle users=100 s=5 pid=Some(7)"
         );
         assert_eq!(parse("--help", None).unwrap(), "help");
+        assert_eq!(
+            parse(&format!("{url} --replay 4000 --store-pid 9"), Some("s")).unwrap(),
+            "127.0.0.1:9000 /v1/ws Replay { messages: 4000 } users=1 s=5 pid=None"
+        );
+        let options = parse_args(
+            format!("{url} --replay 8 --resume-url ws://127.0.0.1:9001/v1/ws --repeats 2 --follow-runs=0")
+                .split_whitespace()
+                .map(str::to_owned),
+            Some("s".to_owned()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(options.resume, Some((SocketAddr::from(([127, 0, 0, 1], 9001)), "/v1/ws".to_owned())));
+        assert_eq!((options.repeats, options.follow_runs, options.store_pid), (2, 0, None));
     }
 
     #[test]
@@ -910,6 +1009,12 @@ mod tests {
         assert!(error(&format!("{url} --idle 5 --users 5 --server-pid 1")).contains("leave out `--users`"));
         assert!(error(&format!("{url} --users")).contains("`--users` needs a value"));
         assert!(error(&format!("{url} --frobnicate")).contains("unknown argument `--frobnicate`"));
+        assert!(error(&format!("{url} --replay 0")).contains("from 1 to 1000000"));
+        assert!(error(&format!("{url} --replay 10 --users 5")).contains("`--replay` drives one session"));
+        assert!(error(&format!("{url} --replay 10 --rate 1")).contains("`--replay` drives one session"));
+        assert!(error(&format!("{url} --resume-url ws://127.0.0.1:1/v1/ws")).contains("belong to `--replay M`"));
+        assert!(error(&format!("{url} --repeats 2")).contains("belong to `--replay M`"));
+        assert!(error(&format!("{url} --replay 10 --resume-url ws://10.0.0.1:1/")).contains("only ws://127.0.0.1"));
         assert!(parse(url, None).unwrap_err().contains("no secret"));
         assert!(parse(&format!("{url} --secret="), None).unwrap_err().contains("empty"));
     }
