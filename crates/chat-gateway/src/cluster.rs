@@ -255,6 +255,38 @@ return seq
     )
 });
 
+/// Appends messages `ARGV[3]`, `ARGV[3] + 1`, ... (their texts `ARGV[4..4 + ARGV[2]]`) to a session's log, trimmed
+/// to about `ARGV[1]`, then applies the changes to the node's runs in progress that follow (`+ field value` or
+/// `- field _`); all or nothing. -1 when the log already goes as far (another node ended the session: this one was
+/// taken for lost); 0, writing nothing, when the log is gone (the session was forgotten, or Redis restarted empty)
+/// and these are not its first messages; 1 once written.
+static MIRROR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local count = tonumber(ARGV[2])
+local first = tonumber(ARGV[3])
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local id = last[1][1]
+  if tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1)) >= first then return -1 end
+elseif first > 1 then
+  return 0
+end
+for i = 0, count - 1 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0', 'm', ARGV[4 + i])
+end
+for j = 4 + count, #ARGV, 3 do
+  if ARGV[j] == '+' then
+    redis.call('HSET', KEYS[2], ARGV[j + 1], ARGV[j + 2])
+  else
+    redis.call('HDEL', KEYS[2], ARGV[j + 1])
+  end
+end
+return 1
+",
+    )
+});
+
 /// What a run change means for the node's list of runs in progress.
 #[derive(Debug)]
 pub(crate) enum RunChange<'a> {
@@ -407,12 +439,6 @@ fn last_seq_of(last: &StreamEntries) -> u64 {
 
 fn is_connection_error(err: &RedisError) -> bool {
     err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal()
-}
-
-/// `XADD` refused an id at or below the stream's last one: Redis's own words (`ERR The ID specified in XADD is
-/// equal or smaller than the target stream top item`), the same since streams exist.
-fn is_id_taken(err: &RedisError) -> bool {
-    !is_connection_error(err) && err.to_string().contains("equal or smaller")
 }
 
 /// Appends an entry to `node`'s inbox, which then lives a while even if nobody reads it (a node that went away).
@@ -725,15 +751,14 @@ impl RedisEventLog {
         self.note(&left);
     }
 
-    /// The pump's write, before the message is in the owner's memory: appends it to the session's Redis log and
-    /// keeps the node's list of runs in progress. `Err` when the log already has this seq: another node ended the
-    /// session (this node was taken for lost), so the session must stop. While Redis is down the message stays in
-    /// memory only.
+    /// The pump's write, before the messages are in the owner's memory: appends them to the session's Redis log
+    /// (in one round trip, atomically) and keeps the node's list of runs in progress. `Err` when the log already
+    /// has one of these seqs: another node ended the session (this node was taken for lost), so the session must
+    /// stop. While Redis is down the messages stay in memory only.
     pub(crate) async fn mirror(
         &self,
         key: SessionKey,
-        message: &LoggedMessage,
-        run: RunChange<'_>,
+        messages: &[(&LoggedMessage, RunChange<'_>)],
     ) -> Result<(), EndedElsewhere> {
         if self.0.fenced.is_cancelled() {
             return Err(EndedElsewhere);
@@ -741,41 +766,31 @@ impl RedisEventLog {
         if !self.is_up() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let xadd = pipe.cmd("XADD").arg(log_key(key));
-        if message.seq > 1 {
-            // Not again once the session was forgotten here (its log deleted), or lost with a Redis restart.
-            xadd.arg("NOMKSTREAM");
+        let Some((first, _)) = messages.first() else { return Ok(()) };
+        let mut script = MIRROR.key(log_key(key));
+        script.key(runs_key(&self.0.node)).arg(self.0.trim + 1).arg(messages.len()).arg(first.seq);
+        for (message, _) in messages {
+            script.arg(message.text.as_str());
         }
-        // One more than the limit: Redis gets each message before the owner's memory log does.
-        xadd.arg("MAXLEN")
-            .arg("~")
-            .arg(self.0.trim + 1)
-            .arg(format!("{}-0", message.seq))
-            .arg("m")
-            .arg(message.text.as_str())
-            .ignore();
-        let runs = runs_key(&self.0.node);
-        match run {
-            RunChange::None => {}
-            RunChange::Started { run, request_id } => {
-                let value = serde_json::to_string(&request_id).unwrap_or_else(|_| "null".to_owned());
-                pipe.hset(&runs, format!("{key} {run}"), value).ignore();
-            }
-            RunChange::Ended { run } => {
-                pipe.hdel(&runs, format!("{key} {run}")).ignore();
+        for (_, run) in messages {
+            match run {
+                RunChange::None => {}
+                RunChange::Started { run, request_id } => {
+                    let value = serde_json::to_string(request_id).unwrap_or_else(|_| "null".to_owned());
+                    script.arg("+").arg(format!("{key} {run}")).arg(value);
+                }
+                RunChange::Ended { run } => {
+                    script.arg("-").arg(format!("{key} {run}")).arg("");
+                }
             }
         }
-        let written: Result<(), RedisError> = pipe.query_async(&mut self.conn()).await;
+        let written: Result<i64, RedisError> = script.invoke_async(&mut self.conn()).await;
         self.note(&written);
-        match written {
-            Err(err) if is_id_taken(&err) => {
-                tracing::error!(session = %key, "another node appended to this session's log: it was taken for lost");
-                Err(EndedElsewhere)
-            }
-            _ => Ok(()),
+        if written == Ok(-1) {
+            tracing::error!(session = %key, "another node appended to this session's log: it was taken for lost");
+            return Err(EndedElsewhere);
         }
+        Ok(())
     }
 
     pub(crate) fn opened(&self, key: SessionKey, user: &str) {

@@ -29,6 +29,10 @@ use crate::sessions::{LiveSession, Refusal, RunStart};
 /// The most messages written before one flush.
 const BATCH: usize = 64;
 
+/// The most messages read from the shared log (Redis) at once, for a session owned by another process: each read
+/// is a round trip, so a replay reads more at a time than from memory.
+const REMOTE_BATCH: usize = 512;
+
 /// How long a draining connection may take to write its last events and close frame.
 const FINAL_WRITE_GRACE: Duration = Duration::from_secs(5);
 
@@ -562,7 +566,7 @@ async fn send_messages(
                         },
                     )
                 }
-                Held::Remote(feed) => feed.read_after(cursor, BATCH).await,
+                Held::Remote(feed) => feed.read_after(cursor, REMOTE_BATCH).await,
             }
         };
         let batch = tokio::select! {

@@ -523,6 +523,51 @@ enum Outgoing {
     Refusal(Box<Refusal>),
 }
 
+/// How many messages ready at once the pump writes to a shared log in one round trip.
+const PUMP_BATCH: usize = 64;
+
+/// A message numbered and rendered by the pump.
+struct Numbered {
+    message: LoggedMessage,
+    terminal: bool,
+    is_event: bool,
+    /// The run it starts or ends, with the run's request id (with a shared log only, which lists runs in progress).
+    run: Option<(String, Option<String>)>,
+}
+
+impl Numbered {
+    fn new(seq: u64, outgoing: Outgoing, shared: bool) -> Numbered {
+        match outgoing {
+            Outgoing::Event(event) => {
+                let terminal = event.kind().is_terminal();
+                let starts = matches!(event.kind(), core_registry::EventKind::AgentStarted { .. });
+                let run = (shared && (terminal || starts))
+                    .then(|| (event.run_id().to_string(), event.tag().map(str::to_owned)));
+                let body = Body::Event(event);
+                let text = ServerMessage { seq, request_id: body.run_tag(), body: &body }.to_json();
+                Numbered { message: LoggedMessage::new(seq, text), terminal, is_event: true, run }
+            }
+            Outgoing::Refusal(refusal) => {
+                let message = ServerMessage { seq, request_id: refusal.request_id.as_deref(), body: &refusal.body };
+                Numbered {
+                    message: LoggedMessage::new(seq, message.to_json()),
+                    terminal: false,
+                    is_event: false,
+                    run: None,
+                }
+            }
+        }
+    }
+
+    fn run_change(&self) -> RunChange<'_> {
+        match &self.run {
+            None => RunChange::None,
+            Some((run, _)) if self.terminal => RunChange::Ended { run },
+            Some((run, request_id)) => RunChange::Started { run, request_id: request_id.as_deref() },
+        }
+    }
+}
+
 /// The session's only writer: numbers every message and appends it to the log, until the session is closed.
 async fn pump(
     live: Arc<LiveSession>,
@@ -539,8 +584,11 @@ async fn pump(
     let mut open_runs: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Made once, not twice per message (each registers with the token when first polled).
     let mut closed = std::pin::pin!(live.closed.cancelled());
-    loop {
-        let outgoing = tokio::select! {
+    // With a shared log, every message ready at once is written to Redis in one round trip: one at a time, a
+    // session would get one message per round trip at most.
+    let batch_limit = if cluster.is_some() { PUMP_BATCH } else { 1 };
+    'pump: loop {
+        let first = tokio::select! {
             biased;
             () = closed.as_mut() => break,
             Some(refusal) = refusals.recv() => Outgoing::Refusal(refusal),
@@ -550,65 +598,64 @@ async fn pump(
                 None => break,
             },
         };
-        seq += 1;
-        // The run this message starts or ends, for the list of runs in progress kept with the shared log.
-        let mut run = None;
-        let (text, terminal, is_event) = match outgoing {
-            Outgoing::Event(event) => {
-                let terminal = event.kind().is_terminal();
-                if cluster.is_some()
-                    && (terminal || matches!(event.kind(), core_registry::EventKind::AgentStarted { .. }))
-                {
-                    run = Some((event.run_id().to_string(), event.tag().map(str::to_owned)));
-                }
-                let body = Body::Event(event);
-                (ServerMessage { seq, request_id: body.run_tag(), body: &body }.to_json(), terminal, true)
+        let mut outgoing = vec![first];
+        while outgoing.len() < batch_limit {
+            if let Ok(refusal) = refusals.try_recv() {
+                outgoing.push(Outgoing::Refusal(refusal));
+            } else if let Ok(event) = events.try_recv() {
+                outgoing.push(Outgoing::Event(event));
+            } else {
+                break;
             }
-            Outgoing::Refusal(refusal) => {
-                let message = ServerMessage { seq, request_id: refusal.request_id.as_deref(), body: &refusal.body };
-                (message.to_json(), false, false)
-            }
-        };
-        let message = LoggedMessage::new(seq, text);
+        }
+        let batch: Vec<Numbered> = outgoing
+            .into_iter()
+            .map(|outgoing| {
+                seq += 1;
+                Numbered::new(seq, outgoing, cluster.is_some())
+            })
+            .collect();
         if let Some(cluster) = &cluster {
-            let change = match &run {
-                None => RunChange::None,
-                Some((run, _)) if terminal => RunChange::Ended { run },
-                Some((run, request_id)) => RunChange::Started { run, request_id: request_id.as_deref() },
-            };
+            let writes: Vec<(&LoggedMessage, RunChange<'_>)> =
+                batch.iter().map(|numbered| (&numbered.message, numbered.run_change())).collect();
             let mirrored = tokio::select! {
                 biased;
                 () = closed.as_mut() => break,
-                mirrored = cluster.mirror(live.key, &message, change) => mirrored,
+                mirrored = cluster.mirror(live.key, &writes) => mirrored,
             };
             if mirrored.is_err() {
                 // Another node ended this session (it took this one for lost): nothing more may be appended.
-                seq -= 1;
+                seq -= batch.len() as u64;
                 break;
             }
-            match run {
-                Some((run, _)) if terminal => {
-                    open_runs.remove(&run);
+            for numbered in &batch {
+                match &numbered.run {
+                    Some((run, _)) if numbered.terminal => {
+                        open_runs.remove(run);
+                    }
+                    Some((run, _)) => {
+                        open_runs.insert(run.clone());
+                    }
+                    None => {}
                 }
-                Some((run, _)) => {
-                    open_runs.insert(run);
-                }
-                None => {}
             }
         }
-        let appended = tokio::select! {
-            biased;
-            () = closed.as_mut() => break,
-            appended = log.append(live.key, message) => appended,
-        };
-        if let Err(err) = appended {
-            tracing::debug!(%err, "session's messages can no longer be delivered");
-            break;
-        }
-        live.last_seq.store(seq, Ordering::Release);
-        metrics.sent(u64::from(is_event), u64::from(!is_event));
-        if terminal {
-            live.run_done();
+        for Numbered { message, terminal, is_event, .. } in batch {
+            let seq = message.seq;
+            let appended = tokio::select! {
+                biased;
+                () = closed.as_mut() => break 'pump,
+                appended = log.append(live.key, message) => appended,
+            };
+            if let Err(err) = appended {
+                tracing::debug!(%err, "session's messages can no longer be delivered");
+                break 'pump;
+            }
+            live.last_seq.store(seq, Ordering::Release);
+            metrics.sent(u64::from(is_event), u64::from(!is_event));
+            if terminal {
+                live.run_done();
+            }
         }
     }
     live.finished.cancel();
