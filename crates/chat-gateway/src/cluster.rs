@@ -387,6 +387,9 @@ pub(crate) struct Feed {
     pub(crate) generation: u64,
     pub(crate) last_seq: u64,
     doorbell: Notify,
+    // What the follower's `XREAD` returned of this log since the connection last read: served from here when it
+    // continues the connection's cursor, saving a second read (bounded; past the bound, dropped for an `XRANGE`).
+    followed: Mutex<Vec<Entry>>,
     over: CancellationToken,
     log: RedisEventLog,
 }
@@ -407,7 +410,11 @@ fn entry_id(id: &str) -> Option<(u64, u64)> {
     Some((seq.parse().ok()?, sub.parse().ok()?))
 }
 
+/// How many entries the follower keeps for one remote reader between its reads.
+const FOLLOWED_KEPT: usize = 1024;
+
 /// One entry of a session's log.
+#[derive(Clone)]
 enum Entry {
     Message(LoggedMessage),
     /// The end marker, after message `seq`.
@@ -1000,6 +1007,7 @@ impl RedisEventLog {
             generation,
             last_seq,
             doorbell: Notify::new(),
+            followed: Mutex::default(),
             over: CancellationToken::new(),
             log: self.clone(),
         });
@@ -1121,8 +1129,19 @@ impl RedisEventLog {
                     inbox_id = last;
                 } else if let Some(key) = stream.strip_prefix("cg:log:").and_then(|key| key.parse().ok()) {
                     logs.insert(key, last);
+                    let entries = parse_entries(entries);
                     if let Some(feeds) = lock(&self.0.feeds).get(&key) {
-                        feeds.iter().for_each(|feed| feed.doorbell.notify_one());
+                        for feed in feeds {
+                            let mut followed = lock(&feed.followed);
+                            if followed.len() + entries.len() <= FOLLOWED_KEPT {
+                                followed.extend(entries.iter().cloned());
+                            } else {
+                                // A reader far behind reads the log itself.
+                                followed.clear();
+                            }
+                            drop(followed);
+                            feed.doorbell.notify_one();
+                        }
                     }
                 }
             }
@@ -1330,6 +1349,27 @@ impl From<RedisError> for StartError {
     }
 }
 
+/// What `entries` (in log order) give a reader whose client has every message up to `cursor`: up to `max` messages
+/// that continue it, or how its feed ends; `None` when they say nothing yet (empty).
+fn continuation(entries: Vec<Entry>, cursor: u64, max: usize) -> Option<Result<Vec<LoggedMessage>, FeedEnd>> {
+    let mut messages: Vec<LoggedMessage> = Vec::new();
+    let mut expect = cursor + 1;
+    for entry in entries {
+        match entry {
+            Entry::Message(message) if message.seq == expect && messages.len() < max.max(1) => {
+                expect += 1;
+                messages.push(message);
+            }
+            // The end, right after what this client has.
+            Entry::End { seq } if seq + 1 == expect && messages.is_empty() => return Some(Err(FeedEnd::Ended)),
+            // A hole (messages that were never written to Redis): nothing past it can be delivered in order.
+            _ if messages.is_empty() => return Some(Err(FeedEnd::Gap)),
+            _ => break,
+        }
+    }
+    if messages.is_empty() { None } else { Some(Ok(messages)) }
+}
+
 impl Feed {
     /// Waits until the log holds messages after `cursor`, and returns up to `max` of them, in order.
     ///
@@ -1341,6 +1381,16 @@ impl Feed {
         loop {
             if self.over.is_cancelled() {
                 return Err(FeedEnd::TakenOver);
+            }
+            // What the follower read, if it continues this cursor (else the log is read: it alone is the truth).
+            let followed = std::mem::take(&mut *lock(&self.followed));
+            let from_follower = match followed.first() {
+                Some(Entry::Message(message)) => message.seq == cursor + 1,
+                Some(Entry::End { seq }) => *seq == cursor,
+                None => false,
+            };
+            if from_follower && let Some(messages) = continuation(followed, cursor, max) {
+                return messages;
             }
             // From `{cursor}-1`: the end marker after message `cursor`, or the messages after it.
             let read: Result<StreamEntries, RedisError> = redis::cmd("XRANGE")
@@ -1355,26 +1405,8 @@ impl Feed {
             match read {
                 Ok(entries) => {
                     backoff = Duration::from_millis(50);
-                    let mut messages: Vec<LoggedMessage> = Vec::new();
-                    let mut expect = cursor + 1;
-                    for entry in parse_entries(entries) {
-                        match entry {
-                            Entry::Message(message) if message.seq == expect => {
-                                expect += 1;
-                                messages.push(message);
-                            }
-                            // The end, right after what this client has.
-                            Entry::End { seq } if seq + 1 == expect && messages.is_empty() => {
-                                return Err(FeedEnd::Ended);
-                            }
-                            // A hole (messages that were never written to Redis): nothing past it can be delivered
-                            // in order.
-                            _ if messages.is_empty() => return Err(FeedEnd::Gap),
-                            _ => break,
-                        }
-                    }
-                    if !messages.is_empty() {
-                        return Ok(messages);
+                    if let Some(messages) = continuation(parse_entries(entries), cursor, max) {
+                        return messages;
                     }
                     tokio::select! {
                         () = self.doorbell.notified() => {}
@@ -1486,6 +1518,24 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, [r#"3:{"seq":3}"#, r#"4:{"seq":4}"#, "end after 4"]);
+    }
+
+    #[test]
+    fn a_reader_gets_what_continues_its_cursor_and_nothing_past_a_hole() {
+        let message = |seq: u64| Entry::Message(LoggedMessage::new(seq, seq.to_string()));
+        let seqs = |got: Option<Result<Vec<LoggedMessage>, FeedEnd>>| {
+            got.map(|got| got.map(|messages| messages.iter().map(|message| message.seq).collect::<Vec<_>>()))
+        };
+        assert_eq!(seqs(continuation(vec![message(3), message(4)], 2, 64)), Some(Ok(vec![3, 4])));
+        assert_eq!(seqs(continuation(vec![message(3), message(4)], 2, 1)), Some(Ok(vec![3])), "at most max");
+        // The end marker after message 4: the messages first, the end on the next read.
+        assert_eq!(seqs(continuation(vec![message(4), Entry::End { seq: 4 }], 3, 64)), Some(Ok(vec![4])));
+        assert_eq!(seqs(continuation(vec![Entry::End { seq: 4 }], 4, 64)), Some(Err(FeedEnd::Ended)));
+        // A hole, or an end that does not follow the cursor: a gap, never a skip.
+        assert_eq!(seqs(continuation(vec![message(5)], 3, 64)), Some(Err(FeedEnd::Gap)));
+        assert_eq!(seqs(continuation(vec![Entry::End { seq: 9 }], 3, 64)), Some(Err(FeedEnd::Gap)));
+        assert_eq!(seqs(continuation(vec![message(4), message(6)], 3, 64)), Some(Ok(vec![4])), "up to the hole");
+        assert_eq!(seqs(continuation(Vec::new(), 3, 64)), None);
     }
 
     #[test]
