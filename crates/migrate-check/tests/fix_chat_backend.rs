@@ -16,9 +16,10 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A copy at `target/fix-fixtures/chat-backend` (the fixture's depth, so its `path`s resolve), committed to git.
+/// A copy at `target/fix-fixtures/chat-backend` of the repository (the fixture's depth, so its `path`s resolve, also
+/// when `CARGO_TARGET_DIR` points elsewhere), committed to git.
 fn copy() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../fix-fixtures/chat-backend");
+    let dir = repository().join("target/fix-fixtures/chat-backend");
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&repository().join("tests/fixtures/chat-backend"), &dir);
     git(&dir, &["init", "-q"]);
