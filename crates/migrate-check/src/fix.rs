@@ -1863,6 +1863,36 @@ fn decl_table<'d>(doc: &'d mut DocumentMut, decl: &Decl) -> Option<&'d mut dyn T
     base.get_mut(name)?.as_table_like_mut()
 }
 
+/// Removes the dependency table that held `decl` (just removed) when nothing is left in it and no comment sits on its
+/// header: a reviewer would not keep an empty `[dev-dependencies]`.
+fn drop_emptied_table(doc: &mut DocumentMut, decl: &Decl) {
+    let base: &mut dyn TableLike = match &decl.target {
+        None => doc.as_table_mut(),
+        Some(target) => {
+            let Some(base) = doc
+                .get_mut("target")
+                .and_then(Item::as_table_like_mut)
+                .and_then(|targets| targets.get_mut(target))
+                .and_then(Item::as_table_like_mut)
+            else {
+                return;
+            };
+            base
+        }
+    };
+    let names = TABLES.iter().find(|(kind, _)| *kind == decl.kind).map_or([].as_slice(), |(_, names)| names.as_slice());
+    // Text that cannot be read back (a span into the parsed input) counts as a comment: the table stays.
+    let commented =
+        |raw: Option<&toml_edit::RawString>| raw.is_some_and(|r| r.as_str().is_none_or(|r| r.contains('#')));
+    for name in names {
+        let empty = matches!(base.get(name), Some(Item::Table(table))
+            if table.is_empty() && !commented(table.decor().prefix()) && !commented(table.decor().suffix()));
+        if empty {
+            base.remove(name);
+        }
+    }
+}
+
 /// Whether a declaration of the replacement makes `old` unnecessary.
 fn covers(new: &Decl, old: &Decl) -> bool {
     let kind = new.kind == old.kind || (new.kind == DepKind::Normal && old.kind == DepKind::Dev);
@@ -2076,6 +2106,7 @@ fn fix_manifests(
                 table.remove(&old.key);
                 let new_key = replacements.iter().find(|new| covers(new, old)).map(|new| new.key.clone());
                 fix_features(doc, &old.key, new_key.as_deref().filter(|_| new_optional == Some(true)));
+                drop_emptied_table(doc, old);
                 continue;
             }
             let new = converted(&item, spec.as_ref(), &member.dir).ok_or_else(no_spec)?;
@@ -2153,5 +2184,36 @@ mod tests {
         assert_eq!(check("fn f(r: &c::R) -> X { r.other() }", "c::R::go"), None);
         assert_eq!(check("fn f() -> X { let x = 1; c::go(x) }", "c::go"), None);
         assert_eq!(check("async fn f(e: &mut c::E) -> X { e.recv() }", "c::E::recv"), None);
+    }
+
+    #[test]
+    fn a_dependency_table_emptied_by_the_fix_goes_unless_a_comment_is_on_it() {
+        #[track_caller]
+        fn check(manifest: &str, target: Option<&str>, expect: &str) {
+            let mut doc: DocumentMut = manifest.parse().expect("a manifest");
+            let decl = Decl {
+                key: "old".to_owned(),
+                package: "old".to_owned(),
+                kind: DepKind::Dev,
+                target: target.map(str::to_owned),
+                optional: false,
+                path: None,
+                patch: None,
+                line: 1,
+                column: 1,
+            };
+            let table = decl_table(&mut doc, &decl).expect("the old declaration's table");
+            table.remove("old");
+            drop_emptied_table(&mut doc, &decl);
+            assert_eq!(doc.to_string(), expect);
+        }
+        let head = "[dependencies]\nnew = \"1\"\n";
+        check(&format!("{head}\n[dev-dependencies]\nold = \"1\"\n"), None, head);
+        check(&format!("{head}\n[target.'cfg(unix)'.dev-dependencies]\nold = \"1\"\n"), Some("cfg(unix)"), head);
+        // The author's note on the table, and a table with other entries, stay.
+        let noted = format!("{head}\n# Only the tests use these.\n[dev-dependencies]\nold = \"1\"\n");
+        check(&noted, None, &format!("{head}\n# Only the tests use these.\n[dev-dependencies]\n"));
+        let other = format!("{head}\n[dev-dependencies]\nold = \"1\"\nx = \"1\"\n");
+        check(&other, None, &format!("{head}\n[dev-dependencies]\nx = \"1\"\n"));
     }
 }

@@ -107,6 +107,8 @@ fn the_chat_backend_migrates_to_code_that_builds_tests_and_is_formatted() {
         assert!(!manifest.contains("registry-compat"), "{member}:\n{manifest}");
     }
     assert!(!read("Cargo.toml").contains("registry-compat = {"), "the workspace entry goes too");
+    let protocol = read("crates/chat-protocol/Cargo.toml");
+    assert!(!protocol.contains("[dev-dependencies]"), "the table emptied goes with its last entry:\n{protocol}");
     // The local `macro_rules!` that pasted its argument after the old path: every call is in its file and passes an
     // old constant by name, and their new paths share `core_registry::EventKind`, so that prefix goes into the body
     // and each call passes the new name.
