@@ -19,10 +19,11 @@
 //!   longest prefix that has a note. A helper function is swapped only when its body proves the swap keeps the
 //!   meaning: it forwards its parameters, in order, to the new path, or calls the new method on its first parameter
 //!   (then the call becomes `Type::method(first, ..)`); a macro only when its one rule forwards its `expr`
-//!   fragments, in order, to the new path and the call uses parentheses. Anything else stays and is reported with a
-//!   `help:` line quoting the note. Imports of items whose new path cannot be imported (an associated const or fn, a
-//!   module that became a type) are removed and the names they brought in are rewritten in that module; imports that
-//!   become duplicates are dropped.
+//!   fragments, in order, to the new path and the call uses parentheses. A local `macro_rules!` that pastes a fragment
+//!   after the old path (`old::$kind`) is rewritten with its calls where every call is in sight and passes an old item
+//!   by name (module `local_macro`). Anything else stays and is reported with a `help:` line quoting the note.
+//!   Imports of items whose new path cannot be imported (an associated const or fn, a module that became a type) are
+//!   removed and the names they brought in are rewritten in that module; imports that become duplicates are dropped.
 //! - A member with an occurrence left keeps its old dependency (so it still builds) and gains the replacement.
 //! - Every check and edit comes first; then all files are written or none (module `guard`): the workspace must be under
 //!   git, clean (`--allow-dirty`, `--allow-staged`, `--allow-no-vcs` relax that), and after writing it must compile
@@ -48,6 +49,7 @@ use crate::workspace::{Decl, DepKind, Package, Workspace};
 use crate::{CheckOptions, Kind, Report};
 
 mod guard;
+mod local_macro;
 
 pub use guard::Allow;
 
@@ -469,7 +471,8 @@ fn plan(ws: &Workspace, report: &Report) -> Result<Planned, Diagnostic> {
             } else {
                 let elsewhere = || bare_macro_calls_elsewhere(&package.dir, &path, mapping);
                 let bare_elsewhere = text.contains("macro_use") && elsewhere();
-                fix_source(file, &text, hits, mapping, &member_lib, bare_elsewhere)?
+                let word_elsewhere = |word: &str| word_elsewhere(ws, &path, word);
+                fix_source(file, &text, hits, mapping, &member_lib, bare_elsewhere, &word_elsewhere)?
             };
             // Doc text (a `///` comment or a Markdown file) has no syntax tree: its occurrences are rewritten as text.
             let (doc_edits, doc_unfixed) = fix_doctest(&text, doc_hits, mapping, &member_lib);
@@ -855,9 +858,14 @@ struct FileFix<'a> {
     bare_elsewhere: bool,
     /// A bare call of an old macro left as it is (so the item that brings it in stays).
     bare_left: bool,
+    /// Occurrences in `macro_rules!` bodies that [`local_macro::rewrite`] rewrites with the macro's calls.
+    claimed: HashSet<(usize, usize)>,
+    /// Occurrences in `macro_rules!` bodies that it left, with the reason.
+    refused: HashMap<(usize, usize), String>,
 }
 
-/// The edits for one source file and the occurrences it leaves (offset, help).
+/// The edits for one source file and the occurrences it leaves (offset, help). `elsewhere(word)` names another Rust
+/// file of the workspace whose code has `word`, if one does (see [`local_macro::rewrite`]).
 #[allow(clippy::type_complexity)]
 fn fix_source(
     file: &str,
@@ -866,6 +874,7 @@ fn fix_source(
     map: &Mapping,
     replacement_lib: &str,
     bare_elsewhere: bool,
+    elsewhere: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Vec<Edit>, Vec<(usize, String)>), Diagnostic> {
     let file = syn::parse_file(text).map_err(|err| {
         let start = err.span().start();
@@ -890,8 +899,14 @@ fn fix_source(
         macro_use: None,
         bare_elsewhere,
         bare_left: false,
+        claimed: HashSet::new(),
+        refused: HashMap::new(),
     };
     if let Ok(file) = &file {
+        let rewrites = local_macro::rewrite(file, text, hits, map, replacement_lib, elsewhere);
+        fixer.edits.extend(rewrites.edits);
+        fixer.claimed = rewrites.claimed;
+        fixer.refused = rewrites.refused;
         struct Macros<'m>(&'m mut HashSet<String>);
         impl<'ast> Visit<'ast> for Macros<'_> {
             fn visit_item_macro(&mut self, item: &'ast syn::ItemMacro) {
@@ -949,6 +964,38 @@ fn bare_macro_calls_elsewhere(dir: &Path, file: &Path, map: &Mapping) -> bool {
     crate::read::any_rust_file(dir, |path, text| {
         path != file && calls.iter().any(|call| memchr::memmem::find(text, call.as_bytes()).is_some())
     })
+}
+
+/// A Rust file of a member other than `file` whose code has `word` (not within a longer identifier, nor in a comment
+/// or a literal), relative to the root.
+fn word_elsewhere(ws: &Workspace, file: &Path, word: &str) -> Option<String> {
+    let same = |a: &Path, b: &Path| a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok();
+    let has_word = |text: &[u8]| {
+        let mut found = memchr::memmem::find_iter(text, word.as_bytes()).filter(|&at| {
+            let before = at.checked_sub(1).map(|i| text[i]);
+            let after = text.get(at + word.len()).copied();
+            !before.is_some_and(crate::lex::is_ident_byte) && !after.is_some_and(crate::lex::is_ident_byte)
+        });
+        let Some(first) = found.next() else { return false };
+        // Text that is no UTF-8 is no Rust, but counts: the search errs on the side of seeing a call.
+        let Ok(text) = std::str::from_utf8(text) else { return true };
+        let skim = crate::lex::skim(text);
+        std::iter::once(first).chain(found).any(|at| skim.span_at(at).is_none())
+    };
+    let mut found = None;
+    for member in &ws.members {
+        let hit = crate::read::any_rust_file(&member.dir, |path, text| {
+            let yes = has_word(text) && !same(path, file);
+            if yes {
+                found = Some(rel_path(&ws.root, path));
+            }
+            yes
+        });
+        if hit {
+            return found;
+        }
+    }
+    None
 }
 
 /// The receiver a first argument makes (`&x` gives `x`: a method call borrows by itself) and the parentheses it
@@ -1579,7 +1626,15 @@ impl FileFix<'_> {
         while i < tokens.len() {
             let ident = match &tokens[i] {
                 TokenTree::Group(group) => {
+                    // The arguments of a call of one of this file's macros (`name!(..)` inside `assert_eq!(..)`):
+                    // bare names there may be pasted after a path too.
+                    let local_call = i >= 2
+                        && punct(i - 1, '!')
+                        && matches!(&tokens[i - 2], TokenTree::Ident(id) if self.local_macros.contains(&name(id)));
+                    let outer = self.in_local_macro;
+                    self.in_local_macro |= local_call;
                     self.fix_tokens(group.stream());
+                    self.in_local_macro = outer;
                     i += 1;
                     continue;
                 }
@@ -1610,6 +1665,18 @@ impl FileFix<'_> {
             {
                 j += 3;
                 segment_ends.push((j, next.span().end()));
+            }
+            // A path a local macro's rewrite covers, or one it left with its reason.
+            if hit && self.claimed.contains(&key(ident)) {
+                self.handled.insert(key(ident));
+                i = j + 1;
+                continue;
+            }
+            if hit && let Some(help) = self.refused.get(&key(ident)).cloned() {
+                self.handled.insert(key(ident));
+                self.leave(ident.span().start(), help);
+                i = j + 1;
+                continue;
             }
             let idents: Vec<String> = segment_ends
                 .iter()
@@ -1794,6 +1861,36 @@ fn decl_table<'d>(doc: &'d mut DocumentMut, decl: &Decl) -> Option<&'d mut dyn T
         .into_iter()
         .find(|name| base.get(name).and_then(Item::as_table_like).is_some_and(|table| table.contains_key(&decl.key)))?;
     base.get_mut(name)?.as_table_like_mut()
+}
+
+/// Removes the dependency table that held `decl` (just removed) when nothing is left in it and no comment sits on its
+/// header: a reviewer would not keep an empty `[dev-dependencies]`.
+fn drop_emptied_table(doc: &mut DocumentMut, decl: &Decl) {
+    let base: &mut dyn TableLike = match &decl.target {
+        None => doc.as_table_mut(),
+        Some(target) => {
+            let Some(base) = doc
+                .get_mut("target")
+                .and_then(Item::as_table_like_mut)
+                .and_then(|targets| targets.get_mut(target))
+                .and_then(Item::as_table_like_mut)
+            else {
+                return;
+            };
+            base
+        }
+    };
+    let names = TABLES.iter().find(|(kind, _)| *kind == decl.kind).map_or([].as_slice(), |(_, names)| names.as_slice());
+    // Text that cannot be read back (a span into the parsed input) counts as a comment: the table stays.
+    let commented =
+        |raw: Option<&toml_edit::RawString>| raw.is_some_and(|r| r.as_str().is_none_or(|r| r.contains('#')));
+    for name in names {
+        let empty = matches!(base.get(name), Some(Item::Table(table))
+            if table.is_empty() && !commented(table.decor().prefix()) && !commented(table.decor().suffix()));
+        if empty {
+            base.remove(name);
+        }
+    }
 }
 
 /// Whether a declaration of the replacement makes `old` unnecessary.
@@ -2009,6 +2106,7 @@ fn fix_manifests(
                 table.remove(&old.key);
                 let new_key = replacements.iter().find(|new| covers(new, old)).map(|new| new.key.clone());
                 fix_features(doc, &old.key, new_key.as_deref().filter(|_| new_optional == Some(true)));
+                drop_emptied_table(doc, old);
                 continue;
             }
             let new = converted(&item, spec.as_ref(), &member.dir).ok_or_else(no_spec)?;
@@ -2086,5 +2184,36 @@ mod tests {
         assert_eq!(check("fn f(r: &c::R) -> X { r.other() }", "c::R::go"), None);
         assert_eq!(check("fn f() -> X { let x = 1; c::go(x) }", "c::go"), None);
         assert_eq!(check("async fn f(e: &mut c::E) -> X { e.recv() }", "c::E::recv"), None);
+    }
+
+    #[test]
+    fn a_dependency_table_emptied_by_the_fix_goes_unless_a_comment_is_on_it() {
+        #[track_caller]
+        fn check(manifest: &str, target: Option<&str>, expect: &str) {
+            let mut doc: DocumentMut = manifest.parse().expect("a manifest");
+            let decl = Decl {
+                key: "old".to_owned(),
+                package: "old".to_owned(),
+                kind: DepKind::Dev,
+                target: target.map(str::to_owned),
+                optional: false,
+                path: None,
+                patch: None,
+                line: 1,
+                column: 1,
+            };
+            let table = decl_table(&mut doc, &decl).expect("the old declaration's table");
+            table.remove("old");
+            drop_emptied_table(&mut doc, &decl);
+            assert_eq!(doc.to_string(), expect);
+        }
+        let head = "[dependencies]\nnew = \"1\"\n";
+        check(&format!("{head}\n[dev-dependencies]\nold = \"1\"\n"), None, head);
+        check(&format!("{head}\n[target.'cfg(unix)'.dev-dependencies]\nold = \"1\"\n"), Some("cfg(unix)"), head);
+        // The author's note on the table, and a table with other entries, stay.
+        let noted = format!("{head}\n# Only the tests use these.\n[dev-dependencies]\nold = \"1\"\n");
+        check(&noted, None, &format!("{head}\n# Only the tests use these.\n[dev-dependencies]\n"));
+        let other = format!("{head}\n[dev-dependencies]\nold = \"1\"\nx = \"1\"\n");
+        check(&other, None, &format!("{head}\n[dev-dependencies]\nx = \"1\"\n"));
     }
 }

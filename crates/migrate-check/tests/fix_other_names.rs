@@ -1,6 +1,7 @@
 //! `--fix` on a workspace whose deprecated crate is `old-core` and whose replacement is `new-core`
 //! (`tests/fixtures/old-core`): a forwarding fn, a method wrapper, a type alias, a const, a renamed dependency, an
-//! inherited one and a test target. The proof is Cargo's: after the fix the workspace builds without one
+//! inherited one, a test target, and a local `macro_rules!` that pastes its argument after the old crate's alias
+//! (`legacy::$item`) for items whose new paths share no prefix. The proof is Cargo's: after the fix the workspace builds without one
 //! `deprecated` warning, its tests pass, the check passes, and a second `--fix` changes nothing.
 
 mod support;
@@ -77,7 +78,7 @@ fn fix_migrates_a_workspace_with_other_names_from_a_member_directory() {
     assert_eq!(before.code, 1, "{}", before.stderr);
     let report: serde_json::Value = serde_json::from_str(&before.stdout).expect("a JSON report");
     assert_eq!((report["deprecated"].as_str(), report["replacement"].as_str()), (Some("old-core"), Some("new-core")));
-    assert_eq!(report["violations"].as_array().map(Vec::len), Some(9));
+    assert_eq!(report["violations"].as_array().map(Vec::len), Some(10));
 
     let dry = migrate_check(&member, &["--fix", "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
@@ -90,6 +91,13 @@ fn fix_migrates_a_workspace_with_other_names_from_a_member_directory() {
     assert_eq!(fixed.code, 0, "stdout:\n{}\nstderr:\n{}", fixed.stdout, fixed.stderr);
     assert_eq!(fixed.stdout, "migrate-check: ok: 2 checked packages, none depends on or imports `old-core`\n");
     assert!(fixed.stderr.starts_with("migrate-check --fix: rewrote 6 files: "), "{}", fixed.stderr);
+
+    // The macro takes each item's new path: `($item:path) => { $item }`.
+    let app = std::fs::read_to_string(dir.join("crates/app/src/lib.rs")).expect("read a source");
+    assert!(app.contains("    ($item:path) => {\n        $item\n    };\n"), "{app}");
+    for call in ["old!(new_core::DEFAULT_LIMIT)", "old!(new_core::Registry::new)()"] {
+        assert!(app.contains(call), "{app}");
+    }
 
     let (built, warnings) = cargo(&dir, "build");
     assert!(built, "the migrated workspace builds");

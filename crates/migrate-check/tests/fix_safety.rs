@@ -104,6 +104,23 @@ fn dry_run_exits_1_when_violations_would_be_left() {
 }
 
 #[test]
+fn a_macro_that_crates_out_of_sight_may_call_stays_and_the_build_stays_green() {
+    // `call!` pastes its argument after the old path; exported, it may be called where `--fix` cannot see.
+    let extra = "#[macro_export]\nmacro_rules! call {\n    ($f:ident) => {\n        old_core::$f()\n    };\n}\n\n\
+                 pub fn again() {\n    call!(helper);\n}";
+    let ws = workspace("", extra);
+    let run = migrate_check(&ws.root, &["--fix", "--allow-no-vcs"]);
+    assert_eq!(run.code, 1, "left with its help, after a compile that passed: {}", run.stderr);
+    assert!(run.stdout.contains("it is `#[macro_export]`ed, so crates out of sight may call it"), "{}", run.stdout);
+    let app = ws.read("crates/app/src/lib.rs");
+    assert!(
+        app.contains("    new_core::helper();\n") && app.contains("old_core::$f()") && app.contains("call!(helper)")
+    );
+    let manifest = ws.read("crates/app/Cargo.toml");
+    assert!(manifest.contains("old-core") && manifest.contains("new-core"), "both, for now:\n{manifest}");
+}
+
+#[test]
 fn code_that_does_not_compile_is_backed_out_unless_broken_code() {
     // `app` does not compile (before the fix too): the compile afterwards fails, and every file is put back.
     let ws = workspace("", "pub fn broken() -> u8 {\n    \"not a number\"\n}");
