@@ -210,6 +210,20 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
     /// Cancel safe: if the future is dropped before it completes, the message was not appended.
     async fn append(&self, session: SessionKey, message: LoggedMessage) -> Result<(), AppendError>;
 
+    /// Appends the session's next messages, in order, as [`append`](ReplayLog::append) does each (waiting while the
+    /// log is full); an implementation may wake its readers once for all of them.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, a first part of the messages may have been appended, the
+    /// rest not.
+    async fn append_all(&self, session: SessionKey, messages: Vec<LoggedMessage>) -> Result<(), AppendError> {
+        for message in messages {
+            self.append(session, message).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until the log holds messages with a seq after `after`, and returns up to `max` of them, in order.
     /// Calling it says that the client has been sent every message up to `after`, which may then leave the log.
     /// Fails once `attached` is no longer the session's attachment (taken over) or the session expired.
@@ -297,7 +311,8 @@ struct RecordState {
     // Invariant: the length of every text in `messages`, summed.
     bytes: usize,
     last_seq: u64,
-    // Invariant: every message with a seq up to `delivered` has been sent to the client; only those may be dropped.
+    // Invariant: every message with a seq up to `delivered` has been sent to the client (it may be ahead of
+    // `last_seq` when the client reads a shared log, which gets messages first); only those may be dropped.
     delivered: u64,
     generation: u64,
     attached: bool,
@@ -378,6 +393,37 @@ impl MemoryReplayLog {
     }
 }
 
+impl MemoryReplayLog {
+    /// Appends `message` to the record's log unless it is full of messages the client has not been sent (then gives
+    /// it back). Wakes no reader.
+    fn push(&self, record: &Record, message: LoggedMessage) -> Result<Option<LoggedMessage>, AppendError> {
+        let mut state = lock(&record.state);
+        if state.expired {
+            return Err(AppendError::Expired);
+        }
+        if message.seq != state.last_seq + 1 {
+            return Err(AppendError::OutOfOrder { got: message.seq, last: state.last_seq });
+        }
+        let len = message.text.len();
+        let full = |state: &RecordState| {
+            state.messages.len() >= self.limit || (!state.messages.is_empty() && state.bytes + len > self.byte_limit)
+        };
+        // Make room by dropping what the client has been sent, oldest first.
+        while full(&state) && state.messages.front().is_some_and(|oldest| oldest.seq <= state.delivered) {
+            if let Some(oldest) = state.messages.pop_front() {
+                state.bytes -= oldest.text.len();
+            }
+        }
+        if full(&state) {
+            return Ok(Some(message));
+        }
+        state.last_seq = message.seq;
+        state.bytes += len;
+        state.messages.push_back(message);
+        Ok(None)
+    }
+}
+
 impl Default for MemoryReplayLog {
     fn default() -> MemoryReplayLog {
         MemoryReplayLog::new(DEFAULT_REPLAY_LIMIT)
@@ -387,42 +433,44 @@ impl Default for MemoryReplayLog {
 #[async_trait]
 impl ReplayLog for MemoryReplayLog {
     async fn append(&self, session: SessionKey, message: LoggedMessage) -> Result<(), AppendError> {
+        self.append_all(session, vec![message]).await
+    }
+
+    async fn append_all(&self, session: SessionKey, messages: Vec<LoggedMessage>) -> Result<(), AppendError> {
         let Some(record) = self.record(session) else { return Err(AppendError::Expired) };
-        loop {
-            let room = record.room.notified();
-            let mut room = std::pin::pin!(room);
-            room.as_mut().enable();
-            {
-                let mut state = lock(&record.state);
-                if state.expired {
-                    return Err(AppendError::Expired);
-                }
-                if message.seq != state.last_seq + 1 {
-                    return Err(AppendError::OutOfOrder { got: message.seq, last: state.last_seq });
-                }
-                let len = message.text.len();
-                let full = |state: &RecordState| {
-                    state.messages.len() >= self.limit
-                        || (!state.messages.is_empty() && state.bytes + len > self.byte_limit)
-                };
-                // Make room by dropping what the client has been sent, oldest first.
-                while full(&state) && state.messages.front().is_some_and(|oldest| oldest.seq <= state.delivered) {
-                    if let Some(oldest) = state.messages.pop_front() {
-                        state.bytes -= oldest.text.len();
+        // Readers are woken once for what went in together, not once per message.
+        let mut unannounced = false;
+        for message in messages {
+            let mut message = message;
+            loop {
+                let room = record.room.notified();
+                let mut room = std::pin::pin!(room);
+                room.as_mut().enable();
+                match self.push(&record, message) {
+                    Ok(None) => {
+                        unannounced = true;
+                        break;
+                    }
+                    Ok(Some(back)) => message = back,
+                    Err(err) => {
+                        if unannounced {
+                            record.changed.notify_waiters();
+                        }
+                        return Err(err);
                     }
                 }
-                if !full(&state) {
-                    state.last_seq = message.seq;
-                    state.bytes += len;
-                    state.messages.push_back(message);
-                    drop(state);
+                // Full of messages the client has not been sent: let it have what is in, and wait for it to be
+                // sent some.
+                if std::mem::take(&mut unannounced) {
                     record.changed.notify_waiters();
-                    return Ok(());
                 }
+                room.await;
             }
-            // Full of messages the client has not been sent: wait for the connection to send some.
-            room.await;
         }
+        if unannounced {
+            record.changed.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn replay_after(
@@ -455,7 +503,13 @@ impl ReplayLog for MemoryReplayLog {
 
     fn acknowledge(&self, session: SessionKey, attached: &Attached, after: u64) -> Result<(), ReplayError> {
         let Some(record) = self.record(session) else { return Err(ReplayError::Expired) };
-        lock(&record.state).deliver(&record, attached, after)
+        let mut state = lock(&record.state);
+        // Not held to the messages this log has: a client reading a shared log may have messages this log is yet
+        // to get (the pump writes there first), and they may leave it as soon as they come.
+        let last_seq = state.last_seq;
+        state.deliver(&record, attached, after.min(last_seq))?;
+        state.delivered = state.delivered.max(after);
+        Ok(())
     }
 
     fn attach(&self, session: SessionKey, user: &str, how: Attach) -> Result<Attached, AttachError> {
@@ -543,6 +597,8 @@ impl ReplayLog for MemoryReplayLog {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn message(seq: u64) -> LoggedMessage {
@@ -567,6 +623,46 @@ mod tests {
         });
         tokio::task::yield_now().await;
         (log, key, attached, third)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_readable_up_to_a_full_log_and_goes_on_as_it_is_sent() {
+        let log = Arc::new(MemoryReplayLog::new(2));
+        let key = SessionKey::random();
+        let attached = log.attach(key, "alice", Attach::Open).unwrap();
+        let batch = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append_all(key, (1..=3).map(message).collect()).await }
+        });
+        // The first two are in (and announced) while the third waits for room.
+        assert_eq!(seqs(&log.replay_after(key, &attached, 0, 8).await.unwrap()), [1, 2]);
+        assert!(!batch.is_finished());
+        // Sent: room for the third.
+        assert_eq!(seqs(&log.replay_after(key, &attached, 2, 8).await.unwrap()), [3]);
+        assert_eq!(batch.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_of_a_shared_log_may_acknowledge_past_this_one() {
+        let log = Arc::new(MemoryReplayLog::new(2));
+        let key = SessionKey::random();
+        let attached = log.attach(key, "alice", Attach::Open).unwrap();
+        log.append(key, message(1)).await.unwrap();
+        log.append(key, message(2)).await.unwrap();
+        // The client read 1..=3 elsewhere (the pump writes there first): 3 may leave this log as soon as it comes.
+        log.acknowledge(key, &attached, 3).unwrap();
+        for seq in 3..=5 {
+            tokio::time::timeout(Duration::from_secs(1), log.append(key, message(seq))).await.unwrap().unwrap();
+        }
+        // 4 and 5 have not been sent: 6 waits.
+        let sixth = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append(key, message(6)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!sixth.is_finished());
+        log.acknowledge(key, &attached, 4).unwrap();
+        assert_eq!(sixth.await.unwrap(), Ok(()));
     }
 
     #[tokio::test(start_paused = true)]

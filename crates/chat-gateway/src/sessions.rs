@@ -387,11 +387,9 @@ impl Sessions {
         node: &str,
         call: u64,
     ) -> Result<Attached, AttachError> {
-        let live = lock(&self.live).sessions.get(&key).map(|entry| Arc::clone(&entry.live));
-        let live = live.ok_or(AttachError::Unknown)?;
-        // Redis gets each message before this log does: a client there may be one message ahead of it (no more:
-        // beyond that, this log refuses as it does for its own connections).
-        let after = if after == live.last_seq() + 1 { after - 1 } else { after };
+        // Redis gets each batch of messages before this log does: a client there may be ahead of it by what the
+        // pump is appending now (what Redis has, the node that asks checked before asking).
+        let after = after.min(self.log.probe(key, user, 0)?);
         let (live, attached) = self.attach(user, key, after)?;
         if let Some(cluster) = &self.cluster {
             cluster.attached(key, Some(cluster.holder(gateway, live, node, call, attached)));
@@ -401,10 +399,8 @@ impl Sessions {
 
     /// The client of a connection of another node holding `attached` has every message up to `seq`.
     pub(crate) fn acknowledge(&self, key: SessionKey, attached: &Attached, seq: u64) {
-        let live = lock(&self.live).sessions.get(&key).map(|entry| Arc::clone(&entry.live));
-        if let Some(live) = live {
-            let _ = self.log.acknowledge(key, attached, seq.min(live.last_seq()));
-        }
+        // The log takes no more than it holds (the client, reading Redis, may be ahead of it).
+        let _ = self.log.acknowledge(key, attached, seq);
     }
 
     fn attach(&self, user: &str, key: SessionKey, after: u64) -> Result<(Arc<LiveSession>, Attached), AttachError> {
@@ -523,7 +519,7 @@ enum Outgoing {
     Refusal(Box<Refusal>),
 }
 
-/// How many messages ready at once the pump writes to a shared log in one round trip.
+/// How many messages ready at once the pump appends together (and writes to a shared log in one round trip).
 const PUMP_BATCH: usize = 64;
 
 /// A message numbered and rendered by the pump.
@@ -584,9 +580,10 @@ async fn pump(
     let mut open_runs: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Made once, not twice per message (each registers with the token when first polled).
     let mut closed = std::pin::pin!(live.closed.cancelled());
-    // With a shared log, every message ready at once is written to Redis in one round trip: one at a time, a
-    // session would get one message per round trip at most.
-    let batch_limit = if cluster.is_some() { PUMP_BATCH } else { 1 };
+    // Every message ready at once goes in together: into the memory log with one wake-up of the connection that
+    // reads it, and with a shared log to Redis in one round trip (one at a time, a session would get one message
+    // per round trip at most).
+    let batch_limit = PUMP_BATCH;
     'pump: loop {
         let first = tokio::select! {
             biased;
@@ -640,22 +637,24 @@ async fn pump(
                 }
             }
         }
-        for Numbered { message, terminal, is_event, .. } in batch {
-            let seq = message.seq;
-            let appended = tokio::select! {
-                biased;
-                () = closed.as_mut() => break 'pump,
-                appended = log.append(live.key, message) => appended,
-            };
-            if let Err(err) = appended {
-                tracing::debug!(%err, "session's messages can no longer be delivered");
-                break 'pump;
-            }
-            live.last_seq.store(seq, Ordering::Release);
-            metrics.sent(u64::from(is_event), u64::from(!is_event));
-            if terminal {
-                live.run_done();
-            }
+        let (events_in, terminals) = batch.iter().fold((0, 0), |(events, terminals), numbered| {
+            (events + u64::from(numbered.is_event), terminals + usize::from(numbered.terminal))
+        });
+        let (count, last) = (batch.len() as u64, seq);
+        let messages: Vec<LoggedMessage> = batch.into_iter().map(|numbered| numbered.message).collect();
+        let appended = tokio::select! {
+            biased;
+            () = closed.as_mut() => break 'pump,
+            appended = log.append_all(live.key, messages) => appended,
+        };
+        if let Err(err) = appended {
+            tracing::debug!(%err, "session's messages can no longer be delivered");
+            break 'pump;
+        }
+        live.last_seq.store(last, Ordering::Release);
+        metrics.sent(events_in, count - events_in);
+        for _ in 0..terminals {
+            live.run_done();
         }
     }
     live.finished.cancel();
