@@ -18,8 +18,9 @@
 //!   `cg:sessions:{node}` (the sessions a node owns) and `cg:runs:{node}` (its runs in progress, as
 //!   `{session} {run}` -> request id).
 //!
-//! A client resuming on another node reads the log there: the log is replayed with `XRANGE` and followed with one
-//! `XREAD BLOCK` per node over its inbox and every log it follows (a new entry rings the connection's doorbell).
+//! A client resuming on another node reads the log there with `XRANGE`; to follow it live, the owner's append also
+//! writes a "ring" to that node's inbox (in the same script), which the node's one `XREAD BLOCK` on its inbox reads:
+//! one entry per batch, however many sessions the node follows.
 //! Its frames go to the owner's inbox, where they are judged as the owner's own connections' are, so `cancel` and
 //! `duplicate_request` hold across nodes.
 //!
@@ -59,7 +60,8 @@ const INBOX_LENGTH: usize = 10_000;
 /// How long an inbox lives after the last write to it, unless its node renews its lease meanwhile.
 const INBOX_TTL_SECS: i64 = 60;
 
-/// How long one `XREAD BLOCK` of the follower waits before looking at its list of logs again.
+/// How long one `XREAD BLOCK` of the follower waits before it looks after its other duties (holders of lost nodes,
+/// a resync).
 const FOLLOW_BLOCK: Duration = Duration::from_millis(1000);
 
 /// How long a remote reader waits for a doorbell before reading its log again anyway (a doorbell can be lost when
@@ -149,9 +151,8 @@ struct Inner {
     calls: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     // The remote sessions read on this node, by session: every connection attached to one.
     feeds: Mutex<HashMap<SessionKey, Vec<Arc<Feed>>>>,
-    // Logs the follower must add to its `XREAD` (with the seq to follow from).
-    follow: mpsc::UnboundedSender<(SessionKey, u64)>,
-    follow_rx: Mutex<Option<mpsc::UnboundedReceiver<(SessionKey, u64)>>>,
+    // Taken by the one follower of this node's inbox.
+    follower: AtomicBool,
     // As owner: the sessions attached from another node.
     holders: Mutex<HashMap<SessionKey, Holder>>,
     control: mpsc::UnboundedSender<Control>,
@@ -255,11 +256,12 @@ return seq
     )
 });
 
-/// Appends messages `ARGV[3]`, `ARGV[3] + 1`, ... (their texts `ARGV[4..4 + ARGV[2]]`) to a session's log, trimmed
+/// Appends messages `ARGV[3]`, `ARGV[3] + 1`, ... (their texts `ARGV[7..7 + ARGV[2]]`) to a session's log, trimmed
 /// to about `ARGV[1]`, then applies the changes to the node's runs in progress that follow (`+ field value` or
-/// `- field _`); all or nothing. -1 when the log already goes as far (another node ended the session: this one was
-/// taken for lost); 0, writing nothing, when the log is gone (the session was forgotten, or Redis restarted empty)
-/// and these are not its first messages; 1 once written.
+/// `- field _`), and rings the connection of another node that reads the session (`KEYS[3]`, its node's inbox,
+/// with the session id `ARGV[4]`, kept to about `ARGV[5]` entries and `ARGV[6]` seconds), all at once. -1 when the log already goes as far (another node ended the
+/// session: this one was taken for lost); 0, writing nothing, when the log is gone (the session was forgotten, or
+/// Redis restarted empty) and these are not its first messages; 1 once written.
 static MIRROR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -273,14 +275,18 @@ elseif first > 1 then
   return 0
 end
 for i = 0, count - 1 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0', 'm', ARGV[4 + i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0', 'm', ARGV[7 + i])
 end
-for j = 4 + count, #ARGV, 3 do
+for j = 7 + count, #ARGV, 3 do
   if ARGV[j] == '+' then
     redis.call('HSET', KEYS[2], ARGV[j + 1], ARGV[j + 2])
   else
     redis.call('HDEL', KEYS[2], ARGV[j + 1])
   end
+end
+if #KEYS >= 3 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 't', 'ring', 's', ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
 end
 return 1
 ",
@@ -387,9 +393,6 @@ pub(crate) struct Feed {
     pub(crate) generation: u64,
     pub(crate) last_seq: u64,
     doorbell: Notify,
-    // What the follower's `XREAD` returned of this log since the connection last read: served from here when it
-    // continues the connection's cursor, saving a second read (bounded; past the bound, dropped for an `XRANGE`).
-    followed: Mutex<Vec<Entry>>,
     over: CancellationToken,
     log: RedisEventLog,
 }
@@ -410,11 +413,7 @@ fn entry_id(id: &str) -> Option<(u64, u64)> {
     Some((seq.parse().ok()?, sub.parse().ok()?))
 }
 
-/// How many entries the follower keeps for one remote reader between its reads.
-const FOLLOWED_KEPT: usize = 1024;
-
 /// One entry of a session's log.
-#[derive(Clone)]
 enum Entry {
     Message(LoggedMessage),
     /// The end marker, after message `seq`.
@@ -492,7 +491,6 @@ impl RedisEventLog {
             None => format!("node-{}", &SessionKey::random().to_string()[..8]).into(),
         };
         let (control, control_rx) = mpsc::unbounded_channel();
-        let (follow, follow_rx) = mpsc::unbounded_channel();
         let log = RedisEventLog(Arc::new(Inner {
             node,
             token: SessionKey::random().to_string(),
@@ -508,8 +506,7 @@ impl RedisEventLog {
             next_call: AtomicU64::new(1),
             calls: Mutex::default(),
             feeds: Mutex::default(),
-            follow,
-            follow_rx: Mutex::new(Some(follow_rx)),
+            follower: AtomicBool::new(false),
             holders: Mutex::default(),
             control,
         }));
@@ -730,6 +727,11 @@ impl RedisEventLog {
             .ignore()
             .query_async(&mut conn)
             .await?;
+        // The connections reading those sessions anywhere read their ends now.
+        let nodes: Vec<String> = conn.smembers(NODES).await?;
+        for other in nodes {
+            self.send(&other, vec![("t", "lost".into()), ("n", node.to_owned())]);
+        }
         Ok(sessions.len())
     }
 
@@ -775,7 +777,14 @@ impl RedisEventLog {
         }
         let Some((first, _)) = messages.first() else { return Ok(()) };
         let mut script = MIRROR.key(log_key(key));
-        script.key(runs_key(&self.0.node)).arg(self.0.trim + 1).arg(messages.len()).arg(first.seq);
+        script.key(runs_key(&self.0.node));
+        // A connection of another node reads the session: its node is told there is more (one entry in its inbox,
+        // which its follower reads, whatever the number of sessions it follows).
+        if let Some(holder) = lock(&self.0.holders).get(&key) {
+            script.key(inbox_key(&holder.node));
+        }
+        script.arg(self.0.trim + 1).arg(messages.len()).arg(first.seq).arg(key.to_string());
+        script.arg(INBOX_LENGTH).arg(INBOX_TTL_SECS);
         for (message, _) in messages {
             script.arg(message.text.as_str());
         }
@@ -904,6 +913,11 @@ impl RedisEventLog {
                     for run in runs {
                         pipe.hdel(runs_key(&self.0.node), format!("{key} {run}")).ignore();
                     }
+                    // A connection of another node reading the session reads its end now (queued after this).
+                    let holder = lock(&self.0.holders).get(key).map(|holder| holder.node.clone());
+                    if let Some(node) = holder {
+                        self.send(&node, vec![("t", "ring".into()), ("s", key.to_string())]);
+                    }
                     pipe.query_async(&mut conn).await
                 }
                 Control::Send { node, fields } => inbox_write(node, fields).query_async(&mut conn).await,
@@ -1007,39 +1021,27 @@ impl RedisEventLog {
             generation,
             last_seq,
             doorbell: Notify::new(),
-            followed: Mutex::default(),
             over: CancellationToken::new(),
             log: self.clone(),
         });
         lock(&self.0.feeds).entry(key).or_default().push(Arc::clone(&feed));
-        let _ = self.0.follow.send((key, after));
-        // Wake the follower, so that it adds this log to its `XREAD` now.
-        self.send(&self.0.node, vec![("t", "wake".into())]);
         Ok(feed)
     }
 
-    /// Reads this node's inbox and follows the logs its remote connections read, until the gateway stops. Owner
-    /// requests are served with `gateway`'s sessions.
+    /// Reads this node's inbox until the gateway stops: owner requests are served with `gateway`'s sessions, rings
+    /// wake the connections reading a session owned elsewhere.
     pub(crate) async fn follow(self, gateway: Gateway) {
-        let Some(mut follow_rx) = lock(&self.0.follow_rx).take() else {
+        if self.0.follower.swap(true, Ordering::Relaxed) {
             tracing::error!("a second follower for one event log: the first one goes on alone");
             return;
-        };
+        }
         let inbox = inbox_key(&self.0.node);
         // The inbox from its current end: what an earlier process of this node id left is not ours.
         let mut inbox_id = "$".to_owned();
-        let mut logs: HashMap<SessionKey, String> = HashMap::new();
         let mut conn: Option<redis::aio::MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
         let mut holders_checked = tokio::time::Instant::now();
         loop {
-            while let Ok((key, after)) = follow_rx.try_recv() {
-                logs.entry(key).or_insert_with(|| format!("{after}-1"));
-            }
-            {
-                let feeds = lock(&self.0.feeds);
-                logs.retain(|key, _| feeds.contains_key(key));
-            }
             if self.0.resync.swap(false, Ordering::Relaxed) {
                 self.resync(&gateway).await;
             }
@@ -1086,24 +1088,23 @@ impl RedisEventLog {
                     }
                 }
             }
-            let mut cmd = redis::cmd("XREAD");
             let block = u64::try_from(FOLLOW_BLOCK.as_millis()).unwrap_or(u64::MAX);
-            cmd.arg("COUNT").arg(256).arg("BLOCK").arg(block).arg("STREAMS").arg(&inbox);
-            let keys: Vec<SessionKey> = logs.keys().copied().collect();
-            for key in &keys {
-                cmd.arg(log_key(*key));
-            }
-            cmd.arg(&inbox_id);
-            for key in &keys {
-                cmd.arg(&logs[key]);
-            }
-            let read: Result<Option<Vec<(String, StreamEntries)>>, RedisError> = cmd.query_async(connection).await;
+            let read: Result<Option<Vec<(String, StreamEntries)>>, RedisError> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(256)
+                .arg("BLOCK")
+                .arg(block)
+                .arg("STREAMS")
+                .arg(&inbox)
+                .arg(&inbox_id)
+                .query_async(connection)
+                .await;
             self.note_follower(&read);
             let read = match read {
                 Ok(read) => read.unwrap_or_default(),
                 Err(_) => {
                     conn = None;
-                    // The doorbells may have missed entries: every reader looks again.
+                    // Rings may have been missed: every reader looks again.
                     for feeds in lock(&self.0.feeds).values() {
                         feeds.iter().for_each(|feed| feed.doorbell.notify_one());
                     }
@@ -1111,39 +1112,21 @@ impl RedisEventLog {
                     continue;
                 }
             };
-            for (stream, entries) in read {
+            for (_, entries) in read {
                 let Some(last) = entries.last().map(|(id, _)| id.clone()) else { continue };
-                if stream == inbox {
-                    for (_, fields) in &entries {
-                        self.serve_request(&gateway, fields);
-                    }
-                    // Read: those entries need not stay.
-                    let trimmed: Result<i64, _> = redis::cmd("XTRIM")
-                        .arg(&inbox)
-                        .arg("MINID")
-                        .arg("~")
-                        .arg(&last)
-                        .query_async(&mut *connection)
-                        .await;
-                    self.note_follower(&trimmed);
-                    inbox_id = last;
-                } else if let Some(key) = stream.strip_prefix("cg:log:").and_then(|key| key.parse().ok()) {
-                    logs.insert(key, last);
-                    let entries = parse_entries(entries);
-                    if let Some(feeds) = lock(&self.0.feeds).get(&key) {
-                        for feed in feeds {
-                            let mut followed = lock(&feed.followed);
-                            if followed.len() + entries.len() <= FOLLOWED_KEPT {
-                                followed.extend(entries.iter().cloned());
-                            } else {
-                                // A reader far behind reads the log itself.
-                                followed.clear();
-                            }
-                            drop(followed);
-                            feed.doorbell.notify_one();
-                        }
-                    }
+                for (_, fields) in &entries {
+                    self.serve_request(&gateway, fields);
                 }
+                // Read: those entries need not stay.
+                let trimmed: Result<i64, _> = redis::cmd("XTRIM")
+                    .arg(&inbox)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(&last)
+                    .query_async(&mut *connection)
+                    .await;
+                self.note_follower(&trimmed);
+                inbox_id = last;
             }
         }
     }
@@ -1253,6 +1236,24 @@ impl RedisEventLog {
                 {
                     drop(holders);
                     gateway.sessions.detach(key, holder.attached, false);
+                }
+            }
+            Some("ring") => {
+                // The session's log has more: its readers here read it.
+                if let Some(key) = session()
+                    && let Some(feeds) = lock(&self.0.feeds).get(&key)
+                {
+                    feeds.iter().for_each(|feed| feed.doorbell.notify_one());
+                }
+            }
+            Some("lost") => {
+                // Node `n`'s sessions were ended (it was lost, or left): their readers here read to the end.
+                let Some(node) = field(fields, "n") else { return };
+                for feeds in lock(&self.0.feeds).values() {
+                    feeds
+                        .iter()
+                        .filter(|feed| feed.owner.as_deref() == Some(node))
+                        .for_each(|feed| feed.doorbell.notify_one());
                 }
             }
             Some("over") => {
@@ -1381,16 +1382,6 @@ impl Feed {
         loop {
             if self.over.is_cancelled() {
                 return Err(FeedEnd::TakenOver);
-            }
-            // What the follower read, if it continues this cursor (else the log is read: it alone is the truth).
-            let followed = std::mem::take(&mut *lock(&self.followed));
-            let from_follower = match followed.first() {
-                Some(Entry::Message(message)) => message.seq == cursor + 1,
-                Some(Entry::End { seq }) => *seq == cursor,
-                None => false,
-            };
-            if from_follower && let Some(messages) = continuation(followed, cursor, max) {
-                return messages;
             }
             // From `{cursor}-1`: the end marker after message `cursor`, or the messages after it.
             let read: Result<StreamEntries, RedisError> = redis::cmd("XRANGE")
