@@ -388,8 +388,9 @@ impl Sessions {
         call: u64,
     ) -> Result<Attached, AttachError> {
         // Redis gets each batch of messages before this log does: a client there may be ahead of it by what the
-        // pump is appending now (what Redis has, the node that asks checked before asking).
-        let after = after.min(self.log.probe(key, user, 0)?);
+        // pump is appending now (that the client has no more than Redis, the node that asks checked before asking).
+        let appended = lock(&self.live).sessions.get(&key).map(|entry| entry.live.last_seq());
+        let after = after.min(appended.ok_or(AttachError::Unknown)?);
         let (live, attached) = self.attach(user, key, after)?;
         if let Some(cluster) = &self.cluster {
             cluster.attached(key, Some(cluster.holder(gateway, live, node, call, attached)));

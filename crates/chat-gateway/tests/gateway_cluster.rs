@@ -612,6 +612,23 @@ async fn draining_an_owner_ends_its_runs_for_a_client_on_another_node_and_frees_
 }
 
 #[tokio::test]
+async fn a_session_whose_log_moved_on_resumes_on_another_node_after_its_last_message() {
+    // A replay limit of 4: after a run of 12 messages the owner's memory log no longer holds the first ones.
+    let redis = Redis::start();
+    let a = Node::cluster("alpha", &redis, &["--replay-limit", "4"]);
+    let b = Node::cluster("bravo", &redis, &[]);
+    let mut client = a.connect("alice").await;
+    client.run_to_end("slow", "10", "r1").await;
+    let (session, after) = (client.session_id(), client.last_seq);
+    drop(client);
+    a.wait_connections(0).await;
+    let mut client = b.resume("alice", &session, after).await.unwrap_or_else(|refused| panic!("{refused:?}"));
+    assert_eq!(client.session["last_seq"], after);
+    let next = client.run_to_end("echo", "again", "r2").await;
+    assert_eq!(next[0]["seq"].as_u64(), Some(after + 1));
+}
+
+#[tokio::test]
 async fn a_session_held_from_a_node_that_dies_detaches_on_its_owner() {
     let redis = Redis::start();
     let a = Node::cluster("alpha", &redis, &["--resume-window", "1s"]);
