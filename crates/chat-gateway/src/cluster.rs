@@ -4,15 +4,16 @@
 //! there, and the owner's in-memory [`ReplayLog`](crate::replay::ReplayLog) stays the authority on who is attached.
 //! Redis carries the rest:
 //!
-//! - `cg:log:{session}`, a Stream: the pump appends every message with `XADD` under the id `{seq}-0` before any
-//!   client can read it (so a client never holds a seq that Redis lacks, while Redis answers), trimmed to the
-//!   replay limit. An entry `{seq}-1` with an `end` field, after message `seq`, ends a session that will get no more
+//! - `cg:log:{session}`, a Stream: the pump appends every message under the id `{seq}-0`, a batch of what is ready
+//!   at a time in one script, before any client can read it (so a client never holds a seq that Redis lacks, while
+//!   Redis answers), trimmed to about the replay limit plus a batch. An entry `{seq}-1` with an `end` field, after message `seq`, ends a session that will get no more
 //!   messages.
 //! - `cg:session:{session}`, a hash: `user` and `owner` (empty once the owner is gone). It and the log have no
 //!   expiry while the session is attached, and expire a resume window after a detach or after the session's end;
 //!   the owner deletes both when the session's window runs out.
-//! - `cg:inbox:{node}`, a Stream per node: what other nodes ask of it (attach, a client frame, delivered, detach)
-//!   and what they answer it (the attach reply, "taken over"). It expires a minute after its last write unless its
+//! - `cg:inbox:{node}`, a Stream per node: what other nodes ask of it (attach, abandon, a client frame, delivered,
+//!   detach) and what they tell it (the attach reply, "taken over", a ring: a session it reads has more, "lost":
+//!   a node's sessions were ended). It expires a minute after its last write unless its
 //!   node renews its lease meanwhile.
 //! - `cg:lease:{node}` (a token of the process, renewed every third of the lease), `cg:nodes`,
 //!   `cg:sessions:{node}` (the sessions a node owns) and `cg:runs:{node}` (its runs in progress, as
@@ -64,9 +65,13 @@ const INBOX_TTL_SECS: i64 = 60;
 /// a resync).
 const FOLLOW_BLOCK: Duration = Duration::from_millis(1000);
 
-/// How long a remote reader waits for a doorbell before reading its log again anyway (a doorbell can be lost when
-/// the follower reconnects; it then rings every reader, so this is only a backstop).
+/// How long a remote reader waits for a ring before reading its log again anyway: a backstop for a ring lost (the
+/// follower reconnected, a write to its inbox failed, or the owner rang the session's previous holder).
 const POLL_FALLBACK: Duration = Duration::from_secs(5);
+
+/// The same, during the first [`POLL_FALLBACK`] after the reader attached (when a ring may have gone to the previous
+/// holder).
+const FIRST_POLL: Duration = Duration::from_millis(100);
 
 /// How long a command waits for Redis before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -259,8 +264,8 @@ return seq
 /// Appends messages `ARGV[3]`, `ARGV[3] + 1`, ... (their texts `ARGV[7..7 + ARGV[2]]`) to a session's log, trimmed
 /// to about `ARGV[1]`, then applies the changes to the node's runs in progress that follow (`+ field value` or
 /// `- field _`), and rings the connection of another node that reads the session (`KEYS[3]`, its node's inbox,
-/// with the session id `ARGV[4]`, kept to about `ARGV[5]` entries and `ARGV[6]` seconds), all at once. -1 when the log already goes as far (another node ended the
-/// session: this one was taken for lost); 0, writing nothing, when the log is gone (the session was forgotten, or
+/// with the session id `ARGV[4]`, kept to about `ARGV[5]` entries and `ARGV[6]` seconds), all at once. -1 when the
+/// log already goes as far or has ended (another node ended the session: this one was taken for lost); 0, writing nothing, when the log is gone (the session was forgotten, or
 /// Redis restarted empty) and these are not its first messages; 1 once written.
 static MIRROR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -270,7 +275,8 @@ local first = tonumber(ARGV[3])
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #last > 0 then
   local id = last[1][1]
-  if tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1)) >= first then return -1 end
+  local dash = string.find(id, '-', 1, true)
+  if tonumber(string.sub(id, 1, dash - 1)) >= first or string.sub(id, dash + 1) ~= '0' then return -1 end
 elseif first > 1 then
   return 0
 end
@@ -393,6 +399,7 @@ pub(crate) struct Feed {
     pub(crate) generation: u64,
     pub(crate) last_seq: u64,
     doorbell: Notify,
+    attached_at: tokio::time::Instant,
     over: CancellationToken,
     log: RedisEventLog,
 }
@@ -749,6 +756,10 @@ impl RedisEventLog {
         let error = format!("gateway node `{node}` stopped while the run was in progress");
         let ended = self.end_sessions_of(node, &error).await;
         self.note(&ended);
+        // What that queued (the "lost" notices, rings of the ends) goes out before the process does.
+        let (flushed, done) = oneshot::channel();
+        let _ = self.0.control.send(Control::Flush(flushed));
+        let _ = tokio::time::timeout(RESPONSE_TIMEOUT * 2, done).await;
         // Fenced at once (a process of this id cut off meanwhile stops); the next process of the id lifts it.
         let left: Result<(), _> = redis::pipe()
             .del(lease_key(node))
@@ -783,7 +794,9 @@ impl RedisEventLog {
         if let Some(holder) = lock(&self.0.holders).get(&key) {
             script.key(inbox_key(&holder.node));
         }
-        script.arg(self.0.trim + 1).arg(messages.len()).arg(first.seq).arg(key.to_string());
+        // The limit plus a batch: Redis gets each batch before the owner's memory log does.
+        let trim = self.0.trim + crate::sessions::PUMP_BATCH;
+        script.arg(trim).arg(messages.len()).arg(first.seq).arg(key.to_string());
         script.arg(INBOX_LENGTH).arg(INBOX_TTL_SECS);
         for (message, _) in messages {
             script.arg(message.text.as_str());
@@ -1000,7 +1013,10 @@ impl RedisEventLog {
                 let replied = tokio::time::timeout(self.0.lease, replied).await;
                 lock(&self.0.calls).remove(&call);
                 match replied {
-                    Ok(Ok(Reply::Attached { generation, last_seq })) => (generation, last_seq),
+                    // Redis may be ahead of the owner's memory: the session frame says the larger.
+                    Ok(Ok(Reply::Attached { generation, last_seq: owner_last })) => {
+                        (generation, owner_last.max(last_seq))
+                    }
                     Ok(Ok(Reply::Unknown)) => return Err(ResumeError::Unknown),
                     Ok(Ok(Reply::Gap { first_seq })) => return Err(ResumeError::Gap { first_seq }),
                     // No answer within a lease: the owner is gone or unreachable; if it attached meanwhile, it
@@ -1021,6 +1037,7 @@ impl RedisEventLog {
             generation,
             last_seq,
             doorbell: Notify::new(),
+            attached_at: tokio::time::Instant::now(),
             over: CancellationToken::new(),
             log: self.clone(),
         });
@@ -1134,13 +1151,15 @@ impl RedisEventLog {
     /// After Redis was unreachable (writes were lost, or Redis restarted empty): writes the records of this node's
     /// sessions again, with the expiry each should have, and deletes those of sessions it no longer holds.
     async fn resync(&self, gateway: &Gateway) {
-        let held = gateway.sessions.snapshot();
+        // Listed first, held second: a session opened in between is held (written), not deleted; one closed in
+        // between is listed and not held (deleted).
         let listed: Result<Vec<String>, _> = self.conn().smembers(sessions_key(&self.0.node)).await;
         self.note(&listed);
         let Ok(listed) = listed else {
             self.0.resync.store(true, Ordering::Relaxed);
             return;
         };
+        let held = gateway.sessions.snapshot();
         let mut pipe = redis::pipe();
         for session in &listed {
             if let Ok(key) = session.parse::<SessionKey>()
@@ -1399,10 +1418,13 @@ impl Feed {
                     if let Some(messages) = continuation(parse_entries(entries), cursor, max) {
                         return messages;
                     }
+                    // Right after the attach, a ring may have gone to the node that held the session before (the
+                    // owner's append looked its holder up just before this one's attach): look again soon.
+                    let fallback = if self.attached_at.elapsed() < POLL_FALLBACK { FIRST_POLL } else { POLL_FALLBACK };
                     tokio::select! {
                         () = self.doorbell.notified() => {}
                         () = self.over.cancelled() => {}
-                        () = tokio::time::sleep(POLL_FALLBACK) => {}
+                        () = tokio::time::sleep(fallback) => {}
                     }
                 }
                 Err(_) => {

@@ -240,8 +240,9 @@ pub trait ReplayLog: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<LoggedMessage>, ReplayError>;
 
     /// Says that the client of `attached` has been sent every message up to `after` (which may then leave the
-    /// log), as a [`replay_after`](ReplayLog::replay_after) with that `after` would, without reading: for a
-    /// connection that reads the messages elsewhere (another gateway process, from a shared log).
+    /// log), without reading: for a connection that reads the messages elsewhere (another gateway process, from a
+    /// shared log). Unlike [`replay_after`](ReplayLog::replay_after), `after` may be beyond the log's last message
+    /// (the shared log gets messages first): those leave the log as soon as they come.
     fn acknowledge(&self, session: SessionKey, attached: &Attached, after: u64) -> Result<(), ReplayError>;
 
     /// Attaches a connection of `user` to the session: creates its record ([`Attach::Open`]) or checks that it

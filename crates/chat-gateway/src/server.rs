@@ -317,7 +317,7 @@ impl Gateway {
             .with_graceful_shutdown(stop_http.clone().cancelled_owned())
             .into_future();
         let mut http = std::pin::pin!(http);
-        // With a shared event log: this node's inbox and the logs its remote connections follow.
+        // With a shared event log: this node's inbox (requests of other nodes, rings for its remote connections).
         let cluster = self.sessions.cluster.clone();
         let follower = cluster.clone().map(|cluster| tokio::spawn(cluster.follow(self.clone())));
         let never = CancellationToken::new();

@@ -368,12 +368,40 @@ impl Sessions {
         key: SessionKey,
         after: u64,
     ) -> Result<(Arc<LiveSession>, Attached), AttachError> {
-        let resumed = self.attach(user, key, after)?;
+        let resumed = self.attach_ahead(user, key, after)?;
         if let Some(cluster) = &self.cluster {
             // A connection of another node that held it is taken over.
             cluster.attached(key, None);
         }
         Ok(resumed)
+    }
+
+    /// Attaches a client that has every message up to `after`. With a shared log, the client may have read messages
+    /// in Redis that this log is yet to get (the pump writes them there first, up to a batch ahead): it attaches at
+    /// this log's last message and the rest counts as sent.
+    fn attach_ahead(
+        &self,
+        user: &str,
+        key: SessionKey,
+        after: u64,
+    ) -> Result<(Arc<LiveSession>, Attached), AttachError> {
+        let here = match (self.log.probe(key, user, after), &self.cluster) {
+            (Ok(_), _) => after,
+            // Ahead of this log (its first held message is not after `after`), by no more than Redis can be.
+            (Err(AttachError::Gap { first_seq }), Some(_)) if first_seq <= after => {
+                let last = self.log.probe(key, user, first_seq - 1)?;
+                if after > last + PUMP_BATCH as u64 {
+                    return Err(AttachError::Gap { first_seq });
+                }
+                last
+            }
+            (Err(err), _) => return Err(err),
+        };
+        let (live, attached) = self.attach(user, key, here)?;
+        if here < after {
+            let _ = self.log.acknowledge(key, &attached, after);
+        }
+        Ok((live, attached))
     }
 
     /// Attaches a connection of node `node` (another gateway process) to `user`'s session `key`, as
@@ -387,11 +415,8 @@ impl Sessions {
         node: &str,
         call: u64,
     ) -> Result<Attached, AttachError> {
-        // Redis gets each batch of messages before this log does: a client there may be ahead of it by what the
-        // pump is appending now (that the client has no more than Redis, the node that asks checked before asking).
-        let appended = lock(&self.live).sessions.get(&key).map(|entry| entry.live.last_seq());
-        let after = after.min(appended.ok_or(AttachError::Unknown)?);
-        let (live, attached) = self.attach(user, key, after)?;
+        // That the client has no more than Redis, the node that asks checked before asking.
+        let (live, attached) = self.attach_ahead(user, key, after)?;
         if let Some(cluster) = &self.cluster {
             cluster.attached(key, Some(cluster.holder(gateway, live, node, call, attached)));
         }
@@ -400,7 +425,7 @@ impl Sessions {
 
     /// The client of a connection of another node holding `attached` has every message up to `seq`.
     pub(crate) fn acknowledge(&self, key: SessionKey, attached: &Attached, seq: u64) {
-        // The log takes no more than it holds (the client, reading Redis, may be ahead of it).
+        // It may be ahead of the log (the client read Redis, which gets messages first): the log takes it as is.
         let _ = self.log.acknowledge(key, attached, seq);
     }
 
@@ -521,7 +546,7 @@ enum Outgoing {
 }
 
 /// How many messages ready at once the pump appends together (and writes to a shared log in one round trip).
-const PUMP_BATCH: usize = 64;
+pub(crate) const PUMP_BATCH: usize = 64;
 
 /// A message numbered and rendered by the pump.
 struct Numbered {
@@ -584,7 +609,6 @@ async fn pump(
     // Every message ready at once goes in together: into the memory log with one wake-up of the connection that
     // reads it, and with a shared log to Redis in one round trip (one at a time, a session would get one message
     // per round trip at most).
-    let batch_limit = PUMP_BATCH;
     'pump: loop {
         let first = tokio::select! {
             biased;
@@ -597,7 +621,7 @@ async fn pump(
             },
         };
         let mut outgoing = vec![first];
-        while outgoing.len() < batch_limit {
+        while outgoing.len() < PUMP_BATCH {
             if let Ok(refusal) = refusals.try_recv() {
                 outgoing.push(Outgoing::Refusal(refusal));
             } else if let Ok(event) = events.try_recv() {
@@ -616,11 +640,9 @@ async fn pump(
         if let Some(cluster) = &cluster {
             let writes: Vec<(&LoggedMessage, RunChange<'_>)> =
                 batch.iter().map(|numbered| (&numbered.message, numbered.run_change())).collect();
-            let mirrored = tokio::select! {
-                biased;
-                () = closed.as_mut() => break,
-                mirrored = cluster.mirror(live.key, &writes) => mirrored,
-            };
+            // Not cut short by `closed`: the script runs or not, and `seq` must say which (the end marker follows the
+            // last message Redis has). It is bounded by the response timeout.
+            let mirrored = cluster.mirror(live.key, &writes).await;
             if mirrored.is_err() {
                 // Another node ended this session (it took this one for lost): nothing more may be appended.
                 seq -= batch.len() as u64;
