@@ -61,6 +61,7 @@ mod workspace;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use diag::{Diagnostic, Format, Severity};
@@ -291,65 +292,49 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
     let checked: Vec<&Package> =
         ws.members.iter().filter(|p| p.name != deprecated && p.name != config.replacement).collect();
     let graph = Graph::new(ws, deprecated);
-    // The sources are scanned on all cores while another thread reads the deprecation notes for the help.
-    let (notes, scans) = std::thread::scope(|scope| {
-        let notes = scan_sources.then(|| scope.spawn(|| deprecation_notes(ws, deprecated, &replacement_lib)));
-        let scans = if scan_sources {
-            par_map(&checked, |member| {
-                let names = source_names(member, deprecated, &deprecated_lib);
-                source::scan(member, &ws.root, &ws.root_shown, &names)
-            })
-        } else {
-            Vec::new()
-        };
-        let notes = notes.map(|notes| notes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        (notes.unwrap_or_default(), scans)
-    });
+    let notes = OnceLock::new();
     let texts = Texts {
+        ws,
         deprecated,
         deprecated_lib: &deprecated_lib,
         replacement: &config.replacement,
         replacement_lib: &replacement_lib,
         notes: &notes,
     };
-
-    let mut per_package: Vec<Vec<Violation>> = checked
-        .iter()
-        .map(|member| {
-            let own: Vec<&Decl> = member.decls.iter().filter(|d| d.package == deprecated).collect();
-            if !own.is_empty() {
-                own.into_iter().map(|decl| texts.dependency(member, decl)).collect()
-            } else {
-                graph.transitive(member).map(|(via, decl)| texts.transitive(member, decl, via)).into_iter().collect()
-            }
-        })
-        .collect();
-
-    // Messages and help for every occurrence, on all cores too (there may be thousands).
-    let scanned: Vec<(&Package, Vec<source::Hit>)> = checked
-        .iter()
-        .copied()
-        .zip(scans)
-        .map(|(member, scan)| scan.map(|hits| (member, hits)))
-        .collect::<Result<_, _>>()?;
-    let found = par_map_owned(scanned, |(member, hits)| {
-        let mut found: Vec<Violation> = hits.into_iter().map(|hit| texts.source(member, hit)).collect();
-        sort(&mut found);
-        found
-    });
-    for (violations, found) in per_package.iter_mut().zip(found) {
-        violations.extend(found);
-    }
+    // Each member's violations, sorted: its manifest's first, then its sources'. The sources are scanned on all
+    // cores, and each worker builds the messages of what it found at once, so that what a scan allocated is freed by
+    // the thread that allocated it (freeing across threads made glibc's allocator take other threads' locks).
+    let member_violations = |member: &&Package| -> Result<Vec<Violation>, Diagnostic> {
+        let own: Vec<&Decl> = member.decls.iter().filter(|d| d.package == deprecated).collect();
+        let mut found: Vec<Violation> = if !own.is_empty() {
+            own.into_iter().map(|decl| texts.dependency(member, decl)).collect()
+        } else {
+            graph.transitive(member).map(|(via, decl)| texts.transitive(member, decl, via)).into_iter().collect()
+        };
+        if scan_sources {
+            let names = source_names(member, deprecated, &deprecated_lib);
+            let hits = source::scan(member, &ws.root, &ws.root_shown, &names)?;
+            let manifest = found.len();
+            found.extend(hits.into_iter().map(|hit| texts.source(member, hit)));
+            found[manifest..].sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+        }
+        // The manifest's violations, then the sources': usually in order already.
+        if !found.is_sorted_by(|a, b| sort_key(a) <= sort_key(b)) {
+            sort(&mut found);
+        }
+        Ok(found)
+    };
+    let per_package: Vec<Vec<Violation>> = if scan_sources {
+        par_map(&checked, member_violations).into_iter().collect::<Result<_, _>>()?
+    } else {
+        checked.iter().map(member_violations).collect::<Result<_, _>>()?
+    };
 
     // Each package's violations sorted apart (a few each), then the packages in order: the report's order without
     // moving thousands of violations through one sort.
     let mut groups: Vec<(&str, Vec<Violation>)> = Vec::new();
     let mut allowed = Vec::new();
-    for (member, mut found) in checked.iter().zip(per_package) {
-        // The manifest's violations, then the sources' (sorted above): usually in order already.
-        if !found.is_sorted_by(|a, b| sort_key(a) <= sort_key(b)) {
-            sort(&mut found);
-        }
+    for (member, found) in checked.iter().zip(per_package) {
         match config.allow.iter().find(|entry| entry.package == member.name) {
             Some(entry) if !found.is_empty() => {
                 allowed.push(Allowed { package: member.name.clone(), reason: entry.reason.clone(), violations: found });
@@ -471,14 +456,20 @@ fn mentions_deprecated(dir: &Path) -> bool {
 
 /// Messages and fixes.
 struct Texts<'a> {
+    ws: &'a Workspace,
     deprecated: &'a str,
     deprecated_lib: &'a str,
     replacement: &'a str,
     replacement_lib: &'a str,
-    notes: &'a HashMap<String, (Option<String>, String)>,
+    /// The deprecation notes, read once by the first worker that needs them.
+    notes: &'a OnceLock<HashMap<String, (Option<String>, String)>>,
 }
 
 impl Texts<'_> {
+    fn notes(&self) -> &HashMap<String, (Option<String>, String)> {
+        self.notes.get_or_init(|| deprecation_notes(self.ws, self.deprecated, self.replacement_lib))
+    }
+
     /// What to write instead: the new path of the longest prefix of the occurrence's path that has a deprecation
     /// note, else the replacement's library.
     fn source_help(&self, hit: &source::Hit) -> String {
@@ -491,7 +482,7 @@ impl Texts<'_> {
             ends.push(old.len());
         }
         for len in (2..=ends.len()).rev() {
-            let Some((new, note)) = self.notes.get(&old[..ends[len - 1]]) else { continue };
+            let Some((new, note)) = self.notes().get(&old[..ends[len - 1]]) else { continue };
             let written = [hit.name.as_str()].into_iter().chain(hit.path[..len - 1].iter().map(String::as_str));
             let written = written.collect::<Vec<_>>().join("::");
             // `concat` rather than `format!`: one exact allocation, for thousands of occurrences.
@@ -704,17 +695,6 @@ impl<'w> Graph<'w> {
         }
         Some((via, decl))
     }
-}
-
-/// [`par_map`] for a function that takes the items by value (so that what it does not keep is freed on the worker
-/// threads too).
-pub(crate) fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let slots: Vec<std::sync::Mutex<Option<T>>> =
-        items.into_iter().map(|item| std::sync::Mutex::new(Some(item))).collect();
-    // Each slot is visited once, so each is taken once.
-    let taken =
-        |slot: &std::sync::Mutex<Option<T>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-    par_map(&slots, |slot| taken(slot).map(&f)).into_iter().flatten().collect()
 }
 
 /// Maps `items` on all cores (at most 8 threads), keeping the order.
