@@ -473,28 +473,38 @@ impl Texts<'_> {
     /// What to write instead: the new path of the longest prefix of the occurrence's path that has a deprecation
     /// note, else the replacement's library.
     fn source_help(&self, hit: &source::Hit) -> String {
-        // `old::a::b` and where each shorter path of it ends, for the longest one with a note.
-        let mut old = self.deprecated_lib.to_owned();
-        let mut ends = vec![old.len()];
-        for segment in &hit.path {
-            old.push_str("::");
-            old.push_str(segment);
-            ends.push(old.len());
-        }
-        for len in (2..=ends.len()).rev() {
-            let Some((new, note)) = self.notes().get(&old[..ends[len - 1]]) else { continue };
-            let written = [hit.name.as_str()].into_iter().chain(hit.path[..len - 1].iter().map(String::as_str));
-            let written = written.collect::<Vec<_>>().join("::");
-            // `concat` rather than `format!`: one exact allocation, for thousands of occurrences.
-            return match new {
-                Some(new) => {
-                    ["use `", new, "` instead of `", &written, "`, and depend on `", self.replacement, "`"].concat()
+        let name = hit.name.as_str();
+        // Only a path has a note (never the crate's name alone); the notes are read when one is first needed.
+        if !hit.path.is_empty() && !self.notes().is_empty() {
+            // `old::a::b`, then each shorter path of it (down to `old::a`), for the longest one with a note.
+            let old = [self.deprecated_lib, "::", &hit.path].concat();
+            let segments = self.deprecated_lib.len() + 2;
+            let mut end = old.len();
+            while end > segments {
+                if let Some((new, note)) = self.notes().get(&old[..end]) {
+                    // As written: the name, then the same segments. `concat` rather than `format!`: one exact
+                    // allocation, for thousands of occurrences.
+                    let path = &old[segments..end];
+                    return match new {
+                        Some(new) => [
+                            "use `",
+                            new,
+                            "` instead of `",
+                            name,
+                            "::",
+                            path,
+                            "`, and depend on `",
+                            self.replacement,
+                            "`",
+                        ]
+                        .concat(),
+                        None => ["`", name, "::", path, "` is deprecated: ", note].concat(),
+                    };
                 }
-                None => ["`", &written, "` is deprecated: ", note].concat(),
-            };
+                end = old[..end].rfind("::").unwrap_or(0);
+            }
         }
-        let (new, old) = (self.replacement_lib, hit.name.as_str());
-        ["use `", new, "` instead of `", old, "`, and depend on `", self.replacement, "`"].concat()
+        ["use `", self.replacement_lib, "` instead of `", name, "`, and depend on `", self.replacement, "`"].concat()
     }
 
     fn dependency(&self, member: &Package, decl: &Decl) -> Violation {

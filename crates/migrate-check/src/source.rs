@@ -31,9 +31,9 @@ pub(crate) struct Hit {
     pub(crate) column: usize,
     /// The name as written (the library name or an alias).
     pub(crate) name: String,
-    /// The segments after the name (`["registry", "Registry"]` for `old::registry::Registry`), as far as they are
-    /// plain identifiers.
-    pub(crate) path: Vec<String>,
+    /// The segments after the name, joined with `::` (`registry::Registry` for `old::registry::Registry`), as far
+    /// as they are plain identifiers; empty for the name alone.
+    pub(crate) path: String,
     /// In a code block of a doc comment (or of a Markdown file included as documentation).
     pub(crate) doctest: bool,
     /// The source line, for human output.
@@ -137,7 +137,7 @@ fn scan_with(
                         line,
                         column,
                         name: found.name.to_owned(),
-                        path: found.path,
+                        path: found.path.join("::"),
                         doctest: false,
                         line_text: lines.line_text(found.at).to_owned(),
                     });
@@ -620,7 +620,8 @@ fn after_generics(tokens: &[Token<'_>], open: usize) -> usize {
 struct Root<'a> {
     at: usize,
     name: &'a str,
-    path: Vec<String>,
+    /// The segments after the name, as far as they are plain identifiers.
+    path: Vec<&'a str>,
     /// `extern crate name as alias`.
     alias: Option<&'a str>,
 }
@@ -786,7 +787,7 @@ fn root_at<'a>(tokens: &[Token<'a>], i: usize, group: (Group, usize), reach: Rea
             return Err(Short);
         }
         let Some(segment) = ident(tokens, j + 2).filter(|_| path_sep(tokens, j + 1)) else { break };
-        path.push(segment.to_owned());
+        path.push(segment);
         j += 2;
     }
     let alias = if is_extern && ident(tokens, i + 1) == Some("as") { ident(tokens, i + 2) } else { None };
@@ -1104,7 +1105,7 @@ fn doctest_hits<'t>(
                         line: l.line,
                         column,
                         name: found.name.to_owned(),
-                        path: found.path,
+                        path: found.path.join("::"),
                         doctest: true,
                         line_text: crate::paths::line_text(text, l.line).to_owned(),
                     });
@@ -1231,7 +1232,7 @@ mod tests {
             .into_iter()
             .map(|root| {
                 let (line, column) = line_col(text, root.at);
-                (line, column, [root.name.to_owned()].into_iter().chain(root.path).collect::<Vec<_>>().join("::"))
+                (line, column, [root.name].into_iter().chain(root.path).collect::<Vec<_>>().join("::"))
             })
             .collect()
     }
@@ -1345,7 +1346,9 @@ mod tests {
                     files(&all)
                 ));
             }
-            let key = |root: &Root<'_>| (root.at, root.path.clone(), root.alias.map(str::to_owned));
+            let key = |root: &Root<'_>| {
+                (root.at, root.path.iter().map(|s| s.to_string()).collect::<Vec<_>>(), root.alias.map(str::to_owned))
+            };
             let (whole_keys, windowed_keys): (Vec<_>, Vec<_>) =
                 (whole.iter().map(key).collect(), windowed.iter().map(key).collect());
             if whole_keys != windowed_keys {
