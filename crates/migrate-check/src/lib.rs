@@ -5,10 +5,11 @@
 //! The rules (what counts as a violation, the configuration, exit codes and output formats) are the tool's public
 //! contract, written down in `docs/migrate-check.md`. How the library works, and where the contract left room:
 //!
-//! - Manifests are read with `toml_edit::Document` (which keeps spans), never through `cargo metadata`: the root is
-//!   found as Cargo finds it, members come from `members` globs, `exclude`, a root `[package]` and path dependencies
-//!   inside the root. A root manifest with `[package]` and no `[workspace]` is a one-member workspace. Member
-//!   manifests are parsed on all cores.
+//! - Manifests are read with spans, never through `cargo metadata`: the root manifest with `toml_edit::Document`,
+//!   the members', path crates' and `Cargo.lock` with the `toml` crate's borrowing `DeTable` (about 0.6x the time).
+//!   The root is found as Cargo finds it, members come from `members` globs, `exclude`, a root `[package]` and path
+//!   dependencies inside the root. A root manifest with `[package]` and no `[workspace]` is a one-member workspace.
+//!   Member manifests are parsed on all cores.
 //! - `transitive` follows the graph Cargo builds: members, non-member path crates (their manifests are read too,
 //!   `[patch]` and `[replace]` paths included) and registry or git crates, one node per version locked in
 //!   `Cargo.lock`, each with its own edges (without a lockfile, registry crates are leaves). Optional dependencies
