@@ -201,37 +201,52 @@ impl JsonWriter {
         value.write(self);
     }
 
-    /// An array of violations, each with its kind's fields, then where and what.
-    /// An array of violations, each with its kind's fields, then where and what. Thousands are written in chunks
-    /// on all cores, each by a writer that starts where this one is, then joined in order.
+    /// An array of violations, each with its kind's fields, then where and what. Thousands are written on all cores:
+    /// this writer writes the first part itself while each other core writes one of the others into a writer that
+    /// starts where this one is, and the parts are then appended in order (so only they are copied, and this
+    /// writer's buffer fills while the others are written).
     fn violations(&mut self, violations: &[Violation]) {
         self.open('[');
-        const CHUNK: usize = 1024;
-        if violations.len() <= CHUNK {
-            for v in violations {
+        const PART: usize = 1024;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let parts = threads.min(violations.len().div_ceil(PART)).max(1);
+        let part_len = violations.len().div_ceil(parts);
+        let mut parts = violations.chunks(part_len.max(1));
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<&[Violation]> = parts.collect();
+        let continued = {
+            let mut empty = self.empty.clone();
+            if let Some(last) = empty.last_mut() {
+                *last = false;
+            }
+            empty
+        };
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = others
+                .iter()
+                .map(|part| {
+                    let empty = continued.clone();
+                    scope.spawn(move || {
+                        let mut w = JsonWriter { out: String::with_capacity(part.len() * 512), empty };
+                        for v in *part {
+                            w.violation(v);
+                        }
+                        w.out
+                    })
+                })
+                .collect();
+            for v in first {
                 self.violation(v);
             }
-        } else {
-            let chunks: Vec<&[Violation]> = violations.chunks(CHUNK).collect();
-            let written = crate::par_map(&chunks, |chunk| {
-                let mut w = JsonWriter { out: String::with_capacity(chunk.len() * 512), empty: self.empty.clone() };
-                // Every chunk but the first continues the array.
-                if !std::ptr::eq(chunk.as_ptr(), violations.as_ptr())
-                    && let Some(empty) = w.empty.last_mut()
-                {
-                    *empty = false;
-                }
-                for v in *chunk {
-                    w.violation(v);
-                }
-                w.out
-            });
-            for text in written {
+            for worker in workers {
+                let text = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 self.out.push_str(&text);
             }
-            if let Some(empty) = self.empty.last_mut() {
-                *empty = false;
-            }
+        });
+        if !violations.is_empty()
+            && let Some(empty) = self.empty.last_mut()
+        {
+            *empty = false;
         }
         self.close(']');
     }

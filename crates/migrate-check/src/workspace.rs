@@ -330,6 +330,8 @@ impl Workspace {
             seen.insert(root.as_os_str().to_owned());
             dirs.push(root.clone());
         }
+        // Directories a glob matched: the pattern and its line, for the error if one has no Cargo.toml.
+        let mut globbed: HashMap<OsString, (&str, usize)> = HashMap::new();
         for (pattern, line) in &member_patterns {
             if pattern.contains(['*', '?', '[']) {
                 let mut found = Vec::new();
@@ -340,13 +342,8 @@ impl Workspace {
                     if is_excluded(&dir) || !seen.insert(dir.as_os_str().to_owned()) {
                         continue;
                     }
-                    if !dir.join("Cargo.toml").is_file() {
-                        let message = format!(
-                            "member pattern `{pattern}` matches `{}`, which has no Cargo.toml",
-                            loader.rel(&dir)
-                        );
-                        return Err(loader.error("manifest", absolute, Some(*line), message));
-                    }
+                    // Whether it has a Cargo.toml is seen when the members are read, on all cores.
+                    globbed.insert(dir.as_os_str().to_owned(), (pattern.as_str(), *line));
                     dirs.push(dir);
                 }
             } else {
@@ -381,7 +378,16 @@ impl Workspace {
         let mut members: Vec<Package> = Vec::new();
         let mut pending = dirs;
         while !pending.is_empty() {
-            let parsed = par_map(&pending, |dir| loader.package(dir, &root_text, Some(&ws_deps), dir == &root));
+            let parsed = par_map(&pending, |dir| {
+                if let Some((pattern, line)) = globbed.get(dir.as_os_str())
+                    && !dir.join("Cargo.toml").is_file()
+                {
+                    let message =
+                        format!("member pattern `{pattern}` matches `{}`, which has no Cargo.toml", loader.rel(dir));
+                    return Err(loader.error("manifest", absolute, Some(*line), message));
+                }
+                loader.package(dir, &root_text, Some(&ws_deps), dir == &root)
+            });
             pending = Vec::new();
             for package in parsed {
                 let package = package?;

@@ -403,3 +403,28 @@ fn a_block_level_import_of_a_renamed_item_renames_its_uses_in_that_block_only() 
          made\n}\n\n#[allow(non_snake_case)]\npub fn other() -> u32 {\n    let Old = 1;\n    Old\n}\n"
     );
 }
+
+#[test]
+fn a_member_glob_that_matches_a_directory_without_a_manifest_is_an_error_at_its_line() {
+    let ws = Fixture::new(
+        "//- /Cargo.toml
+[workspace]
+members = [
+    \"crates/*\",
+]
+//- /crates/app/Cargo.toml
+[package]
+name = \"app\"
+version = \"0.1.0\"
+//- /crates/app/src/lib.rs
+//- /crates/notes/README.md
+not a package
+",
+    );
+    let run = migrate_check(&ws.root, &["--deprecated", "old-core", "--replacement", "new-core"]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "error: Cargo.toml:3: member pattern `crates/*` matches `crates/notes`, which has no Cargo.toml\n"
+    );
+}
