@@ -371,14 +371,17 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
         groups.push((entry.package.as_str(), vec![Violation::new(&entry.package, Kind::StaleAllow, diagnostic)]));
     }
     groups.sort_by(|a, b| a.0.cmp(b.0));
+    // Each group is sorted and holds its package's violations only, and the report sorts by package first: in
+    // order, unless two groups are of one package (an allow entry beside a member of its name), merged by a sort.
+    let merge = groups.windows(2).any(|pair| pair[0].0 == pair[1].0);
     let mut violations = Vec::with_capacity(groups.iter().map(|(_, group)| group.len()).sum());
     for (_, group) in groups {
         violations.extend(group);
     }
-    // Two groups of one package (an allow entry beside a member of its name) are merged by the sort.
-    if !violations.is_sorted_by(|a, b| sort_key(a) <= sort_key(b)) {
+    if merge {
         sort(&mut violations);
     }
+    debug_assert!(violations.is_sorted_by(|a, b| sort_key(a) <= sort_key(b)), "the report's order");
     allowed.sort_by(|a, b| a.package.cmp(&b.package));
     Ok(Report {
         deprecated: deprecated.to_owned(),

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use memchr::memmem;
 
@@ -20,6 +21,13 @@ use crate::modules::ModuleFile;
 use crate::paths::{LineCursor, line_col, normalize, rel_path};
 use crate::read::ReadBuffer;
 use crate::workspace::Package;
+
+/// Searchers for the fixed words the scan looks for in every file, built once: building one costs about as much as
+/// searching a small file with it.
+static MOD: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"mod"));
+static INCLUDE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"include"));
+static INCLUDE_STR: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"include_str"));
+static DOC: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"doc"));
 
 /// One occurrence of the deprecated crate in a source file.
 #[derive(Debug, Clone)]
@@ -109,8 +117,8 @@ fn scan_with(
             let declarations = declarations(bytes);
             let scan_docs = pending.lib && package.doctest;
             let found = occurrences(&finders, bytes);
-            let mentioned = mentions_outside_comments(bytes, &found, scan_docs)
-                || (scan_docs && memmem::find(bytes, b"include_str").is_some());
+            let mentioned =
+                mentions_outside_comments(bytes, &found, scan_docs) || (scan_docs && INCLUDE_STR.find(bytes).is_some());
             if declarations.is_empty() && !mentioned {
                 continue;
             }
@@ -186,7 +194,7 @@ fn read_first<'b>(
 fn declarations(bytes: &[u8]) -> Vec<(usize, usize)> {
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
     let space = |b: &u8| b.is_ascii_whitespace();
-    let items = memmem::find_iter(bytes, b"mod").filter_map(|at| {
+    let items = MOD.find_iter(bytes).filter_map(|at| {
         if at > 0 && ident(bytes[at - 1]) {
             return None;
         }
@@ -201,7 +209,7 @@ fn declarations(bytes: &[u8]) -> Vec<(usize, usize)> {
         (name > 0 && bytes[semicolon] == b';').then_some((at, semicolon + 1))
     });
     let mut found: Vec<(usize, usize)> = items.collect();
-    found.extend(memmem::find_iter(bytes, b"include").map(|at| (at, at + "include".len())));
+    found.extend(INCLUDE.find_iter(bytes).map(|at| (at, at + "include".len())));
     found.sort_unstable();
     found
 }
@@ -1066,7 +1074,7 @@ fn doctest_hits<'t>(
 ) -> Result<(), Diagnostic> {
     // `#[doc = ".."]` and `#[doc = include_str!("..")]` are read from tokens, where the file has `doc =` in code.
     let bytes = text.as_bytes();
-    let attributes = memmem::find_iter(bytes, b"doc").any(|at| {
+    let attributes = DOC.find_iter(bytes).any(|at| {
         let after = bytes[at + 3..].iter().find(|b| !b.is_ascii_whitespace());
         after == Some(&b'=') && !(at > 0 && lex::is_ident_byte(bytes[at - 1])) && skim.span_at(at).is_none()
     });
