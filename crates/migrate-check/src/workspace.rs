@@ -379,14 +379,22 @@ impl Workspace {
         let mut pending = dirs;
         while !pending.is_empty() {
             let parsed = par_map(&pending, |dir| {
-                if let Some((pattern, line)) = globbed.get(dir.as_os_str())
-                    && !dir.join("Cargo.toml").is_file()
-                {
-                    let message =
-                        format!("member pattern `{pattern}` matches `{}`, which has no Cargo.toml", loader.rel(dir));
-                    return Err(loader.error("manifest", absolute, Some(*line), message));
+                if dir == &root {
+                    return loader.parsed_package(dir, root_text.clone(), Some(&ws_deps));
                 }
-                loader.package(dir, &root_text, Some(&ws_deps), dir == &root)
+                let manifest = dir.join("Cargo.toml");
+                match crate::read::read_text(&manifest) {
+                    Ok(text) => loader.parsed_package(dir, text, Some(&ws_deps)),
+                    Err(err) => Err(match globbed.get(dir.as_os_str()) {
+                        Some((pattern, line)) if err.kind() == std::io::ErrorKind::NotFound => {
+                            let matched = loader.rel(dir);
+                            let message =
+                                format!("member pattern `{pattern}` matches `{matched}`, which has no Cargo.toml");
+                            loader.error("manifest", absolute, Some(*line), message)
+                        }
+                        _ => loader.read_error(&manifest, &err),
+                    }),
+                }
             });
             pending = Vec::new();
             for package in parsed {
@@ -504,14 +512,16 @@ impl Loader {
     }
 
     fn read(&self, path: &Path) -> Result<String, Diagnostic> {
-        crate::read::read_text(path).map_err(|err| {
-            let problem = if err.kind() == std::io::ErrorKind::NotFound {
-                "no such file".to_owned()
-            } else {
-                format!("cannot read: {err}")
-            };
-            self.error("io", path, None, problem)
-        })
+        crate::read::read_text(path).map_err(|err| self.read_error(path, &err))
+    }
+
+    fn read_error(&self, path: &Path, err: &std::io::Error) -> Diagnostic {
+        let problem = if err.kind() == std::io::ErrorKind::NotFound {
+            "no such file".to_owned()
+        } else {
+            format!("cannot read: {err}")
+        };
+        self.error("io", path, None, problem)
     }
 
     fn parse<'t>(&self, path: &Path, text: &'t str) -> Result<Document<&'t str>, Diagnostic> {
@@ -752,8 +762,18 @@ impl Loader {
         ws_deps: Option<&HashMap<String, WsDep>>,
         is_root: bool,
     ) -> Result<Package, Diagnostic> {
+        let text = if is_root { root_text.to_owned() } else { self.read(&dir.join("Cargo.toml"))? };
+        self.parsed_package(dir, text, ws_deps)
+    }
+
+    /// The package whose manifest, in `dir`, has the `text` given.
+    fn parsed_package(
+        &self,
+        dir: &Path,
+        text: String,
+        ws_deps: Option<&HashMap<String, WsDep>>,
+    ) -> Result<Package, Diagnostic> {
         let manifest = dir.join("Cargo.toml");
-        let text = if is_root { root_text.to_owned() } else { self.read(&manifest)? };
         let shown = self.shown(&manifest);
         let package = {
             let root = self.parse_fast(&manifest, &text)?;
