@@ -3,8 +3,8 @@
 //! Its own figures compare `migrate-check` (the release build, run as a process like the tools it is compared with)
 //! on a generated N-member workspace against `cargo metadata --format-version 1 --no-deps --offline` on the same
 //! workspace, and against `cargo deny check bans` when it is installed: manifest-only (`--no-source`) and with the
-//! source scan, at N = 300 and N = 1,500, the median of several runs after one warm-up run. `--quick`: N = 20, one
-//! run. Then it runs the other benchmarks of the workspace when they exist and collects their figures, and the
+//! source scan, at N = 300 and N = 1,500, the three run in turn, the median of 15 (7 at N = 1,500) rounds after one
+//! warm-up round. `--quick`: N = 20, one run. Then it runs the other benchmarks of the workspace when they exist and collects their figures, and the
 //! gateway's load figures (the [`gateway`] module: the gateway and a bare server as processes, load from a third;
 //! then, where `redis-server` is installed, the gateway with its event log in Redis beside the in-memory log).
 //!
@@ -234,7 +234,7 @@ fn release_xtask() -> Result<PathBuf, String> {
 
 fn migrate_check_figures(quick: bool, rows: &mut Vec<Row>) -> Result<(), String> {
     let xtask = release_xtask()?;
-    let sizes: &[(usize, usize)] = if quick { &[(20, 1)] } else { &[(300, 7), (1500, 5)] };
+    let sizes: &[(usize, usize)] = if quick { &[(20, 1)] } else { &[(300, 15), (1500, 7)] };
     let deny_installed = Command::new(cargo())
         .args(["deny", "--version"])
         .stdout(Stdio::null())
@@ -255,9 +255,13 @@ fn migrate_check_figures(quick: bool, rows: &mut Vec<Row>) -> Result<(), String>
         let mut metadata = Command::new(cargo());
         metadata.args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path", manifest]);
         let result = (|| {
-            let manifest_only = median(check(&["--no-source"]), repetitions, Some(1))?;
-            let with_sources = median(check(&[]), repetitions, Some(1))?;
-            let metadata = median(metadata, repetitions, Some(0))?;
+            // Alternating, so that a change in the machine's load meets all three alike.
+            let (mut manifest_only, mut with_sources) = (check(&["--no-source"]), check(&[]));
+            let times = alternating(
+                &mut [(&mut manifest_only, Some(1)), (&mut with_sources, Some(1)), (&mut metadata, Some(0))],
+                repetitions,
+            )?;
+            let (manifest_only, with_sources, metadata) = (times[0], times[1], times[2]);
             let n = format!("N={members}");
             rows.push(ratio_row(
                 &format!("migrate-check manifest-only vs cargo metadata, {n}"),
@@ -298,7 +302,7 @@ fn migrate_check_figures(quick: bool, rows: &mut Vec<Row>) -> Result<(), String>
 /// the three, the median of the repetitions; and the peak memory of the check and of `cargo metadata`, where GNU
 /// `time` is installed.
 fn realistic_figures(xtask: &Path, quick: bool, deny_installed: bool, rows: &mut Vec<Row>) -> Result<(), String> {
-    let (members, repetitions) = if quick { (12, 1) } else { (320, 9) };
+    let (members, repetitions) = if quick { (12, 1) } else { (320, 15) };
     let dir = std::env::temp_dir().join(format!("xtask-bench-realistic-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let shape = generate_realistic(&dir, members)
