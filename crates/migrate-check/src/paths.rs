@@ -6,15 +6,37 @@ use std::path::{Component, Path, PathBuf};
 /// Resolves `.` and `..` lexically (symlinks are taken as written, as Cargo does). A `..` with nothing left to pop
 /// is kept, so a relative path that climbs out stays correct: `../a/./b` stays `../a/b`.
 pub fn normalize(path: &Path) -> PathBuf {
-    // Where `/` is the separator, a path with no empty, `.` or `..` component (the common case) is its own normal
-    // form: no need to rebuild it component by component.
+    // Where `/` is the separator, on the text: `components` re-parses what it has built at every `..`.
     if std::path::MAIN_SEPARATOR == '/'
         && let Some(text) = path.to_str()
-        && let rest = text.strip_prefix('/').unwrap_or(text)
-        && !rest.is_empty()
-        && rest.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
     {
-        return path.to_owned();
+        let absolute = text.starts_with('/');
+        let rest = text.strip_prefix('/').unwrap_or(text);
+        // A path with no empty, `.` or `..` component (the common case) is its own normal form.
+        if !rest.is_empty() && rest.split('/').all(|c| !c.is_empty() && c != "." && c != "..") {
+            return path.to_owned();
+        }
+        let mut kept: Vec<&str> = Vec::new();
+        for component in rest.split('/') {
+            match component {
+                "" | "." => {}
+                ".." if kept.last().is_some_and(|last| *last != "..") => _ = kept.pop(),
+                // Nothing above the root; above the start of a relative path, `..` stays.
+                ".." if absolute => {}
+                other => kept.push(other),
+            }
+        }
+        let mut out = String::with_capacity(text.len());
+        if absolute {
+            out.push('/');
+        }
+        for (k, component) in kept.iter().enumerate() {
+            if k > 0 {
+                out.push('/');
+            }
+            out.push_str(component);
+        }
+        return PathBuf::from(out);
     }
     by_components(path)
 }
@@ -151,7 +173,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalize_takes_its_short_cut_only_where_the_components_agree() {
+    fn normalize_on_the_text_agrees_with_the_component_walk() {
         for path in [
             "/w/a/b.rs",
             "/w/a//b.rs",
@@ -174,6 +196,19 @@ mod tests {
             "a",
         ] {
             assert_eq!(normalize(Path::new(path)), by_components(Path::new(path)), "{path}");
+        }
+        // Every path of up to five components made of these, absolute and relative.
+        let parts = ["a", "b", ".", "..", ""];
+        let mut paths = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> =
+                paths.iter().flat_map(|p| parts.iter().map(move |c| format!("{p}/{c}"))).collect();
+            for path in &longer {
+                for path in [path.as_str(), &path[1..]] {
+                    assert_eq!(normalize(Path::new(path)), by_components(Path::new(path)), "{path:?}");
+                }
+            }
+            paths = longer;
         }
     }
 

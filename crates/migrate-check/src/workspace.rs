@@ -774,14 +774,14 @@ impl Loader {
         ws_deps: Option<&HashMap<String, WsDep>>,
     ) -> Result<Package, Diagnostic> {
         let manifest = dir.join("Cargo.toml");
-        let shown = self.shown(&manifest);
         let package = {
             let root = self.parse_fast(&manifest, &text)?;
             let (value, string) = (value_at, string_at);
             let package = value(Some(&root), "package").and_then(DeValue::as_table);
             let lib = value(Some(&root), "lib").and_then(DeValue::as_table);
             let Some(name) = string(package, "name") else {
-                return Err(Diagnostic::error("manifest", "no `[package] name`: not a package manifest").in_file(shown));
+                return Err(Diagnostic::error("manifest", "no `[package] name`: not a package manifest")
+                    .in_file(self.shown(&manifest)));
             };
             let mut explicit_roots = Vec::new();
             if let Some(path) = string(lib, "path") {
@@ -815,7 +815,7 @@ impl Loader {
                 ];
                 for (section, kind) in kinds {
                     if let Some(deps) = value(Some(table), section).and_then(DeValue::as_table) {
-                        self.decls(deps, kind, target, dir, &text, &shown, ws_deps, &mut decls)?;
+                        self.decls(deps, kind, target, dir, &text, &manifest, ws_deps, &mut decls)?;
                     }
                 }
                 Ok(())
@@ -856,7 +856,7 @@ impl Loader {
         target: Option<&str>,
         dir: &Path,
         text: &str,
-        shown: &str,
+        manifest: &Path,
         ws_deps: Option<&HashMap<String, WsDep>>,
         out: &mut Vec<Decl>,
     ) -> Result<(), Diagnostic> {
@@ -876,7 +876,7 @@ impl Loader {
                                 "`{key}` is inherited with `workspace = true`, but [workspace.dependencies] has no \
                                  `{key}`"
                             );
-                            return Err(Diagnostic::error("manifest", problem).at(shown, line, None));
+                            return Err(Diagnostic::error("manifest", problem).at(self.shown(manifest), line, None));
                         }
                         None => (key.to_owned(), None, optional),
                     }
@@ -887,7 +887,7 @@ impl Loader {
                 }
             } else {
                 let problem = format!("dependency `{key}` must be a version string or a table");
-                return Err(Diagnostic::error("manifest", problem).at(shown, line, None));
+                return Err(Diagnostic::error("manifest", problem).at(self.shown(manifest), line, None));
             };
             out.push(Decl {
                 key: key.to_owned(),
