@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use migrate_check::Names;
-use migrate_check::cli::{Defaults, run};
+use migrate_check::cli::{Defaults, run_to};
 
 /// Runs the command with its arguments (after `migrate-check`).
 pub(crate) fn main(args: &[String]) -> ExitCode {
@@ -16,9 +16,8 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
         names: Names { deprecated: Some("registry-compat".to_owned()), replacement: Some("core-registry".to_owned()) },
         manifest_path: Some(crate::project_root().join("Cargo.toml")),
     };
-    let output = run(args.iter().map(OsString::from), &defaults);
-    // A closed pipe (`| head`) is not worth a panic.
-    let _ = std::io::stdout().lock().write_all(output.stdout.as_bytes());
+    // The report goes to stdout as it is rendered; a closed pipe (`| head`) is not worth a panic.
+    let output = run_to(args.iter().map(OsString::from), &defaults, &mut std::io::stdout().lock());
     let _ = std::io::stderr().lock().write_all(output.stderr.as_bytes());
     ExitCode::from(output.code)
 }

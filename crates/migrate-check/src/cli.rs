@@ -3,10 +3,11 @@
 //! returns what to print and the exit code, and the binary prints it.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 
 use crate::diag::{self, Diagnostic, Format};
-use crate::render::{plural, render};
+use crate::render::{plural, render, write_report};
 use crate::{CheckOptions, Names, TOOL};
 
 /// What a caller of [`run`] fixes in advance.
@@ -196,6 +197,20 @@ fn package(name: String) -> Result<String, String> {
 /// Runs the command line `args` (without the program name, and without the `migrate-check` that cargo passes to a
 /// subcommand).
 pub fn run(args: impl IntoIterator<Item = OsString>, defaults: &Defaults) -> Output {
+    run_with(args, defaults, None)
+}
+
+/// Like [`run`], but what is for standard output is written to `stdout` (the report as it is rendered: a JSON report
+/// of thousands of violations is never held whole), so the returned [`Output::stdout`] is empty. An error writing to
+/// `stdout` (a closed pipe) ends the writing, not the run.
+pub fn run_to(args: impl IntoIterator<Item = OsString>, defaults: &Defaults, stdout: &mut dyn Write) -> Output {
+    let mut output = run_with(args, defaults, Some(&mut *stdout));
+    let _ = stdout.write_all(output.stdout.as_bytes()).and_then(|()| stdout.flush());
+    output.stdout.clear();
+    output
+}
+
+fn run_with(args: impl IntoIterator<Item = OsString>, defaults: &Defaults, stdout: Option<&mut dyn Write>) -> Output {
     let program = defaults.program;
     let args = match parse(args.into_iter().collect()) {
         Ok(Command::Help) => return Output { stdout: help(program), stderr: String::new(), code: 0 },
@@ -216,7 +231,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>, defaults: &Defaults) -> Out
         sources: !args.no_source,
     };
     let mut output = Output { stdout: String::new(), stderr: String::new(), code: 0 };
-    let result = if args.fix { fix(&options, &args, &mut output) } else { check(&options, args.format, &mut output) };
+    let result =
+        if args.fix { fix(&options, &args, &mut output) } else { check(&options, args.format, stdout, &mut output) };
     if let Err(diagnostic) = result {
         output.stdout = diag::render_error(&diagnostic, args.format, &TOOL, &[]);
         output.stderr.push_str(&format!("{diagnostic}\n"));
@@ -225,9 +241,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>, defaults: &Defaults) -> Out
     output
 }
 
-fn check(options: &CheckOptions, format: Format, output: &mut Output) -> Result<(), Diagnostic> {
+fn check(
+    options: &CheckOptions,
+    format: Format,
+    stdout: Option<&mut dyn Write>,
+    output: &mut Output,
+) -> Result<(), Diagnostic> {
     let report = crate::check(options)?;
-    output.stdout = render(&report, format);
+    match stdout {
+        // A closed pipe ends the writing; the exit code still says what was found.
+        Some(stdout) => _ = write_report(&report, format, stdout),
+        None => output.stdout = render(&report, format),
+    }
     output.code = u8::from(!report.violations.is_empty());
     // Thousands of violations are tens of thousands of strings to free (a millisecond on the realistic workspace):
     // another thread frees them, so that the report is printed without waiting (a process that exits right after

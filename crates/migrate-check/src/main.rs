@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use migrate_check::cli::{Defaults, run};
+use migrate_check::cli::{Defaults, run_to};
 
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -13,9 +13,8 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|arg| arg == "migrate-check") {
         args.remove(0);
     }
-    let output = run(args, &Defaults::generic());
-    // A closed pipe (`| head`) is not worth a panic.
-    let _ = std::io::stdout().lock().write_all(output.stdout.as_bytes());
+    // The report goes to stdout as it is rendered; a closed pipe (`| head`) is not worth a panic.
+    let output = run_to(args, &Defaults::generic(), &mut std::io::stdout().lock());
     let _ = std::io::stderr().lock().write_all(output.stderr.as_bytes());
     ExitCode::from(output.code)
 }

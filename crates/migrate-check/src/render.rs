@@ -17,6 +17,20 @@ pub fn render(report: &Report, format: Format) -> String {
     }
 }
 
+/// The report in `format`, written to `out` as it is rendered: a JSON report of thousands of violations is written
+/// in parts, never held whole (which a report of megabytes made the check wait for). Stops at the first error.
+pub(crate) fn write_report(report: &Report, format: Format, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    match format {
+        Format::Json => {
+            let mut w =
+                JsonWriter { out: String::with_capacity(64 * 1024), empty: Vec::new(), sink: Some(out), failed: None };
+            json_into(&mut w, report);
+            w.flush()
+        }
+        _ => out.write_all(render(report, format).as_bytes()),
+    }
+}
+
 /// `1 violation`, `2 violations`.
 pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") }
@@ -68,7 +82,14 @@ fn human(report: &Report) -> String {
 /// `serde_json::Value` tree for it was a sixth of the check's time). The output is what `serde_json`'s pretty printer
 /// writes for the same object, key for key; a test holds the two together.
 fn json_report(report: &Report) -> String {
-    let mut w = JsonWriter { out: String::with_capacity(256 + report.violations.len() * 512), empty: Vec::new() };
+    let capacity = 256 + report.violations.len() * 512;
+    let mut w = JsonWriter { out: String::with_capacity(capacity), empty: Vec::new(), sink: None, failed: None };
+    json_into(&mut w, report);
+    w.out
+}
+
+/// The JSON report, into `w`.
+fn json_into(w: &mut JsonWriter<'_>, report: &Report) {
     w.open('{');
     w.field("deprecated", &report.deprecated.as_str());
     w.field("replacement", &report.replacement.as_str());
@@ -90,7 +111,6 @@ fn json_report(report: &Report) -> String {
     w.close(']');
     w.close('}');
     w.out.push('\n');
-    w.out
 }
 
 /// A JSON value [`JsonWriter::field`] can write.
@@ -147,13 +167,50 @@ impl JsonValue for &[String] {
 }
 
 /// Pretty JSON as `serde_json` writes it: two spaces a level, `"key": value`, `[]` and `{}` when empty.
-struct JsonWriter {
+struct JsonWriter<'s> {
     out: String,
     /// One entry per open object or array: whether nothing is in it yet.
     empty: Vec<bool>,
+    /// Where the text goes as it is written, if anywhere: `out` is then a buffer, passed on at each part.
+    sink: Option<&'s mut dyn std::io::Write>,
+    /// The sink's first error: nothing is written after it.
+    failed: Option<std::io::Error>,
 }
 
-impl JsonWriter {
+impl JsonWriter<'_> {
+    /// Passes what is buffered on to the sink, if there is one (else it stays: the buffer is the output). After an
+    /// error, what is written is dropped.
+    fn pass_on(&mut self) {
+        let text = std::mem::take(&mut self.out);
+        let passed = self.pass_on_text(&text).is_ok();
+        self.out = text;
+        if passed {
+            self.out.clear();
+        }
+    }
+
+    /// Passes `text` on to the sink: `Ok(())` once it is there or dropped after an earlier error, `Err(())` without a
+    /// sink. The first error is kept for [`JsonWriter::flush`].
+    fn pass_on_text(&mut self, text: &str) -> Result<(), ()> {
+        let Some(sink) = self.sink.as_mut() else { return Err(()) };
+        if self.failed.is_none()
+            && let Err(err) = sink.write_all(text.as_bytes())
+        {
+            self.failed = Some(err);
+        }
+        Ok(())
+    }
+
+    /// The end: passes the rest on; the first error met, if any.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.pass_on();
+        match (self.failed.take(), self.sink.as_mut()) {
+            (Some(err), _) => Err(err),
+            (None, Some(sink)) => sink.flush(),
+            (None, None) => Ok(()),
+        }
+    }
+
     fn open(&mut self, bracket: char) {
         self.out.push(bracket);
         self.empty.push(true);
@@ -227,7 +284,12 @@ impl JsonWriter {
                 .map(|part| {
                     let empty = continued.clone();
                     scope.spawn(move || {
-                        let mut w = JsonWriter { out: String::with_capacity(part.len() * 512), empty };
+                        let mut w = JsonWriter {
+                            out: String::with_capacity(part.len() * 512),
+                            empty,
+                            sink: None,
+                            failed: None,
+                        };
                         for v in *part {
                             w.violation(v);
                         }
@@ -237,10 +299,18 @@ impl JsonWriter {
                 .collect();
             for v in first {
                 self.violation(v);
+                // With a sink, the buffer is passed on every 64 KiB.
+                if self.out.len() >= 64 * 1024 {
+                    self.pass_on();
+                }
             }
             for worker in workers {
                 let text = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                self.out.push_str(&text);
+                // With a sink, each part is passed on as it is; else the parts are joined.
+                self.pass_on();
+                if self.pass_on_text(&text).is_err() {
+                    self.out.push_str(&text);
+                }
             }
         });
         if !violations.is_empty()
@@ -356,8 +426,37 @@ mod tests {
         let allowed = vec![Allowed { package: "e".to_owned(), reason: "r".to_owned(), violations: many.clone() }];
         let large = Report { violations: many, allowed, ..report.clone() };
         assert_eq!(json_report(&large), diag::pretty(&to_json(&large)));
-        let empty = Report { violations: Vec::new(), allowed: Vec::new(), ..report };
+        let empty = Report { violations: Vec::new(), allowed: Vec::new(), ..report.clone() };
         assert_eq!(json_report(&empty), diag::pretty(&to_json(&empty)));
+
+        // Written to a sink as it is rendered: the same bytes, in every format.
+        for report in [&report, &large, &empty] {
+            for format in [Format::Json, Format::Human, Format::Github, Format::Sarif] {
+                let mut written = Vec::new();
+                write_report(report, format, &mut written).expect("a Vec takes everything");
+                assert_eq!(String::from_utf8(written).expect("UTF-8"), render(report, format));
+            }
+        }
+        // A sink that fails (a closed pipe) ends the writing with its error, after nothing more than it took.
+        struct Closed(usize);
+        impl std::io::Write for Closed {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for room in [0, 100, 70_000, 1_000_000] {
+            let mut sink = Closed(room);
+            let err = write_report(&large, Format::Json, &mut sink).expect_err("the pipe closed");
+            assert_eq!((err.kind(), sink.0), (std::io::ErrorKind::BrokenPipe, 0));
+        }
     }
 
     /// The same object through `serde_json::Value`.
