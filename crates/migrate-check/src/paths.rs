@@ -41,6 +41,17 @@ pub fn normalize(path: &Path) -> PathBuf {
     by_components(path)
 }
 
+/// Whether `path` is `dir` or inside it, both normalized ([`normalize`]): on their bytes where `/` is the separator
+/// (`Path::starts_with` compares component by component, the cost of a check's hundreds of calls).
+pub fn within(path: &Path, dir: &Path) -> bool {
+    let (bytes, prefix) = (path.as_os_str().as_encoded_bytes(), dir.as_os_str().as_encoded_bytes());
+    // The root, an empty path and a trailing `/` are left to `starts_with`.
+    if std::path::MAIN_SEPARATOR == '/' && !prefix.is_empty() && !prefix.ends_with(b"/") {
+        return bytes.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest[0] == b'/');
+    }
+    path.starts_with(dir)
+}
+
 /// [`normalize`] the long way: `.` dropped, each `..` taking the component before it off.
 fn by_components(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -209,6 +220,17 @@ mod tests {
                 }
             }
             paths = longer;
+        }
+    }
+
+    #[test]
+    fn within_agrees_with_starts_with_on_normalized_paths() {
+        let paths = ["/", "/w", "/w/a", "/w/ab", "/w/a/b", "/wa", "/w/a.b", "a", "a/b", "ab", "", "../a", ".."];
+        for path in paths {
+            for dir in paths {
+                let (path, dir) = (Path::new(path), Path::new(dir));
+                assert_eq!(within(path, dir), path.starts_with(dir), "{path:?} in {dir:?}");
+            }
         }
     }
 

@@ -9,12 +9,12 @@
 //! `#[cfg_attr(.., path = "..")]` alternative, `include!("file.rs")`; where a module's file is comes from the one
 //! resolver, [`crate::modules`].
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use memchr::memmem;
 
+use crate::FastSet;
 use crate::diag::Diagnostic;
 use crate::lex::{self, DocComment, Tok, Token};
 use crate::modules::ModuleFile;
@@ -97,7 +97,7 @@ fn scan_with(
     let finders: Vec<memmem::Finder<'_>> = names.iter().map(|n| memmem::Finder::new(n.as_bytes())).collect();
     let mut hits = Vec::new();
     let mut aliases = Vec::new();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut seen: FastSet<PathBuf> = FastSet::default();
     // A stack: the library root is pushed last, so its whole tree is read before any other target and a file shared
     // with another target is known to be the library's.
     let mut queue: Vec<Pending> = target_roots(package)

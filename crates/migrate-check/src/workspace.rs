@@ -4,7 +4,7 @@
 //! every member's dependency declarations with the line of their key, the manifests of
 //! non-member path crates, and the registry part of the graph from `Cargo.lock`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,8 @@ use toml::de::{DeTable, DeValue};
 use toml_edit::{Document, Item, Key, TableLike};
 
 use crate::diag::Diagnostic;
-use crate::par_map;
-use crate::paths::{line_col, normalize, rel_path, relative};
+use crate::paths::{line_col, normalize, rel_path, relative, within};
+use crate::{FastMap, FastSet, par_map};
 
 /// The three dependency tables of a manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -260,7 +260,7 @@ pub(crate) fn is_package_name(name: &str) -> bool {
 /// Whether `dir` is excluded from a workspace by `exclude` (unless a `members` entry names it explicitly), as Cargo
 /// decides it.
 fn excluded(dir: &Path, exclude: &[PathBuf], members: &[PathBuf]) -> bool {
-    exclude.iter().any(|ex| dir.starts_with(ex)) && !members.iter().any(|member| dir.starts_with(member))
+    exclude.iter().any(|ex| within(dir, ex)) && !members.iter().any(|member| within(dir, member))
 }
 
 impl Workspace {
@@ -325,13 +325,13 @@ impl Workspace {
         let mut dirs: Vec<PathBuf> = Vec::new();
         // Keyed by the path's bytes: every path here is normalized, so byte equality is path equality, and hashing
         // bytes is far cheaper than hashing a `Path` component by component.
-        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut seen: FastSet<OsString> = FastSet::default();
         if doc.as_table().contains_key("package") {
             seen.insert(root.as_os_str().to_owned());
             dirs.push(root.clone());
         }
         // Directories a glob matched: the pattern and its line, for the error if one has no Cargo.toml.
-        let mut globbed: HashMap<OsString, (&str, usize)> = HashMap::new();
+        let mut globbed: FastMap<OsString, (&str, usize)> = FastMap::default();
         for (pattern, line) in &member_patterns {
             if pattern.contains(['*', '?', '[']) {
                 let mut found = Vec::new();
@@ -402,7 +402,7 @@ impl Workspace {
                 for decl in &package.decls {
                     if let Some(dir) = &decl.path
                         && !single_package
-                        && dir.starts_with(&root)
+                        && within(dir, &root)
                         && !is_excluded(dir)
                         && seen.insert(dir.as_os_str().to_owned())
                     {
@@ -414,7 +414,7 @@ impl Workspace {
         }
         members.sort_by_cached_key(|package| path_order_key(&package.dir));
         // Cargo refuses two members of one name; every lookup by name here would take the first.
-        let mut by_name: HashMap<&str, &Package> = HashMap::new();
+        let mut by_name: FastMap<&str, &Package> = FastMap::default();
         for member in &members {
             if let Some(first) = by_name.insert(&member.name, member) {
                 return Err(Diagnostic::error(
@@ -969,7 +969,7 @@ pub(crate) struct Lock {
     /// Every `[[package]]`, in file order.
     pub(crate) packages: Vec<LockPackage>,
     /// The indices in `packages` of each name (a lockfile has hundreds of packages, each naming several).
-    named: HashMap<String, Vec<usize>>,
+    named: FastMap<String, Vec<usize>>,
 }
 
 /// One `[[package]]` of `Cargo.lock`.
