@@ -394,9 +394,9 @@ pub(crate) fn check_loaded(ws: &Workspace, scan_sources: bool) -> Result<Report,
 }
 
 /// Every package name in sight: members, path crates, the packages their declarations name, and `Cargo.lock`'s.
-fn known_packages(ws: &Workspace) -> std::collections::HashSet<&str> {
+fn known_packages(ws: &Workspace) -> FastSet<&str> {
     let packages = ws.members.iter().chain(&ws.others);
-    let mut known: std::collections::HashSet<&str> = packages.clone().map(|p| p.name.as_str()).collect();
+    let mut known: FastSet<&str> = packages.clone().map(|p| p.name.as_str()).collect();
     known.extend(packages.flat_map(|p| &p.decls).map(|d| d.package.as_str()));
     known.extend(ws.lock.packages.iter().map(|p| p.name.as_str()));
     known
@@ -583,14 +583,14 @@ struct Graph<'w> {
     /// dependency (1 for such a package); `u32::MAX` when it cannot reach it.
     dist: Vec<u32>,
     // Keyed by the directory's bytes (directories are normalized): much cheaper to hash than a `Path`.
-    member_index: HashMap<&'w OsStr, usize>,
+    member_index: FastMap<&'w OsStr, usize>,
 }
 
 impl<'w> Graph<'w> {
     fn new(ws: &'w Workspace, deprecated: &str) -> Graph<'w> {
         let packages: Vec<&Package> = ws.members.iter().chain(&ws.others).collect();
         let mut names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
-        let member_index: HashMap<&OsStr, usize> =
+        let member_index: FastMap<&OsStr, usize> =
             packages.iter().enumerate().map(|(i, p)| (p.dir.as_os_str(), i)).collect();
         // Registry and git packages of Cargo.lock, one node per locked version.
         let lock = &ws.lock;
@@ -601,7 +601,7 @@ impl<'w> Graph<'w> {
                 names.push(locked.name.as_str());
             }
         }
-        let mut path_named: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut path_named: FastMap<&str, Vec<usize>> = FastMap::default();
         for (i, package) in packages.iter().enumerate() {
             path_named.entry(package.name.as_str()).or_default().push(i);
         }

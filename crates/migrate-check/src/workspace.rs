@@ -404,8 +404,9 @@ impl Workspace {
                         && !single_package
                         && within(dir, &root)
                         && !is_excluded(dir)
-                        && seen.insert(dir.as_os_str().to_owned())
+                        && !seen.contains(dir.as_os_str())
                     {
+                        seen.insert(dir.as_os_str().to_owned());
                         pending.push(dir.clone());
                     }
                 }
@@ -442,9 +443,10 @@ impl Workspace {
         let mut queue: Vec<PathBuf> = members.iter().flat_map(|m| m.decls.iter().filter_map(Decl::dir)).collect();
         queue.extend(patches.values().cloned());
         while let Some(dir) = queue.pop() {
-            if !seen.insert(dir.as_os_str().to_owned()) {
+            if seen.contains(dir.as_os_str()) {
                 continue;
             }
+            seen.insert(dir.as_os_str().to_owned());
             let mut package = loader.package(&dir, &root_text, None, false)?;
             patch(&mut package);
             queue.extend(package.decls.iter().filter_map(Decl::dir));
