@@ -36,13 +36,21 @@ impl ReadBuffer {
     }
 }
 
-/// The whole text of the file at `path`, read with `read` calls alone (manifests are small: one read fills the
-/// first buffer, the next says the file ended).
+/// The whole text of the file at `path`, read with `read` calls alone into a buffer each thread keeps (manifests
+/// are small: one read fills it, the next says the file ended), then copied at its length: a buffer per file, of a
+/// size the allocator keeps no cache for, cost more than the copy.
 pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
-    let mut text = String::with_capacity(16 * 1024);
-    // `Take` hides `File`'s own `read_to_string`, which asks for the size first.
-    std::fs::File::open(path)?.take(u64::MAX).read_to_string(&mut text)?;
-    Ok(text)
+    thread_local! {
+        static BUFFER: std::cell::RefCell<ReadBuffer> = std::cell::RefCell::new(ReadBuffer::default());
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.fill(&mut std::fs::File::open(path)?)?;
+        match buffer.text() {
+            Ok(text) => Ok(text.to_owned()),
+            // As `read_to_string` says it.
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8")),
+        }
+    })
 }
 
 /// Whether `accept` holds for one of the Rust files below `dir` (its path and bytes), `target` directories skipped:

@@ -844,9 +844,6 @@ impl Loader {
                 decls,
             }
         };
-        // The text was read into a buffer of 16 KiB: kept as it is, every member's would hold that much.
-        let mut text = text;
-        text.shrink_to_fit();
         Ok(Package { text, ..package })
     }
 
