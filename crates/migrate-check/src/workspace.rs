@@ -214,10 +214,8 @@ pub(crate) fn locate(manifest_path: Option<&Path>) -> Result<Located, Diagnostic
             };
             // A manifest above that does not parse may be the workspace root: Cargo stops there too.
             let doc = Document::parse(text.as_str()).map_err(|err| {
-                let (line, column) = err.span().map_or((1, 1), |span| line_col(&text, span.start));
-                let message = err.message().trim_end().replace('\n', "; ");
                 let shown = shown_from_cwd(dir).join("Cargo.toml").display().to_string();
-                Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(shown, line, Some(column))
+                toml_error(shown, &text, err.message(), err.span())
             })?;
             if let Some(workspace) = doc.get("workspace").and_then(Item::as_table_like) {
                 let paths = |key: &str| -> Vec<PathBuf> {
@@ -527,15 +525,7 @@ impl Loader {
     }
 
     fn parse<'t>(&self, path: &Path, text: &'t str) -> Result<Document<&'t str>, Diagnostic> {
-        Document::parse(text).map_err(|err| {
-            let (line, column) = err.span().map_or((1, 1), |span| line_col(text, span.start));
-            let message = err.message().trim_end().replace('\n', "; ");
-            Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(
-                self.shown(path),
-                line,
-                Some(column),
-            )
-        })
+        Document::parse(text).map_err(|err| toml_error(self.shown(path), text, err.message(), err.span()))
     }
 
     /// The manifest's tables for reading only, by the `toml` crate's parser, which borrows the text and keeps no
@@ -546,15 +536,10 @@ impl Loader {
     fn parse_fast<'t>(&self, path: &Path, text: &'t str) -> Result<DeTable<'t>, Diagnostic> {
         match DeTable::parse(text) {
             Ok(table) => Ok(table.into_inner()),
-            Err(err) => Err(self.parse(path, text).err().unwrap_or_else(|| {
-                let (line, column) = err.span().map_or((1, 1), |span| line_col(text, span.start));
-                let message = err.message().trim_end().replace('\n', "; ");
-                Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(
-                    self.shown(path),
-                    line,
-                    Some(column),
-                )
-            })),
+            Err(err) => Err(self
+                .parse(path, text)
+                .err()
+                .unwrap_or_else(|| toml_error(self.shown(path), text, err.message(), err.span()))),
         }
     }
 
@@ -950,6 +935,13 @@ impl Loader {
         }
         Ok(lock)
     }
+}
+
+/// `TOML does not parse: ..` at the parser's error in `text`, the manifest shown as `shown`.
+fn toml_error(shown: String, text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> Diagnostic {
+    let (line, column) = span.map_or((1, 1), |span| line_col(text, span.start));
+    let message = message.trim_end().replace('\n', "; ");
+    Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(shown, line, Some(column))
 }
 
 /// The value at `key` of `table`, when both are there.
