@@ -328,8 +328,14 @@ impl Workspace {
             seen.insert(root.as_os_str().to_owned());
             dirs.push(root.clone());
         }
-        // Directories a glob matched: the pattern and its line, for the error if one has no Cargo.toml.
+        // Directories a glob matched, in order, with the pattern and its line: whether each has a Cargo.toml is
+        // seen when the members are read, on all cores, and reported before any manifest's own error, as if seen
+        // here (the first pattern with a problem is the one reported).
         let mut globbed: FastMap<OsString, (&str, usize)> = FastMap::default();
+        let glob_missing = |dir: &Path, pattern: &str, line: usize| {
+            let message = format!("member pattern `{pattern}` matches `{}`, which has no Cargo.toml", loader.rel(dir));
+            loader.error("manifest", absolute, Some(line), message)
+        };
         for (pattern, line) in &member_patterns {
             if pattern.contains(['*', '?', '[']) {
                 let mut found = Vec::new();
@@ -347,6 +353,13 @@ impl Workspace {
             } else {
                 let dir = normalize(&root.join(pattern));
                 if !dir.join("Cargo.toml").is_file() {
+                    // An earlier pattern's directory without a manifest comes first.
+                    if let Some(missing) = dirs.iter().find_map(|dir| {
+                        let (pattern, line) = globbed.get(dir.as_os_str())?;
+                        (!dir.join("Cargo.toml").is_file()).then(|| glob_missing(dir, pattern, *line))
+                    }) {
+                        return Err(missing);
+                    }
                     let message = format!("member `{pattern}` has no Cargo.toml");
                     return Err(loader.error("manifest", absolute, Some(*line), message));
                 }
@@ -376,24 +389,12 @@ impl Workspace {
         let mut members: Vec<Package> = Vec::new();
         let mut pending = dirs;
         while !pending.is_empty() {
-            let parsed = par_map(&pending, |dir| {
-                if dir == &root {
-                    return loader.parsed_package(dir, root_text.clone(), Some(&ws_deps));
-                }
-                let manifest = dir.join("Cargo.toml");
-                match crate::read::read_text(&manifest) {
-                    Ok(text) => loader.parsed_package(dir, text, Some(&ws_deps)),
-                    Err(err) => Err(match globbed.get(dir.as_os_str()) {
-                        Some((pattern, line)) if err.kind() == std::io::ErrorKind::NotFound => {
-                            let matched = loader.rel(dir);
-                            let message =
-                                format!("member pattern `{pattern}` matches `{matched}`, which has no Cargo.toml");
-                            loader.error("manifest", absolute, Some(*line), message)
-                        }
-                        _ => loader.read_error(&manifest, &err),
-                    }),
-                }
+            // `Err` for a globbed directory without a Cargo.toml file (`is_file`: a FIFO or a device is not read).
+            let parsed = par_map(&pending, |dir| match globbed.get(dir.as_os_str()) {
+                Some((pattern, line)) if !dir.join("Cargo.toml").is_file() => Err(glob_missing(dir, pattern, *line)),
+                _ => Ok(loader.package(dir, &root_text, Some(&ws_deps), dir == &root)),
             });
+            let parsed: Vec<Result<Package, Diagnostic>> = parsed.into_iter().collect::<Result<_, _>>()?;
             pending = Vec::new();
             for package in parsed {
                 let package = package?;
@@ -535,7 +536,9 @@ impl Loader {
     /// (the same parser underneath).
     fn parse_fast<'t>(&self, path: &Path, text: &'t str) -> Result<DeTable<'t>, Diagnostic> {
         match DeTable::parse(text) {
-            Ok(table) => Ok(table.into_inner()),
+            Ok(table) if numbers_fit(table.get_ref()) => Ok(table.into_inner()),
+            // `DeTable` keeps numbers as text; toml_edit (and Cargo) refuse one that overflows.
+            Ok(table) => self.parse(path, text).map(|_| table.into_inner()),
             Err(err) => Err(self
                 .parse(path, text)
                 .err()
@@ -944,6 +947,32 @@ fn toml_error(shown: String, text: &str, message: &str, span: Option<std::ops::R
     Diagnostic::error("manifest", format!("TOML does not parse: {message}")).at(shown, line, Some(column))
 }
 
+/// Whether every integer of `table` fits in an `i64` and every float in an `f64` (`inf` only where written), as
+/// toml_edit and Cargo require: `DeTable` keeps numbers as their text. A stack, not recursion: tables may nest
+/// deeper than a thread's stack would take.
+fn numbers_fit(table: &DeTable<'_>) -> bool {
+    let mut values: Vec<&DeValue<'_>> = table.values().map(|value| value.get_ref()).collect();
+    while let Some(value) = values.pop() {
+        let fits = match value {
+            DeValue::Integer(n) => i64::from_str_radix(n.as_str(), n.radix()).is_ok(),
+            DeValue::Float(f) => f.as_str().parse::<f64>().is_ok_and(|x| x.is_finite() || f.as_str().contains("inf")),
+            DeValue::Array(items) => {
+                values.extend(items.iter().map(|item| item.get_ref()));
+                true
+            }
+            DeValue::Table(table) => {
+                values.extend(table.values().map(|value| value.get_ref()));
+                true
+            }
+            DeValue::String(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => true,
+        };
+        if !fits {
+            return false;
+        }
+    }
+    true
+}
+
 /// The value at `key` of `table`, when both are there.
 fn value_at<'a, 'i>(table: Option<&'a DeTable<'i>>, key: &str) -> Option<&'a DeValue<'i>> {
     table?.get(key).map(|value| value.get_ref())
@@ -1192,7 +1221,7 @@ version = "1"
             ("unixy", "unixy", Normal, Some("cfg(unix)"), false, None, at("unixy", "unixy")),
             ("deep", "deep", Dev, Some("x86_64-unknown-linux-gnu"), false, None, at("[target.x86_64", "deep")),
         ];
-        let mut found: Vec<_> = package
+        let found: Vec<_> = package
             .decls
             .iter()
             .map(|d| {
@@ -1200,9 +1229,66 @@ version = "1"
                 (d.key.as_str(), d.package.as_str(), d.kind, target, d.optional, d.path.clone(), (d.line, d.column))
             })
             .collect();
-        let mut expected = expected.to_vec();
-        found.sort_by_key(|d| d.6);
-        expected.sort_by_key(|d| d.6);
-        assert_eq!(found, expected);
+        // In the order they are written, table by table (a transitive violation's place, and which of two errors is
+        // reported, follow it).
+        assert_eq!(found, expected.to_vec());
+    }
+
+    /// `Cargo.lock`'s packages, as `[[package]]` tables or as an inline array (Cargo reads both; the inline form
+    /// used to be skipped, so a member reaching the deprecated crate only through it was reported ok).
+    #[test]
+    fn cargo_lock_packages_in_both_forms() {
+        let loader = Loader { root: PathBuf::from("/w"), root_shown: PathBuf::from("w") };
+        let tables = "version = 4\n\n[[package]]\nname = \"svc\"\nversion = \"1.0.0\"\nsource = \"registry+x\"\n\
+                      dependencies = [\"old-core\"]\n\n[[package]]\nname = \"old-core\"\nversion = \"0.1.0\"\n";
+        let inline = "version = 4\npackage = [\n  { name = \"svc\", version = \"1.0.0\", source = \"registry+x\", \
+                      dependencies = [\"old-core\"] },\n  { name = \"old-core\", version = \"0.1.0\" },\n]\n";
+        for text in [tables, inline] {
+            let lock = loader.lock(Path::new("/w/Cargo.lock"), text).expect("the lockfile is read");
+            let packages: Vec<_> = lock
+                .packages
+                .iter()
+                .map(|p| (p.name.as_str(), p.version.as_str(), p.source.as_deref(), p.deps.clone()))
+                .collect();
+            assert_eq!(
+                packages,
+                [
+                    ("svc", "1.0.0", Some("registry+x"), vec!["old-core".to_owned()]),
+                    ("old-core", "0.1.0", None, Vec::new())
+                ],
+                "{text}"
+            );
+        }
+    }
+
+    /// What toml_edit (and Cargo) refuse, the fast parser refuses too: numbers that overflow (it keeps them as text)
+    /// give toml_edit's error; and of two errors in one manifest, the first written is reported.
+    #[test]
+    fn member_manifests_are_refused_as_toml_edit_refuses_them() {
+        let dir = std::env::temp_dir().join(format!("migrate-check-refused-{}", std::process::id()));
+        let loader = Loader { root: dir.clone(), root_shown: PathBuf::from("ws") };
+        let read = |body: &str| {
+            std::fs::create_dir_all(dir.join("app")).expect("a temporary directory");
+            let text = format!("[package]\nname = \"app\"\n\n[package.metadata]\n{body}\n");
+            std::fs::write(dir.join("app/Cargo.toml"), text).expect("write the manifest");
+            loader.package(&dir.join("app"), "", Some(&HashMap::new()), false).map(|_| ()).map_err(|d| d.to_string())
+        };
+        for (body, problem) in [
+            ("big = 99999999999999999999", "integer number overflowed"),
+            ("small = -9223372036854775809", "integer number overflowed"),
+            ("hex = 0xFFFFFFFFFFFFFFFFFF", "integer number overflowed"),
+            ("huge = 1e999", "floating-point number overflowed"),
+            ("nested = [[1, { deep = 0o7777777777777777777777 }]]", "integer number overflowed"),
+        ] {
+            let err = read(body).expect_err(body);
+            assert!(err.contains("TOML does not parse") && err.contains(problem), "{body}: {err}");
+        }
+        for body in ["max = 9223372036854775807", "min = -9223372036854775808", "inf = -inf", "nan = nan", "f = 1e308"]
+        {
+            assert_eq!(read(body), Ok(()), "{body}");
+        }
+        let err = read("\n[dependencies]\nzeta.workspace = true\nalpha.workspace = true").expect_err("two errors");
+        assert!(err.contains("`zeta` is inherited"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

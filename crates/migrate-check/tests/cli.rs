@@ -421,10 +421,27 @@ version = \"0.1.0\"
 not a package
 ",
     );
-    let run = migrate_check(&ws.root, &["--deprecated", "old-core", "--replacement", "new-core"]);
-    assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{}", run.stderr);
-    assert_eq!(
-        run.stderr,
-        "error: Cargo.toml:3: member pattern `crates/*` matches `crates/notes`, which has no Cargo.toml\n"
-    );
+    let names = ["--deprecated", "old-core", "--replacement", "new-core"];
+    let expected = "error: Cargo.toml:3: member pattern `crates/*` matches `crates/notes`, which has no Cargo.toml\n";
+    let run = migrate_check(&ws.root, &names);
+    assert_eq!((run.code, run.stdout.as_str(), run.stderr.as_str()), (2, "", expected));
+
+    // A Cargo.toml that is not a file is none: a directory, or a FIFO (which a read would wait on forever).
+    std::fs::create_dir_all(ws.path("crates/notes/Cargo.toml")).expect("a directory named Cargo.toml");
+    let run = migrate_check(&ws.root, &names);
+    assert_eq!((run.code, run.stderr.as_str()), (2, expected));
+    std::fs::remove_dir(ws.path("crates/notes/Cargo.toml")).expect("remove it");
+    let mkfifo = std::process::Command::new("mkfifo").arg(ws.path("crates/notes/Cargo.toml")).status();
+    assert!(mkfifo.is_ok_and(|status| status.success()), "mkfifo (coreutils) makes a FIFO");
+    let run = migrate_check(&ws.root, &names);
+    assert_eq!((run.code, run.stderr.as_str()), (2, expected));
+    std::fs::remove_file(ws.path("crates/notes/Cargo.toml")).expect("remove it");
+
+    // The first pattern with a problem is reported, before any manifest's own error.
+    std::fs::write(ws.path("Cargo.toml"), "[workspace]\nmembers = [\n    \"crates/*\",\n    \"missing\",\n]\n")
+        .expect("write the root manifest");
+    std::fs::write(ws.path("crates/app/Cargo.toml"), "[package]\nname = \"app\"\nversion = \"0.1.0\n")
+        .expect("write a manifest that does not parse");
+    let run = migrate_check(&ws.root, &names);
+    assert_eq!((run.code, run.stderr.as_str()), (2, expected));
 }
