@@ -513,16 +513,14 @@ impl Loader {
     }
 
     fn read(&self, path: &Path) -> Result<String, Diagnostic> {
-        crate::read::read_text(path).map_err(|err| self.read_error(path, &err))
-    }
-
-    fn read_error(&self, path: &Path, err: &std::io::Error) -> Diagnostic {
-        let problem = if err.kind() == std::io::ErrorKind::NotFound {
-            "no such file".to_owned()
-        } else {
-            format!("cannot read: {err}")
-        };
-        self.error("io", path, None, problem)
+        crate::read::read_text(path).map_err(|err| {
+            let problem = if err.kind() == std::io::ErrorKind::NotFound {
+                "no such file".to_owned()
+            } else {
+                format!("cannot read: {err}")
+            };
+            self.error("io", path, None, problem)
+        })
     }
 
     fn parse<'t>(&self, path: &Path, text: &'t str) -> Result<Document<&'t str>, Diagnostic> {
@@ -752,18 +750,8 @@ impl Loader {
         ws_deps: Option<&HashMap<String, WsDep>>,
         is_root: bool,
     ) -> Result<Package, Diagnostic> {
-        let text = if is_root { root_text.to_owned() } else { self.read(&dir.join("Cargo.toml"))? };
-        self.parsed_package(dir, text, ws_deps)
-    }
-
-    /// The package whose manifest, in `dir`, has the `text` given.
-    fn parsed_package(
-        &self,
-        dir: &Path,
-        text: String,
-        ws_deps: Option<&HashMap<String, WsDep>>,
-    ) -> Result<Package, Diagnostic> {
         let manifest = dir.join("Cargo.toml");
+        let text = if is_root { root_text.to_owned() } else { self.read(&manifest)? };
         let package = {
             let root = self.parse_fast(&manifest, &text)?;
             let (value, string) = (value_at, string_at);
