@@ -247,25 +247,31 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
 /// Rust that does not lex into balanced token trees cannot be checked (rustc rejects it before anything else).
 pub(crate) fn unbalanced(text: &str, spans: &[Span]) -> Option<usize> {
     let bytes = text.as_bytes();
+    let n = bytes.len();
     // The open delimiters, and where the outermost one is (the one to report if it is never closed).
     let mut open: Vec<u8> = Vec::with_capacity(64);
     let mut outermost = 0;
     let mut from = 0;
-    for (start, end) in spans.iter().map(|span| (span.start, span.end)).chain([(bytes.len(), bytes.len())]) {
-        // The code between two spans, eight bytes at a time (delimiters are too dense for `memchr` to pay), then
-        // the last few.
+    for (start, end) in spans.iter().map(|span| (span.start, span.end)).chain([(n, n)]) {
+        // The code between two spans, sixteen bytes at a time (delimiters are too dense for `memchr` to pay); the
+        // last block may reach into the span, whose bytes are masked off.
         let mut i = from;
         while i < start {
-            let mut found = if i + 8 <= start {
-                let word: [u8; 8] = bytes[i..i + 8].try_into().unwrap_or_default();
-                delimiter_bytes(u64::from_le_bytes(word))
-            } else {
-                u64::from(CLASS[bytes[i] as usize] == DELIMITER) << 7
+            let mut found = match bytes.get(i..i + 16) {
+                Some(block) => delimiter_mask(block.try_into().unwrap_or_default()),
+                None => {
+                    let mut block = [0u8; 16];
+                    block[..n - i].copy_from_slice(&bytes[i..]);
+                    delimiter_mask(block)
+                }
             };
+            if start - i < 16 {
+                found &= (1 << (start - i)) - 1;
+            }
             let base = i;
-            i += if i + 8 <= start { 8 } else { 1 };
+            i += 16;
             while found != 0 {
-                let at = base + found.trailing_zeros() as usize / 8;
+                let at = base + found.trailing_zeros() as usize;
                 found &= found - 1;
                 let b = bytes[at];
                 match OPENING[b as usize] {
@@ -294,18 +300,53 @@ static OPENING: [u8; 256] = {
     opening
 };
 
+/// Bit `k` set for each delimiter `block[k]`, with SSE2 (which every x86-64 processor has) through `safe_arch`:
+/// `(` and `)` are `0x28` once bit 0 is cleared, `[` and `{` are `0x5b` once bit 5 is, `]` and `}` are `0x5d`; no
+/// other byte is.
+#[cfg(target_arch = "x86_64")]
+fn delimiter_mask(block: [u8; 16]) -> u32 {
+    use safe_arch::{bitand_m128i, bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i};
+    let splat = |b: u8| safe_arch::set_splat_i8_m128i(b as i8);
+    let v = load_unaligned_m128i(&block);
+    let parens = cmp_eq_mask_i8_m128i(bitand_m128i(v, splat(0xfe)), splat(0x28));
+    let folded = bitand_m128i(v, splat(0xdf));
+    let opening = cmp_eq_mask_i8_m128i(folded, splat(0x5b));
+    let closing = cmp_eq_mask_i8_m128i(folded, splat(0x5d));
+    move_mask_i8_m128i(bitor_m128i(parens, bitor_m128i(opening, closing))) as u32
+}
+
+/// Bit `k` set for each delimiter `block[k]`, eight bytes at a time where SSE2 is not known to be there.
+#[cfg(not(target_arch = "x86_64"))]
+fn delimiter_mask(block: [u8; 16]) -> u32 {
+    delimiter_mask_by_words(block)
+}
+
+/// [`delimiter_mask`] without SSE2: the high bit of each delimiter byte of a word, gathered into the word's top
+/// byte by a multiplication (bit `8k + 7` moves to bit `56 + k`; no two partial products overlap).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn delimiter_mask_by_words(block: [u8; 16]) -> u32 {
+    let bits = |k: usize| {
+        let word = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7].map(|j| block[k + j]));
+        ((delimiter_bytes(word) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+    };
+    bits(0) | bits(8) << 8
+}
+
 /// `b` in every byte of a word.
+#[cfg(any(test, not(target_arch = "x86_64")))]
 const fn splat(b: u8) -> u64 {
     u64::from_le_bytes([b; 8])
 }
 
 /// The high bit of each byte of `word` that is zero, and nothing else.
+#[cfg(any(test, not(target_arch = "x86_64")))]
 fn zero_bytes(word: u64) -> u64 {
     !(((word & splat(0x7f)) + splat(0x7f)) | word | splat(0x7f))
 }
 
 /// The high bit of each byte of `word` that is a delimiter: `(` and `)` are `0x28` once bit 0 is cleared, `[` and
 /// `{` are `0x5b` once bit 5 is, `]` and `}` are `0x5d`; no other byte is.
+#[cfg(any(test, not(target_arch = "x86_64")))]
 fn delimiter_bytes(word: u64) -> u64 {
     zero_bytes((word & splat(0xfe)) ^ splat(0x28))
         | zero_bytes((word & splat(0xdf)) ^ splat(0x5b))
@@ -464,16 +505,18 @@ mod tests {
     }
 
     #[test]
-    fn delimiter_bytes_are_found_eight_at_a_time() {
+    fn delimiter_bytes_are_found_sixteen_at_a_time() {
         for b in 0..=255u8 {
-            for k in 0..8 {
-                let mut word = *b"abcdefgh";
-                word[k] = b;
-                let expected = if CLASS[b as usize] == DELIMITER { 0x80u64 << (8 * k) } else { 0 };
-                assert_eq!(delimiter_bytes(u64::from_le_bytes(word)), expected, "byte {b:#x} at {k}");
+            for k in 0..16 {
+                let mut block = *b"abcdefghijklmnop";
+                block[k] = b;
+                let expected = if CLASS[b as usize] == DELIMITER { 1u32 << k } else { 0 };
+                assert_eq!(delimiter_mask(block), expected, "byte {b:#x} at {k}");
+                assert_eq!(delimiter_mask_by_words(block), expected, "byte {b:#x} at {k}, by words");
             }
         }
-        assert_eq!(delimiter_bytes(u64::from_le_bytes(*b"(){}[]()")), splat(0x80));
+        assert_eq!(delimiter_mask(*b"(){}[]()x(){}[])"), 0xfeff);
+        assert_eq!(delimiter_mask_by_words(*b"(){}[]()x(){}[])"), 0xfeff);
     }
 
     #[test]
@@ -487,5 +530,45 @@ mod tests {
         assert_eq!(unbalanced("fn long_name() { (x[0]) }}"), Some(25));
         // Delimiters in comments and literals do not count.
         assert_eq!(unbalanced("fn f() { \"}\"; '{'; /* ( */ // [\n r#\"]\"# }"), None);
+        // A span that ends inside the block its delimiter is in, or past it; text shorter than a block.
+        assert_eq!(unbalanced("{ \"(\" ] }"), Some(6));
+        assert_eq!(unbalanced("{ /* ( a much longer comment than a block ) */ ] }"), Some(47));
+        assert_eq!(unbalanced("(\"))))))))))))))))))))))))\")"), None);
+        assert_eq!(unbalanced(")"), Some(0));
+        assert_eq!(unbalanced(""), None);
+        // Every split of a text into blocks gives what a byte-at-a-time walk over its code gives.
+        let by_bytes = |text: &str| {
+            let spans = skim(text).spans;
+            let mut open = Vec::new();
+            let mut outermost = 0;
+            for (at, b) in text.bytes().enumerate() {
+                if spans.iter().any(|span| (span.start..span.end).contains(&at)) || CLASS[b as usize] != DELIMITER {
+                    continue;
+                }
+                match OPENING[b as usize] {
+                    0 => {
+                        if open.is_empty() {
+                            outermost = at;
+                        }
+                        open.push(b);
+                    }
+                    opening if open.pop() != Some(opening) => return Some(at),
+                    _ => {}
+                }
+            }
+            (!open.is_empty()).then_some(outermost)
+        };
+        let pieces = ["(", ")", "[", "]", "{", "}", "\"(]\"", "/*{*/", "// )\n", "'['", "x", "r#\"}\"#", "        "];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            assert_eq!(unbalanced(&text), by_bytes(&text), "{text:?}");
+        }
     }
 }
