@@ -10,31 +10,46 @@ pub fn normalize(path: &Path) -> PathBuf {
     if std::path::MAIN_SEPARATOR == '/'
         && let Some(text) = path.to_str()
     {
-        let absolute = text.starts_with('/');
-        let rest = text.strip_prefix('/').unwrap_or(text);
+        let bytes = text.as_bytes();
+        let absolute = bytes.first() == Some(&b'/');
+        let start = usize::from(absolute);
+        // The components, found with a byte loop (paths are short: `memchr` per component cost more).
+        let components = || {
+            let mut from = start;
+            (start..=bytes.len()).filter_map(move |i| {
+                (i == bytes.len() || bytes[i] == b'/').then(|| std::mem::replace(&mut from, i + 1)).map(|s| &text[s..i])
+            })
+        };
         // A path with no empty, `.` or `..` component (the common case) is its own normal form.
-        if !rest.is_empty() && rest.split('/').all(|c| !c.is_empty() && c != "." && c != "..") {
+        if bytes.len() > start && components().all(|c| !c.is_empty() && c != "." && c != "..") {
             return path.to_owned();
         }
-        let mut kept: Vec<&str> = Vec::new();
-        for component in rest.split('/') {
-            match component {
-                "" | "." => {}
-                ".." if kept.last().is_some_and(|last| *last != "..") => _ = kept.pop(),
-                // Nothing above the root; above the start of a relative path, `..` stays.
-                ".." if absolute => {}
-                other => kept.push(other),
-            }
-        }
+        // Built in place: a `..` removes the component before it, unless that is a `..` kept at the start of a
+        // relative path.
         let mut out = String::with_capacity(text.len());
         if absolute {
             out.push('/');
         }
-        for (k, component) in kept.iter().enumerate() {
-            if k > 0 {
-                out.push('/');
+        let (mut kept, mut ups) = (0usize, 0usize);
+        for component in components() {
+            match component {
+                "" | "." => {}
+                ".." if kept > ups => {
+                    let cut = out[start..].rfind('/').map_or(start, |k| start + k);
+                    out.truncate(cut);
+                    kept -= 1;
+                }
+                // Nothing above the root; above the start of a relative path, `..` stays.
+                ".." if absolute => {}
+                other => {
+                    if kept > 0 {
+                        out.push('/');
+                    }
+                    out.push_str(other);
+                    kept += 1;
+                    ups += usize::from(other == "..");
+                }
             }
-            out.push_str(component);
         }
         return PathBuf::from(out);
     }

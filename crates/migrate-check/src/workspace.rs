@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue};
 use toml_edit::{Document, Item, Key, TableLike};
 
 use crate::diag::Diagnostic;
-use crate::paths::{line_col, normalize, rel_path, relative, within};
+use crate::paths::{LineCursor, line_col, normalize, rel_path, relative, within};
 use crate::{FastMap, FastSet, par_map};
 
 /// The three dependency tables of a manifest.
@@ -783,6 +783,8 @@ impl Loader {
             };
 
             let mut decls = Vec::new();
+            // The dependencies' keys come in the order they are written: their lines are counted as they come.
+            let mut lines = LineCursor::new(&text);
             let mut collect = |table: &DeTable<'_>, target: Option<&str>| -> Result<(), Diagnostic> {
                 let kinds = [
                     ("dependencies", DepKind::Normal),
@@ -793,7 +795,7 @@ impl Loader {
                 ];
                 for (section, kind) in kinds {
                     if let Some(deps) = value(Some(table), section).and_then(DeValue::as_table) {
-                        self.decls(deps, kind, target, dir, &text, &manifest, ws_deps, &mut decls)?;
+                        self.decls(deps, kind, target, dir, &mut lines, &manifest, ws_deps, &mut decls)?;
                     }
                 }
                 Ok(())
@@ -830,13 +832,13 @@ impl Loader {
         kind: DepKind,
         target: Option<&str>,
         dir: &Path,
-        text: &str,
+        lines: &mut LineCursor<'_>,
         manifest: &Path,
         ws_deps: Option<&HashMap<String, WsDep>>,
         out: &mut Vec<Decl>,
     ) -> Result<(), Diagnostic> {
         for (key, item) in deps {
-            let (line, column) = line_col(text, key.span().start);
+            let (line, column) = lines.line_col(key.span().start);
             let key = key.get_ref().as_ref();
             let item = item.get_ref();
             let (package, path, optional) = if item.as_str().is_some() {
