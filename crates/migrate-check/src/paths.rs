@@ -6,24 +6,15 @@ use std::path::{Component, Path, PathBuf};
 /// Resolves `.` and `..` lexically (symlinks are taken as written, as Cargo does). A `..` with nothing left to pop
 /// is kept, so a relative path that climbs out stays correct: `../a/./b` stays `../a/b`.
 pub fn normalize(path: &Path) -> PathBuf {
-    // Where `/` is the separator, on the text: `components` re-parses what it has built at every `..`.
+    if is_normal(path) {
+        return path.to_owned();
+    }
+    // Where `/` is the separator, on the text: `Path::components` re-parses what it has built at every `..`.
     if std::path::MAIN_SEPARATOR == '/'
         && let Some(text) = path.to_str()
     {
-        let bytes = text.as_bytes();
-        let absolute = bytes.first() == Some(&b'/');
+        let absolute = text.starts_with('/');
         let start = usize::from(absolute);
-        // The components, found with a byte loop (paths are short: `memchr` per component cost more).
-        let components = || {
-            let mut from = start;
-            (start..=bytes.len()).filter_map(move |i| {
-                (i == bytes.len() || bytes[i] == b'/').then(|| std::mem::replace(&mut from, i + 1)).map(|s| &text[s..i])
-            })
-        };
-        // A path with no empty, `.` or `..` component (the common case) is its own normal form.
-        if bytes.len() > start && components().all(|c| !c.is_empty() && c != "." && c != "..") {
-            return path.to_owned();
-        }
         // Built in place: a `..` removes the component before it, unless that is a `..` kept at the start of a
         // relative path.
         let mut out = String::with_capacity(text.len());
@@ -31,7 +22,7 @@ pub fn normalize(path: &Path) -> PathBuf {
             out.push('/');
         }
         let (mut kept, mut ups) = (0usize, 0usize);
-        for component in components() {
+        for component in components(text) {
             match component {
                 "" | "." => {}
                 ".." if kept > ups => {
@@ -54,6 +45,43 @@ pub fn normalize(path: &Path) -> PathBuf {
         return PathBuf::from(out);
     }
     by_components(path)
+}
+
+/// [`normalize`] for a path the caller owns: a path already in normal form (the common case) is returned as it is,
+/// without a copy.
+pub(crate) fn normalize_owned(path: PathBuf) -> PathBuf {
+    if is_normal(&path) { path } else { normalize(&path) }
+}
+
+/// Whether `path` has no empty, `.` or `..` component (the common case: its own normal form), where `/` is the
+/// separator (elsewhere: never, so that [`normalize`] decides).
+fn is_normal(path: &Path) -> bool {
+    let Some(text) = path.to_str().filter(|_| std::path::MAIN_SEPARATOR == '/') else { return false };
+    let bytes = text.as_bytes();
+    let mut rest = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    if rest.is_empty() {
+        return false;
+    }
+    loop {
+        let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+        if matches!(&rest[..end], b"" | b"." | b"..") {
+            return false;
+        }
+        match rest.get(end + 1..) {
+            Some(next) => rest = next,
+            None => return true,
+        }
+    }
+}
+
+/// The `/`-separated components of `text` after a leading `/`, empty ones included, found with a byte loop (paths
+/// are short: a `memchr` call per component cost more).
+fn components(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut from = usize::from(text.starts_with('/'));
+    (from..=bytes.len()).filter_map(move |i| {
+        (i == bytes.len() || bytes[i] == b'/').then(|| std::mem::replace(&mut from, i + 1)).map(|s| &text[s..i])
+    })
 }
 
 /// Whether `path` is `dir` or inside it, both normalized ([`normalize`]): on their bytes where `/` is the separator

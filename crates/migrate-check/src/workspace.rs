@@ -340,9 +340,9 @@ impl Workspace {
             if pattern.contains(['*', '?', '[']) {
                 let mut found = Vec::new();
                 expand_glob(&root, &pattern.split('/').collect::<Vec<_>>(), &mut found);
-                found.sort_by_cached_key(|dir| path_order_key(dir));
+                found.sort_unstable_by(|a, b| path_order(a, b));
                 for dir in found {
-                    let dir = normalize(&dir);
+                    let dir = crate::paths::normalize_owned(dir);
                     if is_excluded(&dir) || !seen.insert(dir.as_os_str().to_owned()) {
                         continue;
                     }
@@ -412,7 +412,7 @@ impl Workspace {
                 members.push(package);
             }
         }
-        members.sort_by_cached_key(|package| path_order_key(&package.dir));
+        members.sort_by(|a, b| path_order(&a.dir, &b.dir));
         // Cargo refuses two members of one name; every lookup by name here would take the first.
         let mut by_name: FastMap<&str, &Package> = FastMap::default();
         for member in &members {
@@ -451,7 +451,7 @@ impl Workspace {
             queue.extend(package.decls.iter().filter_map(Decl::dir));
             others.push(package);
         }
-        others.sort_by_cached_key(|package| path_order_key(&package.dir));
+        others.sort_by(|a, b| path_order(&a.dir, &b.dir));
 
         let needs_lock = members.iter().chain(&others).any(|p| p.decls.iter().any(|d| d.dir().is_none()));
         let lock = match (lock_job, lock_text) {
@@ -1024,10 +1024,21 @@ impl Lock {
     }
 }
 
-/// A sort key with the order of `Path::cmp` (component by component) for normalized paths, cheap to compare: the
-/// separator sorts below every other byte, so key order is component order.
-fn path_order_key(path: &Path) -> Vec<u16> {
-    path.as_os_str().as_encoded_bytes().iter().map(|&byte| if byte == b'/' { 0 } else { u16::from(byte) + 1 }).collect()
+/// The order of `Path::cmp` (component by component) for normalized paths, cheaper to compute: the first byte that
+/// differs decides, with the separator below every other byte.
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let (a, b) = (a.as_os_str().as_encoded_bytes(), b.as_os_str().as_encoded_bytes());
+    // The common prefix, eight bytes at a time.
+    let n = a.len().min(b.len());
+    let mut common = 0;
+    while common + 8 <= n && a[common..common + 8] == b[common..common + 8] {
+        common += 8;
+    }
+    while common < n && a[common] == b[common] {
+        common += 1;
+    }
+    let key = |byte: Option<&u8>| byte.map(|&byte| if byte == b'/' { 0 } else { u16::from(byte) + 1 });
+    key(a.get(common)).cmp(&key(b.get(common)))
 }
 
 /// Expands a `members` glob (`*`, `?`, `[..]`, `**`) below `base`, one path component at a time, into directories
@@ -1055,8 +1066,13 @@ fn expand_glob(base: &Path, parts: &[&str], out: &mut Vec<PathBuf>) {
         }
     } else if first.contains(['*', '?', '[']) {
         for entry in read_dirs(base) {
-            let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if glob_match(first.as_bytes(), name.as_bytes()) {
+            let name = entry.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            if !glob_match(first.as_bytes(), name.as_bytes()) {
+                continue;
+            }
+            if rest.is_empty() {
+                out.push(entry);
+            } else {
                 expand_glob(&entry, rest, out);
             }
         }
@@ -1108,15 +1124,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_order_key_sorts_like_path_cmp() {
-        let mut paths: Vec<PathBuf> =
-            ["/w/a-b", "/w/a/b", "/w/a", "/w/a/b/c", "/w/a.b", "/w/ab", "/w/a/\u{e9}", "/w/a/z"]
+    fn path_order_sorts_like_path_cmp() {
+        let paths: Vec<PathBuf> =
+            ["/w/a-b", "/w/a/b", "/w/a", "/w/a/b/c", "/w/a.b", "/w/ab", "/w/a/\u{e9}", "/w/a/z", "/w/long-name-0001/x"]
                 .map(PathBuf::from)
                 .into();
-        let mut by_key = paths.clone();
-        paths.sort();
-        by_key.sort_by_cached_key(|path| path_order_key(path));
-        assert_eq!(by_key, paths);
+        for a in &paths {
+            for b in &paths {
+                assert_eq!(path_order(a, b), a.cmp(b), "{} vs {}", a.display(), b.display());
+            }
+        }
+        let mut sorted = paths.clone();
+        sorted.reverse();
+        sorted.sort_unstable_by(|a, b| path_order(a, b));
+        assert!(sorted.is_sorted(), "{sorted:?}");
     }
 
     #[test]
