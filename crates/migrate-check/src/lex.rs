@@ -253,23 +253,25 @@ pub(crate) fn unbalanced(text: &str, spans: &[Span]) -> Option<usize> {
     let mut outermost = 0;
     let mut from = 0;
     for (start, end) in spans.iter().map(|span| (span.start, span.end)).chain([(n, n)]) {
-        // The code between two spans, sixteen bytes at a time (delimiters are too dense for `memchr` to pay); the
-        // last block may reach into the span, whose bytes are masked off.
+        // The code between two spans, 32 bytes at a time (delimiters are too dense for `memchr` to pay); the last
+        // block may reach into the span, whose bytes are masked off.
         let mut i = from;
         while i < start {
-            let mut found = match bytes.get(i..i + 16) {
-                Some(block) => delimiter_mask(block.try_into().unwrap_or_default()),
+            let block: [u8; 32] = match bytes.get(i..i + 32) {
+                Some(block) => block.try_into().unwrap_or([0; 32]),
                 None => {
-                    let mut block = [0u8; 16];
+                    let mut block = [0u8; 32];
                     block[..n - i].copy_from_slice(&bytes[i..]);
-                    delimiter_mask(block)
+                    block
                 }
             };
-            if start - i < 16 {
+            let halves: [[u8; 16]; 2] = [0, 16].map(|k| block[k..k + 16].try_into().unwrap_or_default());
+            let mut found = delimiter_mask(halves[0]) | delimiter_mask(halves[1]) << 16;
+            if start - i < 32 {
                 found &= (1 << (start - i)) - 1;
             }
             let base = i;
-            i += 16;
+            i += 32;
             while found != 0 {
                 let at = base + found.trailing_zeros() as usize;
                 found &= found - 1;

@@ -20,7 +20,9 @@ impl ReadBuffer {
         self.len = 0;
         loop {
             if self.len == self.bytes.len() {
-                self.bytes.resize((2 * self.bytes.len()).max(64 * 1024), 0);
+                // Grown as files need it: a page to start with (most manifests fit), so that a thread that reads
+                // only small files touches no more memory than they take.
+                self.bytes.resize((2 * self.bytes.len()).max(4096), 0);
             }
             match file.read(&mut self.bytes[self.len..]) {
                 Ok(0) => return Ok(()),
