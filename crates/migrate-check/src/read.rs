@@ -86,7 +86,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("migrate-check-read-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut buffer = ReadBuffer::default();
-        for size in [0, 1, 4095, 64 * 1024, 64 * 1024 + 1, 200_000] {
+        for size in [0, 1, 4095, 4096, 4097, 64 * 1024, 64 * 1024 + 1, 200_000] {
             let text: String = (0..size).map(|k| char::from(b'a' + (k % 26) as u8)).collect();
             let path = dir.join(format!("{size}.txt"));
             std::fs::write(&path, &text).expect("write a file");
