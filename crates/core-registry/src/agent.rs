@@ -7,23 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{AgentError, EmitError};
 use crate::event::{EventKind, RunId, RunInfo, SessionId, ToolCallId};
-
-/// What travels through a session's channel; the stream adds `seq` on receipt.
-#[derive(Debug)]
-pub(crate) struct RawEvent {
-    pub(crate) run: RunRef,
-    pub(crate) kind: EventKind,
-}
-
-/// Which run an event belongs to. A run's first event carries its identity, later ones only its id: the stream keeps
-/// the identity from the first event to the terminal one. So the reference count of a run's `RunInfo` is touched by
-/// the consumer's thread only, instead of once per event by the producer's thread and again by the consumer's (a
-/// cache line that would bounce between them on every event).
-#[derive(Debug)]
-pub(crate) enum RunRef {
-    First(Arc<RunInfo>),
-    Next(RunId),
-}
+use crate::raw::RawEvent;
 
 /// An agent: something a user can run with an input, which reports progress and returns an answer.
 ///
@@ -145,7 +129,7 @@ impl RunContext {
         // in place once a slot is free (callgrind: fewer moves of the 72-byte event than through `emit`).
         let text = text.into();
         let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
-        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind: EventKind::AgentThinking { text } });
+        permit.send(RawEvent::Thinking { run: self.info.run_id, text });
         Ok(())
     }
 
@@ -158,7 +142,8 @@ impl RunContext {
         self.last_call += 1;
         let call = ToolCallId(self.last_call);
         let tool: Arc<str> = Arc::from(tool);
-        self.emit(EventKind::ToolExecuting { call, tool: Arc::clone(&tool), input: input.into() }).await?;
+        let kind = EventKind::ToolExecuting { call, tool: Arc::clone(&tool), input: input.into() };
+        self.emit(RawEvent::next(self.info.run_id, kind)).await?;
         self.open_calls.push((call, tool));
         Ok(call)
     }
@@ -174,7 +159,7 @@ impl RunContext {
             return Err(EmitError::UnknownToolCall(call));
         };
         let tool = Arc::clone(&self.open_calls[index].1);
-        self.emit(EventKind::ToolCompleted { call, tool, result }).await?;
+        self.emit(RawEvent::next(self.info.run_id, EventKind::ToolCompleted { call, tool, result })).await?;
         self.open_calls.remove(index);
         Ok(())
     }
@@ -200,16 +185,17 @@ impl RunContext {
         Ok(result)
     }
 
-    pub(crate) async fn emit(&mut self, kind: EventKind) -> Result<(), EmitError> {
+    /// Emits an event of this run, made with [`RawEvent::next`] and this run's id.
+    pub(crate) async fn emit(&mut self, event: RawEvent) -> Result<(), EmitError> {
         let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
-        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind });
+        permit.send(event);
         Ok(())
     }
 
-    /// Emits the run's first event, which carries the run's identity to the stream.
-    pub(crate) async fn emit_first(&mut self, kind: EventKind) -> Result<(), EmitError> {
+    /// Emits the run's first event, `agent_started`, which carries the run's identity to the stream.
+    pub(crate) async fn emit_started(&mut self, input: String) -> Result<(), EmitError> {
         let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
-        permit.send(RawEvent { run: RunRef::First(Arc::clone(&self.info)), kind });
+        permit.send(RawEvent::first(Arc::clone(&self.info), input));
         Ok(())
     }
 
