@@ -28,15 +28,6 @@ pub(crate) enum RawEvent {
     Boxed { run: RunId, kind: Box<EventKind> },
 }
 
-/// Which run a received event belongs to.
-#[derive(Debug)]
-pub(crate) enum RunRef {
-    /// The run's first event: its identity.
-    First(Arc<RunInfo>),
-    /// Any later event: the run's id, to find the identity the stream kept from the first.
-    Next(RunId),
-}
-
 impl RawEvent {
     /// A run's first event: `agent_started`, with the run's identity.
     pub(crate) fn first(info: Arc<RunInfo>, input: String) -> Self {
@@ -53,74 +44,11 @@ impl RawEvent {
             kind => RawEvent::Boxed { run, kind: Box::new(kind) },
         }
     }
-
-    /// The run the event belongs to, and the event's kind as the public type.
-    pub(crate) fn into_parts(self) -> (RunRef, EventKind) {
-        match self {
-            RawEvent::Started { info, input } => (RunRef::First(info), EventKind::AgentStarted { input }),
-            RawEvent::Thinking { run, text } => (RunRef::Next(run), EventKind::AgentThinking { text }),
-            RawEvent::Succeeded { run, output } => {
-                (RunRef::Next(run), EventKind::AgentCompleted { outcome: Outcome::Succeeded { output } })
-            }
-            RawEvent::Failed { run, error } => {
-                (RunRef::Next(run), EventKind::AgentCompleted { outcome: Outcome::Failed { error } })
-            }
-            RawEvent::Cancelled { run } => {
-                (RunRef::Next(run), EventKind::AgentCompleted { outcome: Outcome::Cancelled })
-            }
-            RawEvent::Boxed { run, kind } => (RunRef::Next(run), *kind),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{SessionId, ToolCallId};
-
-    fn every_kind() -> Vec<EventKind> {
-        let tool: Arc<str> = Arc::from("search");
-        vec![
-            EventKind::AgentStarted { input: "in".into() },
-            EventKind::AgentThinking { text: "hmm".into() },
-            EventKind::AgentThinking { text: String::new() },
-            EventKind::ToolExecuting { call: ToolCallId(1), tool: Arc::clone(&tool), input: "q".into() },
-            EventKind::ToolCompleted { call: ToolCallId(1), tool: Arc::clone(&tool), result: Ok("found".into()) },
-            EventKind::ToolCompleted { call: ToolCallId(2), tool, result: Err("lost".into()) },
-            EventKind::AgentCompleted { outcome: Outcome::Succeeded { output: "out".into() } },
-            EventKind::AgentCompleted { outcome: Outcome::Failed { error: "no".into() } },
-            EventKind::AgentCompleted { outcome: Outcome::Cancelled },
-        ]
-    }
-
-    #[test]
-    fn every_kind_round_trips_through_the_compact_form() {
-        let run = RunId(7);
-        for kind in every_kind() {
-            match RawEvent::next(run, kind.clone()).into_parts() {
-                (RunRef::Next(id), back) => assert_eq!((id, &back), (run, &kind)),
-                (RunRef::First(_), _) => panic!("a later event came back as a first one: {kind:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn the_first_event_carries_the_identity() {
-        let info = Arc::new(RunInfo {
-            run_id: RunId(3),
-            session_id: SessionId(1),
-            user: Arc::from("alice"),
-            agent: Arc::from("echo"),
-            tag: Some("t".into()),
-        });
-        match RawEvent::first(Arc::clone(&info), "hi".into()).into_parts() {
-            (RunRef::First(back), kind) => {
-                assert!(Arc::ptr_eq(&back, &info));
-                assert_eq!(kind, EventKind::AgentStarted { input: "hi".into() });
-            }
-            (RunRef::Next(_), _) => panic!("the first event lost the run's identity"),
-        }
-    }
 
     #[test]
     fn string_kinds_are_inline_and_a_slot_is_smaller_than_the_public_event() {
@@ -130,6 +58,14 @@ mod tests {
         assert!(matches!(
             RawEvent::next(RunId(1), EventKind::AgentThinking { text: "x".into() }),
             RawEvent::Thinking { .. }
+        ));
+        assert!(matches!(
+            RawEvent::next(RunId(1), EventKind::AgentCompleted { outcome: Outcome::Succeeded { output: "y".into() } }),
+            RawEvent::Succeeded { .. }
+        ));
+        assert!(matches!(
+            RawEvent::next(RunId(1), EventKind::AgentCompleted { outcome: Outcome::Failed { error: "z".into() } }),
+            RawEvent::Failed { .. }
         ));
         assert!(matches!(
             RawEvent::next(RunId(1), EventKind::AgentCompleted { outcome: Outcome::Cancelled }),

@@ -17,7 +17,7 @@ use crate::agent::{Agent, RunContext};
 use crate::error::{CancelError, RunError, TryRecvError};
 use crate::event::{Event, EventKind, Outcome, RunId, RunInfo, SessionId};
 use crate::few::Few;
-use crate::raw::{RawEvent, RunRef};
+use crate::raw::RawEvent;
 use crate::registry::RegistryInner;
 
 /// One user's session: runs agents on their behalf, with agent instances of its own.
@@ -439,23 +439,44 @@ impl EventStream {
         }
     }
 
+    /// Completes a received event: its `seq`, and its run's identity, kept from the run's first event to its
+    /// terminal one. One match on the channel form, `agent_thinking` first (the hot path).
     fn number(&mut self, raw: RawEvent) -> Event {
-        let (run, kind) = raw.into_parts();
-        let run = match run {
-            RunRef::First(info) if kind.is_terminal() => Some(info),
-            RunRef::First(info) => {
+        let (run, kind) = match raw {
+            RawEvent::Thinking { run, text } => (self.run(run), EventKind::AgentThinking { text }),
+            RawEvent::Started { info, input } => {
                 self.runs.push(Arc::clone(&info));
-                Some(info)
+                (info, EventKind::AgentStarted { input })
             }
-            RunRef::Next(id) if kind.is_terminal() => self.runs.remove_where(|info| info.run_id == id),
-            RunRef::Next(id) => self.runs.find(|info| info.run_id == id).cloned(),
-        }
-        // The channel is FIFO and each run sends its first event before any other.
-        .expect("invariant: a run's first event, which carries its identity, precedes its others");
+            RawEvent::Succeeded { run, output } => {
+                (self.end_run(run), EventKind::AgentCompleted { outcome: Outcome::Succeeded { output } })
+            }
+            RawEvent::Failed { run, error } => {
+                (self.end_run(run), EventKind::AgentCompleted { outcome: Outcome::Failed { error } })
+            }
+            RawEvent::Cancelled { run } => {
+                (self.end_run(run), EventKind::AgentCompleted { outcome: Outcome::Cancelled })
+            }
+            RawEvent::Boxed { run, kind } if kind.is_terminal() => (self.end_run(run), *kind),
+            RawEvent::Boxed { run, kind } => (self.run(run), *kind),
+        };
         self.last_seq += 1;
         Event { seq: self.last_seq, run, kind }
     }
+
+    /// The identity of run `id`, which has had its first event and not its terminal one.
+    fn run(&self, id: RunId) -> Arc<RunInfo> {
+        // The channel is FIFO and each run sends its first event before any other.
+        Arc::clone(self.runs.find(|info| info.run_id == id).expect(FIRST_EVENT_FIRST))
+    }
+
+    /// The identity of run `id`, whose terminal event this is: the stream keeps it no longer.
+    fn end_run(&mut self, id: RunId) -> Arc<RunInfo> {
+        self.runs.remove_where(|info| info.run_id == id).expect(FIRST_EVENT_FIRST)
+    }
 }
+
+const FIRST_EVENT_FIRST: &str = "invariant: a run's first event, which carries its identity, precedes its others";
 
 /// The events as a [`Stream`](futures_core::Stream), for stream combinators (`StreamExt::next`, `map`, `take_while`);
 /// it yields what [`EventStream::recv`] would and ends when it returns `None`.
@@ -494,7 +515,58 @@ impl futures_core::Stream for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ToolCallId;
     use crate::{AgentError, AgentRegistry};
+
+    /// Every kind of event, as an agent and the registry emit them.
+    fn every_kind() -> Vec<EventKind> {
+        let tool: Arc<str> = Arc::from("search");
+        vec![
+            EventKind::AgentStarted { input: "in".into() },
+            EventKind::AgentThinking { text: "hmm".into() },
+            EventKind::AgentThinking { text: String::new() },
+            EventKind::ToolExecuting { call: ToolCallId(1), tool: Arc::clone(&tool), input: "q".into() },
+            EventKind::ToolCompleted { call: ToolCallId(1), tool: Arc::clone(&tool), result: Ok("found".into()) },
+            EventKind::ToolCompleted { call: ToolCallId(2), tool, result: Err("lost".into()) },
+            EventKind::AgentCompleted { outcome: Outcome::Succeeded { output: "out".into() } },
+            EventKind::AgentCompleted { outcome: Outcome::Failed { error: "no".into() } },
+            EventKind::AgentCompleted { outcome: Outcome::Cancelled },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_the_channel_form() {
+        let session = SessionId(1);
+        let (sender, events) = mpsc::channel(64);
+        let mut stream = EventStream { events, runs: Few::new(), last_seq: 0, session };
+        let user: Arc<str> = Arc::from("alice");
+        let info = |run: u64| {
+            let (user, agent, tag) = (Arc::clone(&user), Arc::from("echo"), Some(format!("tag-{run}").into()));
+            Arc::new(RunInfo { run_id: RunId(run), session_id: session, user, agent, tag })
+        };
+        // One run per terminal kind: each run's first event, then every non-terminal kind, then its terminal one.
+        let kinds = every_kind();
+        let (terminal, others): (Vec<_>, Vec<_>) = kinds.iter().partition(|kind| kind.is_terminal());
+        let mut expected = Vec::new();
+        for (n, end) in terminal.iter().enumerate() {
+            let run = info(n as u64 + 1);
+            sender.try_send(RawEvent::first(Arc::clone(&run), format!("input {n}"))).unwrap();
+            expected.push((Arc::clone(&run), EventKind::AgentStarted { input: format!("input {n}") }));
+            for kind in others.iter().chain([end]) {
+                sender.try_send(RawEvent::next(run.run_id, (*kind).clone())).unwrap();
+                expected.push((Arc::clone(&run), (*kind).clone()));
+            }
+        }
+        for (seq, (run, kind)) in expected.into_iter().enumerate() {
+            let event = stream.try_recv().unwrap();
+            assert_eq!(event.seq(), seq as u64 + 1);
+            assert!(Arc::ptr_eq(&event.run, &run), "event {seq} lost its run's identity");
+            assert_eq!((event.run_id(), event.tag(), event.kind()), (run.run_id, run.tag.as_deref(), &kind));
+        }
+        assert_eq!(stream.runs.len(), 0, "a run's identity was kept after its terminal event");
+        drop(sender);
+        assert!(matches!(stream.try_recv(), Err(TryRecvError::Closed)));
+    }
 
     struct Pending;
 
