@@ -50,7 +50,9 @@ struct SessionState {
     // token here is cancelled once `events` is `None`. A session has few runs at once, so a list beats a map here.
     runs: Few<(RunId, CancellationToken)>,
     // This session's agent instances, at most one per registered agent, created on first use.
-    agents: Few<(Arc<str>, Arc<dyn Agent>)>,
+    // Each keyed by the address of the agent's name in the registry, which the session keeps alive: no reference
+    // count to touch on a name that every session of the registry shares (a cache line bouncing between workers).
+    agents: Few<(usize, Arc<dyn Agent>)>,
 }
 
 impl fmt::Debug for Session {
@@ -167,8 +169,8 @@ impl Session {
         let Some((agent_name, factory)) = registry.agents.get_key_value(agent) else {
             return Err(registry.unknown_agent(agent));
         };
-        let find =
-            |state: &SessionState| state.agents.iter().find(|(name, _)| name == agent_name).map(|it| it.1.clone());
+        let key = agent_name.as_ptr() as usize;
+        let find = |state: &SessionState| state.agents.iter().find(|(k, _)| *k == key).map(|it| it.1.clone());
 
         // The factory is user code: call it outside the lock. Instances are never removed, so one found now is
         // found again below.
@@ -189,7 +191,7 @@ impl Session {
             Some(instance) => instance,
             None => {
                 let instance = fresh.unwrap_or_else(|| factory());
-                state.agents.push((Arc::clone(agent_name), Arc::clone(&instance)));
+                state.agents.push((key, Arc::clone(&instance)));
                 instance
             }
         };
