@@ -7,23 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{AgentError, EmitError};
 use crate::event::{EventKind, RunId, RunInfo, SessionId, ToolCallId};
-
-/// What travels through a session's channel; the stream adds `seq` on receipt.
-#[derive(Debug)]
-pub(crate) struct RawEvent {
-    pub(crate) run: RunRef,
-    pub(crate) kind: EventKind,
-}
-
-/// Which run an event belongs to. A run's first event carries its identity, later ones only its id: the stream keeps
-/// the identity from the first event to the terminal one. So the reference count of a run's `RunInfo` is touched by
-/// the consumer's thread only, instead of once per event by the producer's thread and again by the consumer's (a
-/// cache line that would bounce between them on every event).
-#[derive(Debug)]
-pub(crate) enum RunRef {
-    First(Arc<RunInfo>),
-    Next(RunId),
-}
+use crate::raw::RawEvent;
 
 /// An agent: something a user can run with an input, which reports progress and returns an answer.
 ///
@@ -142,10 +126,10 @@ impl RunContext {
     /// If the future is dropped before it completes, the event is not emitted.
     pub async fn thinking(&mut self, text: impl Into<String>) -> Result<(), EmitError> {
         // The hot path of most agents: one future level and the 24-byte text held across the wait, the event built
-        // in place once a slot is free (callgrind: fewer moves of the 72-byte event than through `emit`).
+        // in place once a slot is free.
         let text = text.into();
         let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
-        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind: EventKind::AgentThinking { text } });
+        permit.send(RawEvent::Thinking { run: self.info.run_id, text });
         Ok(())
     }
 
@@ -157,8 +141,11 @@ impl RunContext {
     pub async fn tool_executing(&mut self, tool: &str, input: impl Into<String>) -> Result<ToolCallId, EmitError> {
         self.last_call += 1;
         let call = ToolCallId(self.last_call);
+        let input = input.into();
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
         let tool: Arc<str> = Arc::from(tool);
-        self.emit(EventKind::ToolExecuting { call, tool: Arc::clone(&tool), input: input.into() }).await?;
+        let kind = EventKind::ToolExecuting { call, tool: Arc::clone(&tool), input };
+        permit.send(RawEvent::next(self.info.run_id, kind));
         self.open_calls.push((call, tool));
         Ok(call)
     }
@@ -173,8 +160,9 @@ impl RunContext {
         let Some(index) = self.open_calls.iter().position(|(open, _)| *open == call) else {
             return Err(EmitError::UnknownToolCall(call));
         };
+        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
         let tool = Arc::clone(&self.open_calls[index].1);
-        self.emit(EventKind::ToolCompleted { call, tool, result }).await?;
+        permit.send(RawEvent::next(self.info.run_id, EventKind::ToolCompleted { call, tool, result }));
         self.open_calls.remove(index);
         Ok(())
     }
@@ -200,17 +188,16 @@ impl RunContext {
         Ok(result)
     }
 
-    pub(crate) async fn emit(&mut self, kind: EventKind) -> Result<(), EmitError> {
-        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
-        permit.send(RawEvent { run: RunRef::Next(self.info.run_id), kind });
-        Ok(())
+    /// The session's event channel. Events are emitted by reserving a slot, then building the event in place: an
+    /// `async fn` taking the event would hold it twice across the wait (its argument and its local), and the
+    /// futures of the run's task and of its agent would be larger by that much.
+    pub(crate) fn events(&self) -> &mpsc::Sender<RawEvent> {
+        &self.events
     }
 
-    /// Emits the run's first event, which carries the run's identity to the stream.
-    pub(crate) async fn emit_first(&mut self, kind: EventKind) -> Result<(), EmitError> {
-        let permit = self.events.reserve().await.map_err(|_| EmitError::StreamClosed)?;
-        permit.send(RawEvent { run: RunRef::First(Arc::clone(&self.info)), kind });
-        Ok(())
+    /// The run's first event, `agent_started`, which carries the run's identity to the stream.
+    pub(crate) fn started(&self, input: String) -> RawEvent {
+        RawEvent::first(Arc::clone(&self.info), input)
     }
 
     /// The tool calls left open, taken out so the registry can complete them.

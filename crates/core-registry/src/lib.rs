@@ -63,6 +63,7 @@ mod agent;
 mod error;
 mod event;
 mod few;
+mod raw;
 mod registry;
 mod session;
 
