@@ -13,11 +13,15 @@
 
 use std::alloc::System;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_registry::{Agent, AgentError, AgentRegistry, EventKind, EventStream, RunContext, Session, async_trait};
 use stats_alloc::StatsAlloc;
+
+#[path = "support/emitter.rs"]
+mod emitter;
+use emitter::{Payloads, payloads, take};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
@@ -146,37 +150,6 @@ impl Figure {
     }
 }
 
-/// Per-session payloads, prepared before the clock starts and taken once by each session's producer.
-type Payloads = Arc<Vec<Mutex<Vec<String>>>>;
-
-/// `events` payloads `step N` for each of `sessions` sessions.
-fn payloads(sessions: usize, events: usize) -> Payloads {
-    Arc::new((0..sessions).map(|_| Mutex::new((0..events).map(|i| format!("step {i}")).collect())).collect())
-}
-
-/// Takes session `index`'s payloads.
-fn take(payloads: &Payloads, index: usize) -> Vec<String> {
-    std::mem::take(&mut *payloads[index].lock().unwrap_or_else(PoisonError::into_inner))
-}
-
-/// An agent that emits its session's payloads as `agent_thinking` events; the input is the session's index.
-#[derive(Debug)]
-struct Emitter {
-    /// Where the payloads come from.
-    payloads: Payloads,
-}
-
-#[async_trait]
-impl Agent for Emitter {
-    async fn run(&self, ctx: &mut RunContext, input: String) -> Result<String, AgentError> {
-        let index: usize = input.parse().map_err(|_| AgentError::failed("the input must be a session index"))?;
-        for payload in take(&self.payloads, index) {
-            ctx.thinking(payload).await?;
-        }
-        Ok(String::new())
-    }
-}
-
 /// An agent that emits one empty `agent_thinking`, then waits until it is cancelled.
 #[derive(Debug)]
 struct Park;
@@ -191,11 +164,7 @@ impl Agent for Park {
 
 /// A registry with the `emit` agent over `payloads`.
 fn emitter_registry(payloads: Payloads) -> AgentRegistry {
-    AgentRegistry::builder()
-        .register("emit", move || Emitter { payloads: Arc::clone(&payloads) })
-        .event_buffer(EVENT_BUFFER)
-        .build()
-        .expect("the benchmark registry is valid")
+    emitter::emitter_registry(payloads, EVENT_BUFFER)
 }
 
 /// A registry with the `park` agent.

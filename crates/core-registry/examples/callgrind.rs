@@ -17,45 +17,18 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use core_registry::{Agent, AgentError, AgentRegistry, EventKind, EventStream, RunContext, async_trait};
+use core_registry::{EventKind, EventStream};
 use tokio::runtime::Runtime;
+
+#[path = "../benches/support/emitter.rs"]
+mod emitter;
+use emitter::{Payloads, emitter_registry, payloads, take};
 use tokio::sync::mpsc;
 
 /// The event buffer of every session, and the capacity of every bare channel.
 const EVENT_BUFFER: usize = core_registry::DEFAULT_EVENT_BUFFER;
-
-/// Per-session payloads, made before the measured region and taken once by each session's producer.
-type Payloads = Arc<Vec<Mutex<Vec<String>>>>;
-
-/// `events` payloads `step N` for each of `sessions` sessions.
-fn payloads(sessions: usize, events: usize) -> Payloads {
-    Arc::new((0..sessions).map(|_| Mutex::new((0..events).map(|i| format!("step {i}")).collect())).collect())
-}
-
-/// Takes session `index`'s payloads.
-fn take(payloads: &Payloads, index: usize) -> Vec<String> {
-    std::mem::take(&mut *payloads[index].lock().unwrap_or_else(PoisonError::into_inner))
-}
-
-/// Emits its session's payloads as `agent_thinking` events; the input is the session's index.
-#[derive(Debug)]
-struct Emitter {
-    /// Where the payloads come from.
-    payloads: Payloads,
-}
-
-#[async_trait]
-impl Agent for Emitter {
-    async fn run(&self, ctx: &mut RunContext, input: String) -> Result<String, AgentError> {
-        let index: usize = input.parse().map_err(|_| AgentError::failed("the input must be a session index"))?;
-        for payload in take(&self.payloads, index) {
-            ctx.thinking(payload).await?;
-        }
-        Ok(String::new())
-    }
-}
 
 /// Receives a session's events until its run's terminal event; returns the `agent_thinking` events.
 async fn consume(mut stream: EventStream) -> usize {
@@ -72,11 +45,7 @@ async fn consume(mut stream: EventStream) -> usize {
 
 /// `sessions` registry sessions, one run and one consumer task each; returns the events received.
 async fn registry_round(payloads: Payloads, sessions: usize) -> usize {
-    let registry = AgentRegistry::builder()
-        .register("emit", move || Emitter { payloads: Arc::clone(&payloads) })
-        .event_buffer(EVENT_BUFFER)
-        .build()
-        .expect("a valid registry");
+    let registry = emitter_registry(payloads, EVENT_BUFFER);
     let mut consumers = Vec::with_capacity(sessions);
     for index in 0..sessions {
         let (session, stream) = registry.open_session("bench-user").expect("open");

@@ -248,9 +248,7 @@ pub(crate) fn skim(text: &str) -> Skim<'_> {
 pub(crate) fn unbalanced(text: &str, spans: &[Span]) -> Option<usize> {
     let bytes = text.as_bytes();
     let n = bytes.len();
-    // The open delimiters, and where the outermost one is (the one to report if it is never closed).
-    let mut open: Vec<u8> = Vec::with_capacity(64);
-    let mut outermost = 0;
+    let mut open = Delimiters { open: Vec::with_capacity(64), outermost: 0 };
     let mut from = 0;
     for (start, end) in spans.iter().map(|span| (span.start, span.end)).chain([(n, n)]) {
         // The code between two spans, 32 bytes at a time (delimiters are too dense for `memchr` to pay); the last
@@ -275,22 +273,44 @@ pub(crate) fn unbalanced(text: &str, spans: &[Span]) -> Option<usize> {
             while found != 0 {
                 let at = base + found.trailing_zeros() as usize;
                 found &= found - 1;
-                let b = bytes[at];
-                match OPENING[b as usize] {
-                    0 => {
-                        if open.is_empty() {
-                            outermost = at;
-                        }
-                        open.push(b);
-                    }
-                    opening if open.pop() != Some(opening) => return Some(at),
-                    _ => {}
+                if let Some(at) = open.visit(bytes[at], at) {
+                    return Some(at);
                 }
             }
         }
         from = end;
     }
-    (!open.is_empty()).then_some(outermost)
+    open.unclosed()
+}
+
+/// The delimiters open at some point of a text, and where the outermost one is (the one to report if it is never
+/// closed).
+#[derive(Debug, Default)]
+struct Delimiters {
+    open: Vec<u8>,
+    outermost: usize,
+}
+
+impl Delimiters {
+    /// Takes the delimiter `b` at `at`: `Some(at)` if it closes what is not open.
+    fn visit(&mut self, b: u8, at: usize) -> Option<usize> {
+        match OPENING[b as usize] {
+            0 => {
+                if self.open.is_empty() {
+                    self.outermost = at;
+                }
+                self.open.push(b);
+            }
+            opening if self.open.pop() != Some(opening) => return Some(at),
+            _ => {}
+        }
+        None
+    }
+
+    /// Where the outermost delimiter left open is, if one is.
+    fn unclosed(&self) -> Option<usize> {
+        (!self.open.is_empty()).then_some(self.outermost)
+    }
 }
 
 /// The opening delimiter of each closing one; 0 for every other byte.
@@ -541,24 +561,16 @@ mod tests {
         // Every split of a text into blocks gives what a byte-at-a-time walk over its code gives.
         let by_bytes = |text: &str| {
             let spans = skim(text).spans;
-            let mut open = Vec::new();
-            let mut outermost = 0;
+            let mut open = Delimiters::default();
             for (at, b) in text.bytes().enumerate() {
                 if spans.iter().any(|span| (span.start..span.end).contains(&at)) || CLASS[b as usize] != DELIMITER {
                     continue;
                 }
-                match OPENING[b as usize] {
-                    0 => {
-                        if open.is_empty() {
-                            outermost = at;
-                        }
-                        open.push(b);
-                    }
-                    opening if open.pop() != Some(opening) => return Some(at),
-                    _ => {}
+                if let Some(at) = open.visit(b, at) {
+                    return Some(at);
                 }
             }
-            (!open.is_empty()).then_some(outermost)
+            open.unclosed()
         };
         let pieces = ["(", ")", "[", "]", "{", "}", "\"(]\"", "/*{*/", "// )\n", "'['", "x", "r#\"}\"#", "        "];
         let mut state = 0x2545_f491_4f6c_dd1du64;
