@@ -13,7 +13,6 @@
 
 use std::alloc::System;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_registry::{Agent, AgentError, AgentRegistry, EventKind, EventStream, RunContext, Session, async_trait};
@@ -21,9 +20,8 @@ use stats_alloc::StatsAlloc;
 
 #[path = "support/emitter.rs"]
 mod emitter;
-use emitter::{Payloads, payloads, take};
+use emitter::{Payloads, payloads};
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
 
 /// Counts the heap allocations and live bytes of the whole process (requested sizes; the allocator's own per-chunk
 /// overhead is not included). `stats_alloc` is used because implementing `GlobalAlloc` needs `unsafe impl`, which the
@@ -264,15 +262,7 @@ fn bare_round(rt: &Runtime, sessions: usize, events: usize) -> Duration {
         let start = Instant::now();
         let mut consumers = Vec::with_capacity(sessions);
         for index in 0..sessions {
-            let (sender, mut receiver) = mpsc::channel::<String>(EVENT_BUFFER);
-            let payloads = Arc::clone(&payloads);
-            tokio::spawn(async move {
-                for payload in take(&payloads, index) {
-                    if sender.send(payload).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let mut receiver = emitter::bare_producer(&payloads, index, EVENT_BUFFER);
             consumers.push(tokio::spawn(async move {
                 let (mut count, mut bytes) = (0, 0);
                 while let Some(text) = receiver.recv().await {

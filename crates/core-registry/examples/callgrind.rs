@@ -17,15 +17,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use core_registry::{EventKind, EventStream};
 use tokio::runtime::Runtime;
 
 #[path = "../benches/support/emitter.rs"]
 mod emitter;
-use emitter::{Payloads, emitter_registry, payloads, take};
-use tokio::sync::mpsc;
+use emitter::{Payloads, emitter_registry, payloads};
 
 /// The event buffer of every session, and the capacity of every bare channel.
 const EVENT_BUFFER: usize = core_registry::DEFAULT_EVENT_BUFFER;
@@ -67,15 +65,7 @@ async fn registry_round(payloads: Payloads, sessions: usize) -> usize {
 async fn bare_round(payloads: Payloads, sessions: usize) -> usize {
     let mut consumers = Vec::with_capacity(sessions);
     for index in 0..sessions {
-        let (sender, mut receiver) = mpsc::channel::<String>(EVENT_BUFFER);
-        let payloads = Arc::clone(&payloads);
-        tokio::spawn(async move {
-            for payload in take(&payloads, index) {
-                if sender.send(payload).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let mut receiver = emitter::bare_producer(&payloads, index, EVENT_BUFFER);
         consumers.push(tokio::spawn(async move {
             let mut count = 0;
             while receiver.recv().await.is_some() {

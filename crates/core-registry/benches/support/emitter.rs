@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use core_registry::{Agent, AgentError, AgentRegistry, RunContext, async_trait};
+use tokio::sync::mpsc;
 
 /// Per-session payloads, prepared before the clock starts and taken once by each session's producer.
 pub(crate) type Payloads = Arc<Vec<Mutex<Vec<String>>>>;
@@ -43,4 +44,19 @@ pub(crate) fn emitter_registry(payloads: Payloads, event_buffer: usize) -> Agent
         .event_buffer(event_buffer)
         .build()
         .expect("the benchmark registry is valid")
+}
+
+/// The bare side's producer: a task sending session `index`'s payloads into a `tokio::sync::mpsc` channel of
+/// `capacity`, whose receiver is returned.
+pub(crate) fn bare_producer(payloads: &Payloads, index: usize, capacity: usize) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel::<String>(capacity);
+    let payloads = Arc::clone(payloads);
+    tokio::spawn(async move {
+        for payload in take(&payloads, index) {
+            if sender.send(payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    receiver
 }
