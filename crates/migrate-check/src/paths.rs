@@ -57,21 +57,7 @@ pub(crate) fn normalize_owned(path: PathBuf) -> PathBuf {
 /// separator (elsewhere: never, so that [`normalize`] decides).
 fn is_normal(path: &Path) -> bool {
     let Some(text) = path.to_str().filter(|_| std::path::MAIN_SEPARATOR == '/') else { return false };
-    let bytes = text.as_bytes();
-    let mut rest = bytes.strip_prefix(b"/").unwrap_or(bytes);
-    if rest.is_empty() {
-        return false;
-    }
-    loop {
-        let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
-        if matches!(&rest[..end], b"" | b"." | b"..") {
-            return false;
-        }
-        match rest.get(end + 1..) {
-            Some(next) => rest = next,
-            None => return true,
-        }
-    }
+    text.len() > usize::from(text.starts_with('/')) && components(text).all(|c| !matches!(c, "" | "." | ".."))
 }
 
 /// The `/`-separated components of `text` after a leading `/`, empty ones included, found with a byte loop (paths

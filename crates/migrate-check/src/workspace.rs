@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue};
 use toml_edit::{Document, Item, Key, TableLike};
 
 use crate::diag::Diagnostic;
-use crate::paths::{LineCursor, line_col, normalize, rel_path, relative, within};
+use crate::paths::{LineCursor, line_col, normalize, normalize_owned, rel_path, relative, within};
 use crate::{FastMap, FastSet, par_map};
 
 /// The three dependency tables of a manifest.
@@ -342,7 +342,7 @@ impl Workspace {
                 expand_glob(&root, &pattern.split('/').collect::<Vec<_>>(), &mut found);
                 found.sort_unstable_by(|a, b| path_order(a, b));
                 for dir in found {
-                    let dir = crate::paths::normalize_owned(dir);
+                    let dir = normalize_owned(dir);
                     if is_excluded(&dir) || !seen.insert(dir.as_os_str().to_owned()) {
                         continue;
                     }
@@ -1028,15 +1028,7 @@ impl Lock {
 /// differs decides, with the separator below every other byte.
 fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
     let (a, b) = (a.as_os_str().as_encoded_bytes(), b.as_os_str().as_encoded_bytes());
-    // The common prefix, eight bytes at a time.
-    let n = a.len().min(b.len());
-    let mut common = 0;
-    while common + 8 <= n && a[common..common + 8] == b[common..common + 8] {
-        common += 8;
-    }
-    while common < n && a[common] == b[common] {
-        common += 1;
-    }
+    let common = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
     let key = |byte: Option<&u8>| byte.map(|&byte| if byte == b'/' { 0 } else { u16::from(byte) + 1 });
     key(a.get(common)).cmp(&key(b.get(common)))
 }
